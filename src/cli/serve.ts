@@ -1,0 +1,23 @@
+import { loadConfig } from '../config/load.js';
+import { serveSchema } from '../config/schema.js';
+import { createLogger } from '../log.js';
+import { Relay } from '../relay.js';
+import { formatAddress } from '../transport/listen-address.js';
+import { onTerminate } from './signals.js';
+
+export async function runServe(argv: string[]): Promise<void> {
+  const config = loadConfig(serveSchema, argv);
+  const log = createLogger(config.logLevel);
+  const relay = await Relay.start({ config, log });
+  const { xds, tls, admin, upstream } = relay.addresses;
+  const lines = [
+    'meshrelay is serving.',
+    xds ? `  xDS (plaintext ADS, SotW + Delta):  ${formatAddress(xds)}` : '',
+    tls ? `  xDS (TLS):                          ${formatAddress(tls)}` : '',
+    admin ? `  admin:                              http://${formatAddress(admin)}/debug/syncz  /debug/groups  /readyz` : '',
+    `  upstream:                           ${upstream}${relay.embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
+    xds ? `Point an ADS client at ${formatAddress(xds)} with Istio VM node metadata (NAMESPACE, SERVICE_ACCOUNT, NETWORK...).` : '',
+  ];
+  process.stdout.write(`${lines.filter(Boolean).join('\n')}\n`);
+  onTerminate(log, config.shutdownGraceSeconds * 1000, () => relay.stop(config.shutdownGraceSeconds * 1000));
+}

@@ -1,0 +1,56 @@
+import { z } from 'zod';
+
+const address = z.string().regex(/^(\[[^\]]+\]|[^:]*):\d{1,5}$/, 'want host:port, [ipv6]:port or :port');
+const optionalAddress = z.union([z.literal(''), address]);
+const mode = z.enum(['group', 'stream']);
+
+/** Everything `meshrelay serve` can be told, with defaults. Keys are the config file's keys. */
+export const serveSchema = z.object({
+  upstream: z.union([z.literal('embedded'), address]).default('embedded'),
+  upstreamProtocol: z.enum(['delta', 'sotw']).default('delta'),
+  upstreamConnections: z.number().int().min(1).max(64).default(2),
+  upstreamCaFile: z.string().default(''),
+  upstreamCertFile: z.string().default(''),
+  upstreamKeyFile: z.string().default(''),
+  xdsListen: optionalAddress.default('127.0.0.1:15010'),
+  tlsListen: optionalAddress.default(''),
+  tlsCertFile: z.string().default(''),
+  tlsKeyFile: z.string().default(''),
+  tlsClientCaFile: z.string().default(''),
+  adminListen: optionalAddress.default('127.0.0.1:15014'),
+  mode: mode.default('group'),
+  modeByNamespace: z.record(z.string(), mode).default({}),
+  perInstanceMetadata: z.array(z.string()).default(['INSTANCE_IPS', 'NAME', 'WORKLOAD_NAME', 'WORKLOAD_ENTRY', 'POD_NAME', 'HOSTNAME']),
+  perInstanceLabels: z.array(z.string()).default([]),
+  groupLingerSeconds: z.number().min(0).default(60),
+  maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
+  maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),
+  maxNamesPerRequest: z.number().int().min(1).default(5000),
+  maxStreamsPerConnection: z.number().int().min(1).default(100_000),
+  mesh: z.string().default(''),
+  churnRate: z.number().min(0).default(0),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  shutdownGraceSeconds: z.number().min(0).default(10),
+}).strict().superRefine((config, context) => {
+  if (config.tlsListen && (!config.tlsCertFile || !config.tlsKeyFile)) {
+    context.addIssue({ code: 'custom', path: ['tlsListen'], message: 'needs tlsCertFile and tlsKeyFile' });
+  }
+  if (!config.xdsListen && !config.tlsListen) {
+    context.addIssue({ code: 'custom', path: ['xdsListen'], message: 'at least one of xdsListen and tlsListen must be set' });
+  }
+  if (config.upstream !== 'embedded' && (config.mesh || config.churnRate > 0)) {
+    context.addIssue({ code: 'custom', path: ['mesh'], message: 'mesh and churnRate apply only to the embedded simulated istiod (upstream: embedded)' });
+  }
+});
+
+export type ServeConfig = z.infer<typeof serveSchema>;
+
+/** `meshrelay sim-istiod`: the simulated istiod on its own. */
+export const simSchema = z.object({
+  listen: address.default('127.0.0.1:15010'),
+  mesh: z.string().default(''),
+  churnRate: z.number().min(0).default(0),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+}).strict();
+
+export type SimConfig = z.infer<typeof simSchema>;

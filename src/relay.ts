@@ -1,0 +1,163 @@
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { AdminServer } from './admin/admin-server.js';
+import type { ServeConfig } from './config/schema.js';
+import { GrpcStatus, RelayError } from './errors.js';
+import type { Logger } from './log.js';
+import { loadMesh } from './sim/mesh-model.js';
+import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
+import { GrpcServer } from './transport/grpc-server.js';
+import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
+import { AdsService } from './xds/downstream/ads-service.js';
+import { defaultBackoff, type BackoffPolicy } from './xds/upstream/backoff.js';
+import { ConnectionPool } from './xds/upstream/connection-pool.js';
+import { GroupRegistry } from './xds/upstream/group-registry.js';
+import { shortTypeName } from './xds/protocol/type-urls.js';
+
+export interface RelayAddresses {
+  xds?: ListenAddress;
+  tls?: ListenAddress;
+  admin?: ListenAddress;
+  upstream: string;
+}
+
+export interface RelayOptions {
+  config: ServeConfig;
+  log: Logger;
+  /** Tests shorten reconnect delays. */
+  backoff?: BackoffPolicy;
+}
+
+function readFileOrFail(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `cannot read ${what} ${file}: ${(error as Error).message}`);
+  }
+}
+
+function upstreamCredentials(config: ServeConfig): grpc.ChannelCredentials {
+  if (!config.upstreamCaFile) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(
+    readFileOrFail(config.upstreamCaFile, 'upstreamCaFile'),
+    config.upstreamKeyFile ? readFileOrFail(config.upstreamKeyFile, 'upstreamKeyFile') : null,
+    config.upstreamCertFile ? readFileOrFail(config.upstreamCertFile, 'upstreamCertFile') : null,
+  );
+}
+
+/**
+ * The relay process: downstream ADS listeners, upstream groups over a connection pool, the admin
+ * port, and (with `upstream: embedded`) a simulated istiod in the same process, reached over a
+ * real loopback gRPC connection exactly like a remote one.
+ */
+export class Relay {
+  private stopping = false;
+  private admin: AdminServer | undefined;
+
+  private constructor(
+    readonly addresses: RelayAddresses,
+    readonly ads: AdsService,
+    readonly groups: GroupRegistry,
+    private readonly pool: ConnectionPool,
+    private readonly servers: GrpcServer[],
+    readonly embedded: RunningSim | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  static async start({ config, log, backoff = defaultBackoff }: RelayOptions): Promise<Relay> {
+    let embedded: RunningSim | undefined;
+    let upstreamTarget = config.upstream;
+    if (config.upstream === 'embedded') {
+      const mesh = loadMesh(config.mesh || undefined);
+      if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
+      embedded = await startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
+      upstreamTarget = formatAddress(embedded.address);
+    }
+    const pool = new ConnectionPool({
+      target: upstreamTarget,
+      size: config.upstreamConnections,
+      credentials: upstreamCredentials(config),
+      maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
+    });
+    const groups = new GroupRegistry({
+      pool,
+      protocol: config.upstreamProtocol,
+      defaultMode: config.mode,
+      modeByNamespace: config.modeByNamespace,
+      rules: { perInstanceMetadata: config.perInstanceMetadata, perInstanceLabels: config.perInstanceLabels },
+      backoff,
+      lingerMs: config.groupLingerSeconds * 1000,
+      log: log.child({ component: 'upstream' }),
+    });
+    const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64 }, log.child({ component: 'ads' }));
+    const servers: GrpcServer[] = [];
+    const addresses: RelayAddresses = { upstream: upstreamTarget };
+    const newServer = () => {
+      const server = new GrpcServer({ maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, log });
+      ads.register(server);
+      servers.push(server);
+      return server;
+    };
+    if (config.xdsListen) addresses.xds = await newServer().listen(parseListenAddress(config.xdsListen));
+    if (config.tlsListen) {
+      addresses.tls = await newServer().listen(parseListenAddress(config.tlsListen), {
+        key: readFileOrFail(config.tlsKeyFile, 'tlsKeyFile'),
+        cert: readFileOrFail(config.tlsCertFile, 'tlsCertFile'),
+        ...(config.tlsClientCaFile ? { clientCa: readFileOrFail(config.tlsClientCaFile, 'tlsClientCaFile') } : {}),
+      });
+    }
+    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, log);
+    if (config.adminListen) {
+      relay.admin = new AdminServer(log);
+      relay.registerAdminRoutes(relay.admin);
+      addresses.admin = await relay.admin.listen(parseListenAddress(config.adminListen));
+    }
+    log.info({ ...Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, typeof v === 'string' ? v : formatAddress(v)])), mode: config.mode, upstreamProtocol: config.upstreamProtocol }, 'meshrelay serving');
+    return relay;
+  }
+
+  /** Ready once the upstream has answered (a connection or any config) and we are not draining. */
+  readiness(): { ready: boolean; detail: Record<string, unknown> } {
+    const upstreamConnected = this.pool.isConnected();
+    const configReceived = this.groups.hasReceivedConfig();
+    const ready = !this.stopping && (upstreamConnected || configReceived);
+    return { ready, detail: { stopping: this.stopping, upstream: this.addresses.upstream, upstreamConnected, configReceived } };
+  }
+
+  async stop(graceMs = 0): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.servers.map((server) => server.close(graceMs)));
+    this.groups.close();
+    this.pool.close();
+    await this.admin?.close();
+    await this.embedded?.close();
+    this.log.info('meshrelay stopped');
+  }
+
+  private registerAdminRoutes(admin: AdminServer): void {
+    admin.route('/healthz', () => ({ status: 200, body: { status: 'ok' } }));
+    admin.route('/readyz', () => {
+      const { ready, detail } = this.readiness();
+      return { status: ready ? 200 : 503, body: { ready, ...detail } };
+    });
+    admin.route('/debug/syncz', (url) => {
+      const proxy = url.searchParams.get('proxy');
+      const all = this.ads.syncStatus();
+      return { status: 200, body: proxy ? all.filter((entry) => entry.proxy === proxy) : all };
+    });
+    admin.route('/debug/groups', () => ({
+      status: 200,
+      body: this.groups.list().map((group) => ({
+        key: group.key,
+        mode: group.mode,
+        members: group.members.size,
+        createdAt: group.createdAt,
+        fields: group.fields,
+        upstream: group.upstream.stats,
+        subscriptions: Object.fromEntries(Object.entries(group.subscriptionSummary()).map(([typeUrl, s]) => [shortTypeName(typeUrl), s])),
+        cachedResources: group.cache.size(),
+        fanout: { serializations: group.memo.misses, reuses: group.memo.hits },
+      })),
+    }));
+  }
+}

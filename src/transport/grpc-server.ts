@@ -1,0 +1,238 @@
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { GrpcStatus, RelayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { MessageDeframer, encodeGrpcMessage, frameMessage } from './grpc-framing.js';
+import { formatAddress, type ListenAddress } from './listen-address.js';
+
+export interface PeerInfo {
+  address: string;
+  /** The verified client certificate when the peer presented one over TLS. */
+  certificate?: ReturnType<TLSSocket['getPeerCertificate']>;
+  certificateAuthorized: boolean;
+}
+
+/**
+ * One gRPC call on a raw HTTP/2 stream. Writes take pre-framed bytes so that one serialized
+ * response can be written to many streams without a copy per stream (DESIGN §7).
+ */
+export class GrpcCall {
+  private headersSent = false;
+  private finished = false;
+  private readonly deframer: MessageDeframer;
+  private messageListener: (message: Buffer) => void = () => {};
+  private readonly closeListeners: Array<() => void> = [];
+
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    readonly path: string,
+    readonly headers: http2.IncomingHttpHeaders,
+    readonly peer: PeerInfo,
+    maxMessageBytes: number,
+  ) {
+    this.deframer = new MessageDeframer(maxMessageBytes);
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('error', () => { /* reported through 'close'; a reset peer is not an error of ours */ });
+    stream.on('close', () => {
+      this.finished = true;
+      for (const listener of this.closeListeners.splice(0)) listener();
+    });
+  }
+
+  onMessage(listener: (message: Buffer) => void): void {
+    this.messageListener = listener;
+  }
+
+  onClose(listener: () => void): void {
+    if (this.finished && this.stream.closed) listener();
+    else this.closeListeners.push(listener);
+  }
+
+  onDrain(listener: () => void): void {
+    this.stream.on('drain', listener);
+  }
+
+  get closed(): boolean {
+    return this.finished || this.stream.closed || this.stream.destroyed;
+  }
+
+  /** True while the stream's write buffer is over its high-water mark. */
+  get needsDrain(): boolean {
+    return this.stream.writableNeedDrain;
+  }
+
+  /** Writes one already-framed message; returns false when the caller should wait for drain. */
+  writeFrame(frame: Buffer): boolean {
+    if (this.closed) return false;
+    this.sendHeaders();
+    return this.stream.write(frame);
+  }
+
+  writeMessage(message: Uint8Array): boolean {
+    return this.writeFrame(frameMessage(message));
+  }
+
+  /** Ends the call with a status; a no-op once the call has ended. */
+  end(code: GrpcStatus = GrpcStatus.OK, message = ''): void {
+    if (this.closed) return;
+    this.finished = true;
+    const trailers: http2.OutgoingHttpHeaders = { 'grpc-status': String(code) };
+    if (message) trailers['grpc-message'] = encodeGrpcMessage(message);
+    if (!this.headersSent) {
+      // Trailers-Only response.
+      this.headersSent = true;
+      this.stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...trailers }, { endStream: true });
+      return;
+    }
+    this.pendingTrailers = trailers;
+    this.stream.end();
+  }
+
+  fail(error: unknown): void {
+    const relayError = RelayError.from(error);
+    this.end(relayError.grpcStatus, relayError.message);
+  }
+
+  private pendingTrailers: http2.OutgoingHttpHeaders = { 'grpc-status': '0' };
+
+  private sendHeaders(): void {
+    if (this.headersSent) return;
+    this.headersSent = true;
+    this.stream.respond(
+      { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' },
+      { waitForTrailers: true },
+    );
+    this.stream.on('wantTrailers', () => this.stream.sendTrailers(this.pendingTrailers));
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.finished) return;
+    let messages: Buffer[];
+    try {
+      messages = this.deframer.push(chunk);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    for (const message of messages) {
+      if (this.finished) return;
+      this.messageListener(message);
+    }
+  }
+}
+
+export type CallHandler = (call: GrpcCall) => void;
+
+export interface GrpcServerOptions {
+  maxMessageBytes: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
+  maxStreamsPerConnection: number;
+  log: Logger;
+}
+
+export interface TlsOptions {
+  key: Buffer;
+  cert: Buffer;
+  /** When set, client certificates are requested and verified against it. */
+  clientCa?: Buffer;
+}
+
+/**
+ * A gRPC server written directly on node:http2: grpc-js copies each message per stream, which
+ * dominates fan-out cost; writing one pre-framed buffer to every stream does not (DESIGN §7).
+ */
+export class GrpcServer {
+  private readonly handlers = new Map<string, CallHandler>();
+  private readonly servers: Array<http2.Http2Server | http2.Http2SecureServer> = [];
+  private readonly sessions = new Set<http2.Http2Session>();
+  private readonly calls = new Set<GrpcCall>();
+
+  constructor(private readonly options: GrpcServerOptions) {}
+
+  register(path: string, handler: CallHandler): void {
+    this.handlers.set(path, handler);
+  }
+
+  get activeCalls(): number {
+    return this.calls.size;
+  }
+
+  /** Open HTTP/2 connections. */
+  get connections(): number {
+    return this.sessions.size;
+  }
+
+  async listen(address: ListenAddress, tls?: TlsOptions): Promise<ListenAddress> {
+    const settings = { maxConcurrentStreams: this.options.maxStreamsPerConnection };
+    const server = tls
+      ? http2.createSecureServer({
+          key: tls.key, cert: tls.cert, settings,
+          ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+        })
+      : http2.createServer({ settings });
+    server.on('session', (session: http2.Http2Session) => {
+      this.sessions.add(session);
+      session.on('error', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
+      session.on('close', () => this.sessions.delete(session));
+    });
+    server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    server.on('sessionError', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+    });
+    this.servers.push(server);
+    const bound = server.address() as AddressInfo;
+    this.options.log.info({ address: formatAddress({ host: bound.address, port: bound.port }), tls: !!tls }, 'gRPC listener up');
+    return { host: bound.address, port: bound.port };
+  }
+
+  /**
+   * Stops accepting, ends open calls with UNAVAILABLE (so clients reconnect elsewhere), sends
+   * GOAWAY, and destroys what is left after the grace period.
+   */
+  async close(graceMs = 0): Promise<void> {
+    const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    for (const call of this.calls) call.end(GrpcStatus.UNAVAILABLE, 'server shutting down');
+    for (const session of this.sessions) session.close();
+    const timer = setTimeout(() => { for (const session of this.sessions) session.destroy(); }, graceMs);
+    await closed;
+    clearTimeout(timer);
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => {});
+    if (headers[':method'] !== 'POST') {
+      stream.respond({ ':status': 405 }, { endStream: true });
+      return;
+    }
+    const contentType = String(headers['content-type'] ?? '');
+    if (!contentType.startsWith('application/grpc')) {
+      stream.respond({ ':status': 415 }, { endStream: true });
+      return;
+    }
+    const path = String(headers[':path'] ?? '');
+    const socket = stream.session?.socket as TLSSocket | undefined;
+    const peerCertificate = socket && typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    const peer: PeerInfo = {
+      address: `${socket?.remoteAddress ?? ''}:${socket?.remotePort ?? ''}`,
+      certificateAuthorized: !!socket?.authorized,
+      ...(peerCertificate && Object.keys(peerCertificate).length > 0 ? { certificate: peerCertificate } : {}),
+    };
+    const call = new GrpcCall(stream, path, headers, peer, this.options.maxMessageBytes);
+    const handler = this.handlers.get(path);
+    if (!handler) {
+      call.end(GrpcStatus.UNIMPLEMENTED, `unknown method ${path}`);
+      return;
+    }
+    this.calls.add(call);
+    call.onClose(() => this.calls.delete(call));
+    try {
+      handler(call);
+    } catch (error) {
+      this.options.log.error({ err: error, path }, 'call handler threw');
+      call.fail(error);
+    }
+  }
+}

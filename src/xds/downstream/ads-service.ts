@@ -1,0 +1,76 @@
+import type { Logger } from '../../log.js';
+import type { GrpcServer } from '../../transport/grpc-server.js';
+import { AdsMethod } from '../protocol/envelopes.js';
+import { shortTypeName } from '../protocol/type-urls.js';
+import type { AdsSession, SessionLimits } from './ads-session.js';
+import { DeltaSession } from './delta-session.js';
+import { SotwSession } from './sotw-session.js';
+import type { ViewProvider } from './view.js';
+
+export interface SyncStatus {
+  stream: string;
+  proxy: string;
+  protocol: string;
+  key: string;
+  mode: string;
+  connectedAt: string;
+  health?: { healthy: boolean; message: string; at: string };
+  types: Record<string, {
+    typeUrl: string;
+    wildcard: boolean;
+    names: number;
+    versionSent: string;
+    versionAcked: string;
+    nonceSent: string;
+    acks: number;
+    nacks: number;
+    lastNack?: { nonce: string; message: string; code: number; at: string };
+  }>;
+}
+
+/** Serves both ADS methods from one ViewProvider and keeps the live sessions for the admin views. */
+export class AdsService {
+  private readonly sessions = new Set<AdsSession>();
+
+  constructor(
+    private readonly provider: ViewProvider,
+    private readonly limits: SessionLimits,
+    private readonly log: Logger,
+  ) {}
+
+  register(server: GrpcServer): void {
+    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, this.limits, this.log, (s) => this.sessions.delete(s))));
+    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, this.limits, this.log, (s) => this.sessions.delete(s))));
+  }
+
+  get connectedProxies(): number {
+    return this.sessions.size;
+  }
+
+  syncStatus(): SyncStatus[] {
+    return [...this.sessions].filter((session) => session.node).map((session) => ({
+      stream: session.id,
+      proxy: session.node!.id,
+      protocol: session.protocol,
+      key: session.attachment?.key ?? '',
+      mode: session.attachment?.mode ?? '',
+      connectedAt: session.connectedAt,
+      ...(session.health ? { health: session.health } : {}),
+      types: Object.fromEntries([...session.types].map(([typeUrl, state]) => [shortTypeName(typeUrl), {
+        typeUrl,
+        wildcard: state.subscription.wildcard,
+        names: state.subscription.names.size,
+        versionSent: state.versionSent,
+        versionAcked: state.versionAcked,
+        nonceSent: state.lastNonce,
+        acks: state.acks,
+        nacks: state.nacks,
+        ...(state.lastNack ? { lastNack: state.lastNack } : {}),
+      }])),
+    }));
+  }
+
+  private track(session: AdsSession): void {
+    this.sessions.add(session);
+  }
+}

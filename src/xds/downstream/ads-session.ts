@@ -1,0 +1,260 @@
+import { GrpcStatus, RelayError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { GrpcCall } from '../../transport/grpc-server.js';
+import type { TypeChange } from '../cache/resource-cache.js';
+import type { NodeMessage, RpcStatus } from '../protocol/envelopes.js';
+import { parseNode, type ProxyNode } from '../protocol/node.js';
+import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
+import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
+import type { StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
+
+export interface SessionLimits {
+  maxNamesPerRequest: number;
+  maxTypesPerStream: number;
+}
+
+export interface NackRecord {
+  nonce: string;
+  message: string;
+  code: number;
+  at: string;
+}
+
+/** Per stream, per type: what the client asked for and what it was sent, acked and refused. */
+export class TypeState {
+  readonly subscription = new Subscription();
+  /** name → version the client holds, as far as we know (includes versions it NACKed). */
+  readonly sent = new Map<string, string>();
+  /** SotW: names to send even if sent before, because the client newly asked for them. */
+  readonly forceNames = new Set<string>();
+  initialResponseDue = true;
+  lastNonce = '';
+  fullStateKey = '';
+  versionSent = '';
+  versionAcked = '';
+  acks = 0;
+  nacks = 0;
+  lastNack: NackRecord | undefined;
+  /** Delta: responses not yet acknowledged, nonce → system version. */
+  readonly pending = new Map<string, string>();
+}
+
+export interface HealthReport {
+  healthy: boolean;
+  message: string;
+  at: string;
+}
+
+export type SessionProtocol = 'sotw' | 'delta';
+
+let sessionCounter = 0;
+
+/** CDS, EDS, LDS, RDS: the types whose initial push order matters for make-before-break. */
+const ORDERED_TYPES = 4;
+const INITIAL_ORDER_WAIT_MS = 2000;
+
+/**
+ * Everything SotW and Delta streams share: the node handshake, attaching to a view, per-type state,
+ * dirty tracking and a flush that respects back-pressure. A stream that stops reading keeps only
+ * "which types are dirty"; when it drains it is sent the latest state, never a queue of old ones.
+ */
+export abstract class AdsSession {
+  readonly id = `s${++sessionCounter}`;
+  readonly connectedAt = new Date().toISOString();
+  node: ProxyNode | undefined;
+  attachment: ViewAttachment | undefined;
+  health: HealthReport | undefined;
+  readonly types = new Map<string, TypeState>();
+  private readonly dirty = new Set<string>();
+  private flushScheduled = false;
+  private waitingForDrain = false;
+  private detachCache: (() => void) | undefined;
+  private readonly orderingDeadline = new Map<string, number>();
+  private closed = false;
+  abstract readonly protocol: SessionProtocol;
+
+  constructor(
+    protected readonly call: GrpcCall,
+    private readonly provider: ViewProvider,
+    protected readonly limits: SessionLimits,
+    protected readonly log: Logger,
+    private readonly onEnded: (session: AdsSession) => void,
+  ) {
+    call.onMessage((bytes) => this.receive(bytes));
+    call.onDrain(() => {
+      if (!this.waitingForDrain) return;
+      this.waitingForDrain = false;
+      this.flush();
+    });
+    call.onClose(() => this.shutdown());
+  }
+
+  protected abstract handleRequest(bytes: Buffer): void;
+  /** Builds and writes the response for one dirty type; returns false when the stream is full. */
+  protected abstract pushType(typeUrl: string, state: TypeState): boolean;
+
+  private receive(bytes: Buffer): void {
+    if (this.closed) return;
+    try {
+      this.handleRequest(bytes);
+    } catch (error) {
+      const relayError = RelayError.from(error);
+      this.log.warn({ stream: this.id, node: this.node?.id, code: relayError.code, err: relayError.message }, 'refusing stream');
+      this.call.fail(relayError);
+      this.shutdown();
+    }
+  }
+
+  protected checkTypeUrl(typeUrl: string): void {
+    if (!isWellFormedTypeUrl(typeUrl)) {
+      throw new RelayError('MR_BAD_TYPE_URL', GrpcStatus.INVALID_ARGUMENT, `malformed type_url "${typeUrl.slice(0, 80)}"`);
+    }
+  }
+
+  protected checkNameCount(count: number): void {
+    if (count > this.limits.maxNamesPerRequest) {
+      throw new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED,
+        `request names ${count} resources, over the limit of ${this.limits.maxNamesPerRequest}`);
+    }
+  }
+
+  /** The first request of a stream must carry the node (Envoy sends it only once). */
+  protected ensureAttached(node: NodeMessage | null | undefined): void {
+    if (this.attachment) return;
+    if (!node || !node.id) {
+      throw new RelayError('MR_MISSING_NODE', GrpcStatus.INVALID_ARGUMENT, 'the first request on a stream must carry node with a non-empty id');
+    }
+    this.node = parseNode(node);
+    const identity: StreamIdentity = { streamId: this.id, callMetadata: callMetadata(this.call) };
+    this.attachment = this.provider.attach(this.node, identity);
+    this.detachCache = this.attachment.view.cache.onChange((change) => this.onCacheChange(change));
+    this.log.info({ stream: this.id, node: this.node.id, key: this.attachment.key, mode: this.attachment.mode, protocol: this.protocol }, 'proxy connected');
+  }
+
+  protected typeState(typeUrl: string): { state: TypeState; created: boolean } {
+    const existing = this.types.get(typeUrl);
+    if (existing) return { state: existing, created: false };
+    if (this.types.size >= this.limits.maxTypesPerStream) {
+      throw new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, `stream subscribes to more than ${this.limits.maxTypesPerStream} types`);
+    }
+    const state = new TypeState();
+    this.types.set(typeUrl, state);
+    return { state, created: true };
+  }
+
+  protected recordAck(state: TypeState, version: string): void {
+    state.acks++;
+    state.versionAcked = version;
+  }
+
+  protected recordNack(typeUrl: string, state: TypeState, nonce: string, error: RpcStatus): void {
+    state.nacks++;
+    state.lastNack = { nonce, message: error.message ?? '', code: error.code ?? 0, at: new Date().toISOString() };
+    // Recorded and exposed, never forwarded upstream: one bad VM must not starve its group (DESIGN §6).
+    this.log.warn({ stream: this.id, node: this.node?.id, type: shortTypeName(typeUrl), nonce, error: state.lastNack.message }, 'proxy NACKed config');
+  }
+
+  /** istio-agent reports health as requests of type istio.v1.HealthInformation; nobody answers them. */
+  protected isHealthReport(typeUrl: string, error: RpcStatus | null | undefined): boolean {
+    if (typeUrl !== TypeUrl.healthInformation) return false;
+    this.health = { healthy: !error?.message, message: error?.message ?? '', at: new Date().toISOString() };
+    return true;
+  }
+
+  protected applyInterest(typeUrl: string, change: InterestChange): void {
+    if (!isEmptyChange(change)) this.attachment!.view.changeInterest(typeUrl, change);
+  }
+
+  protected markDirty(typeUrl: string): void {
+    this.dirty.add(typeUrl);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private onCacheChange(change: TypeChange): void {
+    const state = this.types.get(change.typeUrl);
+    if (!state) return;
+    const { subscription } = state;
+    const affected = subscription.wildcard
+      || state.initialResponseDue
+      || change.changed.some((name) => subscription.names.has(name))
+      || change.removed.some((name) => state.sent.has(name));
+    if (affected) this.markDirty(change.typeUrl);
+  }
+
+  private flush(): void {
+    if (this.closed || this.dirty.size === 0) return;
+    if (this.call.needsDrain) {
+      this.waitingForDrain = true;
+      return;
+    }
+    const ordered = [...this.dirty].sort((a, b) => pushRank(a) - pushRank(b));
+    for (const typeUrl of ordered) {
+      const state = this.types.get(typeUrl);
+      if (!state) {
+        this.dirty.delete(typeUrl);
+        continue;
+      }
+      if (this.mustWaitForEarlierType(typeUrl)) continue;
+      this.dirty.delete(typeUrl);
+      const writable = this.pushType(typeUrl, state);
+      if (!writable) {
+        this.waitingForDrain = true;
+        return;
+      }
+    }
+  }
+
+  /**
+   * Make-before-break on the initial push (CDS, EDS, LDS, RDS): a type waits while an earlier type
+   * this stream asked for has not arrived from the source yet — bounded, so a source that never
+   * answers one type cannot hold back the others.
+   */
+  private mustWaitForEarlierType(typeUrl: string): boolean {
+    const rank = pushRank(typeUrl);
+    if (rank === 0 || rank >= ORDERED_TYPES) return false;
+    const waiting = [...this.types.keys()].some((other) => pushRank(other) < rank && !this.cache.isInitialized(other));
+    if (!waiting) {
+      this.orderingDeadline.delete(typeUrl);
+      return false;
+    }
+    const deadline = this.orderingDeadline.get(typeUrl) ?? Date.now() + INITIAL_ORDER_WAIT_MS;
+    this.orderingDeadline.set(typeUrl, deadline);
+    if (Date.now() >= deadline) return false;
+    setTimeout(() => this.markDirty(typeUrl), deadline - Date.now() + 1).unref();
+    return true;
+  }
+
+  protected get cache() {
+    return this.attachment!.view.cache;
+  }
+
+  protected get memo() {
+    return this.attachment!.view.memo;
+  }
+
+  private shutdown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.detachCache?.();
+    if (this.attachment) {
+      for (const [typeUrl, state] of this.types) this.applyInterest(typeUrl, state.subscription.release());
+      this.attachment.release();
+      this.log.info({ stream: this.id, node: this.node?.id }, 'proxy disconnected');
+    }
+    this.onEnded(this);
+  }
+}
+
+function callMetadata(call: GrpcCall): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(call.headers)) {
+    if (key.startsWith(':') || value === undefined) continue;
+    out[key] = Array.isArray(value) ? value.join(',') : String(value);
+  }
+  return out;
+}

@@ -1,0 +1,107 @@
+import { GrpcStatus, RelayError } from '../../errors.js';
+import { frameMessage } from '../../transport/grpc-framing.js';
+import type { CachedResource } from '../cache/resource-cache.js';
+import { Envelopes, type DeltaDiscoveryRequest } from '../protocol/envelopes.js';
+import { AdsSession, type SessionProtocol, type TypeState } from './ads-session.js';
+
+const MAX_PENDING_NONCES = 64;
+
+/** A DeltaAggregatedResources stream (incremental xDS). */
+export class DeltaSession extends AdsSession {
+  readonly protocol: SessionProtocol = 'delta';
+
+  protected handleRequest(bytes: Buffer): void {
+    let request: DeltaDiscoveryRequest;
+    try {
+      request = Envelopes.decodeDeltaRequest(bytes);
+    } catch (error) {
+      throw new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, `malformed DeltaDiscoveryRequest: ${(error as Error).message}`);
+    }
+    this.ensureAttached(request.node);
+    const typeUrl = request.type_url;
+    this.checkTypeUrl(typeUrl);
+    const initialVersions = Object.entries(request.initial_resource_versions ?? {});
+    this.checkNameCount(request.resource_names_subscribe.length + request.resource_names_unsubscribe.length + initialVersions.length);
+    if (this.isHealthReport(typeUrl, request.error_detail)) return;
+
+    const { state, created } = this.typeState(typeUrl);
+    if (request.response_nonce) {
+      const version = state.pending.get(request.response_nonce);
+      if (request.error_detail) {
+        this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
+        state.pending.delete(request.response_nonce);
+      } else if (version !== undefined) {
+        this.recordAck(state, version);
+        state.pending.delete(request.response_nonce);
+      }
+    }
+    if (created) {
+      // On reconnect the client says what it holds; we send only what differs (xds_protocol).
+      for (const [name, version] of initialVersions) state.sent.set(name, version);
+    }
+    // Subscription changes are honoured even with a stale nonce (unlike SotW).
+    const change = state.subscription.updateDelta(request.resource_names_subscribe, request.resource_names_unsubscribe, created);
+    for (const name of change.removed) state.sent.delete(name);
+    if (change.wildcard === -1) {
+      for (const name of state.sent.keys()) if (!state.subscription.names.has(name)) state.sent.delete(name);
+    }
+    this.applyInterest(typeUrl, change);
+    if (created || change.added.length > 0 || change.wildcard === 1) this.markDirty(typeUrl);
+  }
+
+  protected pushType(typeUrl: string, state: TypeState): boolean {
+    if (!this.cache.isInitialized(typeUrl)) return true;
+    const { subscription } = state;
+    const all = this.cache.all(typeUrl);
+    const updates: CachedResource[] = [];
+    const consider = (resource: CachedResource) => {
+      if (state.sent.get(resource.name) !== resource.version) updates.push(resource);
+    };
+    if (subscription.wildcard) for (const resource of all.values()) consider(resource);
+    for (const name of subscription.names) {
+      const resource = all.get(name);
+      if (resource && !(subscription.wildcard)) consider(resource);
+    }
+    // Absent means removed only where the cache is authoritative: a wildcard set, or a name the
+    // source deleted. A named resource the group merely has not fetched yet is not "removed".
+    const removed: string[] = [];
+    for (const name of state.sent.keys()) {
+      if (!all.has(name) && (subscription.wildcard || this.cache.wasDeleted(typeUrl, name))) removed.push(name);
+    }
+    // A wildcard subscription gets a first response even when empty, so the client can finish
+    // initialising; otherwise an empty response is never sent.
+    const initialWildcard = state.initialResponseDue && subscription.wildcard;
+    if (updates.length === 0 && removed.length === 0 && !initialWildcard) {
+      if (subscription.names.size > 0 || subscription.wildcard) state.initialResponseDue = false;
+      return true;
+    }
+    const generation = this.cache.generation(typeUrl);
+    const everything = subscription.wildcard && removed.length === 0 && updates.length === all.size;
+    const key = everything
+      ? `delta|${generation}|*`
+      : `delta|${generation}|${updates.map((r) => r.name).join(',')}|${removed.join(',')}`;
+    const versionInfo = this.cache.versionInfo(typeUrl);
+    const response = this.memo.getOrBuild(typeUrl, key, (nonce) => ({
+      versionInfo,
+      frame: frameMessage(Envelopes.encodeDeltaResponse({
+        system_version_info: versionInfo,
+        type_url: typeUrl,
+        nonce,
+        resources: updates.map((resource) => ({
+          name: resource.name,
+          version: resource.version,
+          resource: { type_url: resource.typeUrl, value: resource.body },
+        })),
+        removed_resources: removed,
+      })),
+    }));
+    for (const resource of updates) state.sent.set(resource.name, resource.version);
+    for (const name of removed) state.sent.delete(name);
+    state.initialResponseDue = false;
+    state.versionSent = response.versionInfo;
+    state.lastNonce = response.nonce;
+    if (state.pending.size >= MAX_PENDING_NONCES) state.pending.delete(state.pending.keys().next().value!);
+    state.pending.set(response.nonce, response.versionInfo);
+    return this.call.writeFrame(response.frame);
+  }
+}

@@ -1,0 +1,34 @@
+import type { ResourceCache } from '../cache/resource-cache.js';
+import type { ResponseMemo } from '../cache/response-memo.js';
+import type { ProxyNode } from '../protocol/node.js';
+import type { InterestChange } from './subscription.js';
+
+/**
+ * What a downstream stream reads from: a cache of resources and a memo of serialized responses,
+ * plus a way to tell the source which resources are wanted. In the relay a view is an upstream
+ * group; in the simulated istiod it is one rendering of the mesh.
+ */
+export interface XdsView {
+  readonly cache: ResourceCache;
+  readonly memo: ResponseMemo;
+  changeInterest(typeUrl: string, change: InterestChange): void;
+}
+
+export interface ViewAttachment {
+  readonly view: XdsView;
+  /** The aggregation key (group mode) or another label for what the stream shares. */
+  readonly key: string;
+  readonly mode: string;
+  /** Called once when the stream ends. */
+  release(): void;
+}
+
+export interface StreamIdentity {
+  streamId: string;
+  /** The caller's metadata as received (authorization, x-forwarded-client-cert, ...). */
+  callMetadata: Record<string, string>;
+}
+
+export interface ViewProvider {
+  attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment;
+}

@@ -1,0 +1,105 @@
+import type { Logger } from '../../log.js';
+import { NonceSource } from '../cache/response-memo.js';
+import type { StreamIdentity, ViewAttachment, ViewProvider } from '../downstream/view.js';
+import type { ProxyNode } from '../protocol/node.js';
+import { aggregationKey, type AggregationRules } from './aggregation-key.js';
+import type { BackoffPolicy } from './backoff.js';
+import type { ConnectionPool } from './connection-pool.js';
+import { UpstreamAdsStream, type UpstreamProtocol } from './upstream-ads-stream.js';
+import { UpstreamGroup } from './upstream-group.js';
+
+export type MultiplexMode = 'group' | 'stream';
+
+export interface GroupRegistryOptions {
+  pool: ConnectionPool;
+  protocol: UpstreamProtocol;
+  defaultMode: MultiplexMode;
+  /** Per-namespace override of the mode (DESIGN §3: chosen per namespace by config). */
+  modeByNamespace: Record<string, MultiplexMode>;
+  rules: AggregationRules;
+  backoff: BackoffPolicy;
+  /** How long an empty group keeps its upstream stream and cache, for VMs that reconnect. */
+  lingerMs: number;
+  log: Logger;
+}
+
+/** Metadata a VM sent that stream mode forwards upstream so istiod sees the VM's own identity. */
+const forwardedCallMetadata = ['authorization', 'clusterid'];
+
+/**
+ * Maps each VM stream to its upstream group: by aggregation key in group mode, one group per stream
+ * in stream mode. Groups are created on first use and closed after lingering empty.
+ */
+export class GroupRegistry implements ViewProvider {
+  private readonly groups = new Map<string, UpstreamGroup>();
+  private readonly nonces = new NonceSource();
+
+  constructor(private readonly options: GroupRegistryOptions) {}
+
+  attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
+    const mode = this.options.modeByNamespace[node.namespace] ?? this.options.defaultMode;
+    const aggregation = aggregationKey(node, this.options.rules);
+    const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
+    let group = this.groups.get(key);
+    if (!group) {
+      group = this.createGroup(key, mode, node, aggregation.fields, stream);
+    }
+    group.addMember(stream.streamId);
+    const joined = group;
+    return {
+      view: joined,
+      key,
+      mode,
+      release: () => joined.removeMember(stream.streamId, mode === 'stream' ? 0 : this.options.lingerMs, () => this.closeGroup(joined)),
+    };
+  }
+
+  list(): UpstreamGroup[] {
+    return [...this.groups.values()];
+  }
+
+  /** Streams open to the upstream right now (one per group that is streaming). */
+  upstreamStreams(): number {
+    return this.list().filter((group) => group.upstream.stats.state === 'streaming').length;
+  }
+
+  /** True once any group has received config from the upstream. */
+  hasReceivedConfig(): boolean {
+    return this.list().some((group) => group.upstream.stats.responses > 0);
+  }
+
+  close(): void {
+    for (const group of this.groups.values()) group.close();
+    this.groups.clear();
+  }
+
+  private createGroup(key: string, mode: MultiplexMode, node: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
+    const group = new UpstreamGroup(key, mode, fields, this.nonces);
+    const metadata: Record<string, string> = {};
+    if (mode === 'stream') {
+      for (const name of forwardedCallMetadata) {
+        const value = stream.callMetadata[name];
+        if (value) metadata[name] = value;
+      }
+    }
+    group.connect(new UpstreamAdsStream({
+      pool: this.options.pool,
+      protocol: this.options.protocol,
+      node: node.raw,
+      cache: group.cache,
+      metadata,
+      backoff: this.options.backoff,
+      log: this.options.log.child({ group: key }),
+    }));
+    this.groups.set(key, group);
+    this.options.log.info({ group: key, mode, node: node.id }, 'upstream group created');
+    return group;
+  }
+
+  private closeGroup(group: UpstreamGroup): void {
+    if (this.groups.get(group.key) !== group) return;
+    this.groups.delete(group.key);
+    group.close();
+    this.options.log.info({ group: group.key }, 'upstream group closed');
+  }
+}

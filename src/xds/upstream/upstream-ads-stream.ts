@@ -1,0 +1,251 @@
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../../log.js';
+import type { ResourceCache } from '../cache/resource-cache.js';
+import { AdsMethod, Envelopes, type NodeMessage } from '../protocol/envelopes.js';
+import { resourceName } from '../protocol/resource-name.js';
+import { isFullStateType, shortTypeName } from '../protocol/type-urls.js';
+import { WILDCARD } from '../downstream/subscription.js';
+import { Backoff, type BackoffPolicy } from './backoff.js';
+import type { ConnectionPool } from './connection-pool.js';
+
+export type UpstreamProtocol = 'delta' | 'sotw';
+export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'closed';
+
+/** What the group wants from the upstream for one type. */
+export interface DesiredSubscription {
+  wildcard: boolean;
+  names: ReadonlySet<string>;
+}
+
+/** What has been said on the current upstream stream for one type. */
+interface SentSubscription {
+  wildcard: boolean;
+  names: Set<string>;
+  /** SotW: the last version and nonce received, echoed in every request. */
+  version: string;
+  nonce: string;
+}
+
+export interface UpstreamStreamOptions {
+  pool: ConnectionPool;
+  protocol: UpstreamProtocol;
+  node: NodeMessage;
+  cache: ResourceCache;
+  /** Sent on every upstream stream (e.g. a VM's own authorization in stream mode). */
+  metadata?: Record<string, string>;
+  backoff: BackoffPolicy;
+  log: Logger;
+}
+
+export interface UpstreamStats {
+  state: UpstreamState;
+  protocol: UpstreamProtocol;
+  streamsOpened: number;
+  responses: number;
+  bytesReceived: number;
+  bytesSent: number;
+  lastError: string;
+  lastResponseAt: string;
+}
+
+/**
+ * One ADS stream to the upstream (istiod), Delta or SotW, feeding a ResourceCache. It reconnects
+ * with backoff and jitter, resubscribes with the versions it holds, and ACKs every response: the
+ * relay's acceptance is what the upstream hears, VMs' NACKs stay with the relay (DESIGN §3, §6).
+ */
+export class UpstreamAdsStream {
+  private readonly desired = new Map<string, DesiredSubscription>();
+  private sent = new Map<string, SentSubscription>();
+  private stream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+  private releaseStream: (() => void) | undefined;
+  private nodeSent = false;
+  private syncScheduled = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private readonly backoff: Backoff;
+  readonly stats: UpstreamStats;
+
+  constructor(private readonly options: UpstreamStreamOptions) {
+    this.backoff = new Backoff(options.backoff);
+    this.stats = {
+      state: 'idle', protocol: options.protocol, streamsOpened: 0, responses: 0,
+      bytesReceived: 0, bytesSent: 0, lastError: '', lastResponseAt: '',
+    };
+  }
+
+  setDesired(typeUrl: string, desired: DesiredSubscription): void {
+    this.desired.set(typeUrl, desired);
+    this.scheduleSync();
+  }
+
+  start(): void {
+    if (this.stats.state !== 'idle') return;
+    this.open();
+  }
+
+  close(): void {
+    this.stats.state = 'closed';
+    clearTimeout(this.reconnectTimer);
+    this.endStream();
+  }
+
+  private open(): void {
+    const metadata = new grpc.Metadata();
+    for (const [key, value] of Object.entries(this.options.metadata ?? {})) metadata.set(key, value);
+    const method = this.options.protocol === 'delta' ? AdsMethod.delta : AdsMethod.sotw;
+    const { stream, release } = this.options.pool.openStream(method, metadata);
+    this.stream = stream;
+    this.releaseStream = release;
+    this.sent = new Map();
+    this.nodeSent = false;
+    this.stats.state = 'streaming';
+    this.stats.streamsOpened++;
+    stream.on('data', (bytes: Buffer) => this.receive(stream, bytes));
+    stream.on('error', (error: grpc.ServiceError) => this.onStreamEnd(stream, `${grpc.status[error.code] ?? error.code}: ${error.details || error.message}`));
+    stream.on('end', () => this.onStreamEnd(stream, 'upstream ended the stream'));
+    this.scheduleSync();
+  }
+
+  private onStreamEnd(stream: grpc.ClientDuplexStream<Buffer, Buffer>, reason: string): void {
+    if (stream !== this.stream) return;
+    this.endStream();
+    if (this.stats.state === 'closed') return;
+    this.stats.lastError = reason;
+    this.stats.state = 'backoff';
+    const delay = this.backoff.nextDelayMs();
+    this.options.log.warn({ target: this.options.pool.target, reason, retryInMs: delay }, 'upstream stream ended; serving VMs from cache');
+    this.reconnectTimer = setTimeout(() => this.open(), delay);
+  }
+
+  private endStream(): void {
+    const stream = this.stream;
+    this.stream = undefined;
+    this.releaseStream?.();
+    this.releaseStream = undefined;
+    if (stream) {
+      stream.removeAllListeners('data');
+      stream.on('error', () => {});
+      stream.cancel();
+    }
+  }
+
+  private scheduleSync(): void {
+    if (this.syncScheduled) return;
+    this.syncScheduled = true;
+    setImmediate(() => {
+      this.syncScheduled = false;
+      this.sync();
+    });
+  }
+
+  /** Tells the upstream about every difference between what is desired and what was said. */
+  private sync(): void {
+    if (!this.stream) return;
+    for (const [typeUrl, desired] of this.desired) {
+      const sent = this.sent.get(typeUrl);
+      if (!sent && !desired.wildcard && desired.names.size === 0) continue;
+      if (sent && sent.wildcard === desired.wildcard && sameNames(sent.names, desired.names)) continue;
+      if (this.options.protocol === 'delta') this.syncDelta(typeUrl, desired, sent);
+      else this.syncSotw(typeUrl, desired, sent);
+    }
+  }
+
+  private syncDelta(typeUrl: string, desired: DesiredSubscription, sent: SentSubscription | undefined): void {
+    const subscribe: string[] = [];
+    const unsubscribe: string[] = [];
+    const initialVersions: Record<string, string> = {};
+    if (!sent) {
+      // Legacy wildcard (empty first request) is what every Envoy and istiod understand.
+      if (desired.wildcard && desired.names.size > 0) subscribe.push(WILDCARD);
+      subscribe.push(...desired.names);
+      for (const resource of this.options.cache.all(typeUrl).values()) initialVersions[resource.name] = resource.version;
+    } else {
+      if (desired.wildcard && !sent.wildcard) subscribe.push(WILDCARD);
+      if (!desired.wildcard && sent.wildcard) unsubscribe.push(WILDCARD);
+      for (const name of desired.names) if (!sent.names.has(name)) subscribe.push(name);
+      for (const name of sent.names) if (!desired.names.has(name)) unsubscribe.push(name);
+    }
+    this.sent.set(typeUrl, { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', nonce: sent?.nonce ?? '' });
+    this.write(Envelopes.encodeDeltaRequest({
+      ...this.nodeOnce(),
+      type_url: typeUrl,
+      resource_names_subscribe: subscribe,
+      resource_names_unsubscribe: unsubscribe,
+      initial_resource_versions: initialVersions,
+    }));
+  }
+
+  private syncSotw(typeUrl: string, desired: DesiredSubscription, sent: SentSubscription | undefined): void {
+    const next: SentSubscription = { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', nonce: sent?.nonce ?? '' };
+    this.sent.set(typeUrl, next);
+    this.writeSotwRequest(typeUrl, next);
+  }
+
+  private writeSotwRequest(typeUrl: string, sent: SentSubscription): void {
+    const names = sent.wildcard && sent.names.size > 0 ? [WILDCARD, ...sent.names] : [...sent.names];
+    this.write(Envelopes.encodeRequest({
+      ...this.nodeOnce(),
+      type_url: typeUrl,
+      version_info: sent.version,
+      response_nonce: sent.nonce,
+      resource_names: names,
+    }));
+  }
+
+  private nodeOnce(): { node?: NodeMessage } {
+    if (this.nodeSent) return {};
+    this.nodeSent = true;
+    return { node: this.options.node };
+  }
+
+  private write(bytes: Buffer): void {
+    this.stats.bytesSent += bytes.length;
+    this.stream?.write(bytes);
+  }
+
+  private receive(stream: grpc.ClientDuplexStream<Buffer, Buffer>, bytes: Buffer): void {
+    if (stream !== this.stream) return;
+    this.stats.responses++;
+    this.stats.bytesReceived += bytes.length;
+    this.stats.lastResponseAt = new Date().toISOString();
+    this.backoff.reset();
+    try {
+      if (this.options.protocol === 'delta') this.receiveDelta(bytes);
+      else this.receiveSotw(bytes);
+    } catch (error) {
+      // A response we cannot read is refused on the stream; the cache keeps its last good state.
+      this.options.log.error({ err: (error as Error).message }, 'malformed upstream response; stream restarted');
+      this.onStreamEnd(stream, `malformed upstream response: ${(error as Error).message}`);
+    }
+  }
+
+  private receiveDelta(bytes: Buffer): void {
+    const response = Envelopes.decodeDeltaResponse(bytes);
+    const typeUrl = response.type_url;
+    const updates = response.resources
+      .filter((resource) => resource.resource)
+      .map((resource) => ({ name: resource.name, version: resource.version, body: Buffer.from(resource.resource!.value), typeUrl: resource.resource!.type_url }));
+    const change = this.options.cache.apply(typeUrl, updates, response.removed_resources, { versionInfo: response.system_version_info });
+    this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream delta response');
+    this.write(Envelopes.encodeDeltaRequest({ type_url: typeUrl, response_nonce: response.nonce }));
+  }
+
+  private receiveSotw(bytes: Buffer): void {
+    const response = Envelopes.decodeResponse(bytes);
+    const typeUrl = response.type_url;
+    const sent = this.sent.get(typeUrl) ?? { wildcard: false, names: new Set<string>(), version: '', nonce: '' };
+    const updates = response.resources.map((any) => ({ name: resourceName(any.type_url, any.value), body: Buffer.from(any.value), typeUrl: any.type_url }));
+    const replaceAll = isFullStateType(typeUrl) || sent.wildcard;
+    const change = this.options.cache.apply(typeUrl, updates, [], { replaceAll, versionInfo: response.version_info });
+    this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream sotw response');
+    sent.version = response.version_info;
+    sent.nonce = response.nonce;
+    this.sent.set(typeUrl, sent);
+    this.writeSotwRequest(typeUrl, sent);
+  }
+}
+
+function sameNames(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const name of a) if (!b.has(name)) return false;
+  return true;
+}

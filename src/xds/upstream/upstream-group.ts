@@ -1,0 +1,105 @@
+import { ResourceCache } from '../cache/resource-cache.js';
+import { ResponseMemo, type NonceSource } from '../cache/response-memo.js';
+import type { InterestChange } from '../downstream/subscription.js';
+import type { XdsView } from '../downstream/view.js';
+import type { JsonValue } from '../protocol/struct.js';
+import type { UpstreamAdsStream } from './upstream-ads-stream.js';
+
+/** Reference counts of what the group's members subscribe to, per type. */
+class TypeInterest {
+  wildcard = 0;
+  upstreamWildcard = false;
+  readonly names = new Map<string, number>();
+}
+
+/**
+ * VMs that share one upstream stream (one in stream mode). The group is their view: one cache, one
+ * memo of serialized responses, and the union of their subscriptions as the upstream subscription.
+ */
+export class UpstreamGroup implements XdsView {
+  readonly cache = new ResourceCache();
+  readonly memo: ResponseMemo;
+  readonly members = new Set<string>();
+  readonly createdAt = new Date().toISOString();
+  private readonly interest = new Map<string, TypeInterest>();
+  private lingerTimer: NodeJS.Timeout | undefined;
+  upstream!: UpstreamAdsStream;
+
+  constructor(
+    readonly key: string,
+    readonly mode: 'group' | 'stream',
+    readonly fields: { [field: string]: JsonValue },
+    nonces: NonceSource,
+  ) {
+    this.memo = new ResponseMemo(nonces);
+    this.cache.onChange((change) => this.memo.invalidate(change.typeUrl));
+  }
+
+  /** Starts the upstream stream; separate from construction so the cache exists first. */
+  connect(upstream: UpstreamAdsStream): void {
+    this.upstream = upstream;
+    upstream.start();
+  }
+
+  changeInterest(typeUrl: string, change: InterestChange): void {
+    let interest = this.interest.get(typeUrl);
+    if (!interest) {
+      interest = new TypeInterest();
+      this.interest.set(typeUrl, interest);
+    }
+    interest.wildcard += change.wildcard;
+    let namesChanged = false;
+    for (const name of change.added) {
+      const count = interest.names.get(name) ?? 0;
+      interest.names.set(name, count + 1);
+      if (count === 0) namesChanged = true;
+    }
+    const dropped: string[] = [];
+    for (const name of change.removed) {
+      const count = interest.names.get(name) ?? 0;
+      if (count <= 1) {
+        interest.names.delete(name);
+        dropped.push(name);
+        namesChanged = true;
+      } else interest.names.set(name, count - 1);
+    }
+    // A wildcard stays subscribed upstream for the group's life: unsubscribing would leave the cache
+    // unable to learn of deletions, and the next member would be served a stale set.
+    const wildcardBefore = interest.upstreamWildcard;
+    interest.upstreamWildcard ||= interest.wildcard > 0;
+    // A named resource nobody subscribes to is dropped: nobody holds it, and the upstream would not
+    // tell us if it were deleted while unsubscribed.
+    if (!interest.upstreamWildcard) this.cache.forget(typeUrl, dropped);
+    if (namesChanged || wildcardBefore !== interest.upstreamWildcard) {
+      this.upstream.setDesired(typeUrl, { wildcard: interest.upstreamWildcard, names: new Set(interest.names.keys()) });
+    }
+  }
+
+  subscriptionSummary(): Record<string, { wildcard: boolean; names: number; resources: number }> {
+    const out: Record<string, { wildcard: boolean; names: number; resources: number }> = {};
+    for (const [typeUrl, interest] of this.interest) {
+      out[typeUrl] = { wildcard: interest.upstreamWildcard, names: interest.names.size, resources: this.cache.all(typeUrl).size };
+    }
+    return out;
+  }
+
+  addMember(streamId: string): void {
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+    this.members.add(streamId);
+  }
+
+  /** Removes a member; when none is left, `onIdle` runs after the linger period unless one joins. */
+  removeMember(streamId: string, lingerMs: number, onIdle: () => void): void {
+    this.members.delete(streamId);
+    if (this.members.size > 0) return;
+    this.lingerTimer = setTimeout(() => {
+      if (this.members.size === 0) onIdle();
+    }, lingerMs);
+  }
+
+  close(): void {
+    clearTimeout(this.lingerTimer);
+    this.upstream.close();
+  }
+}

@@ -1,0 +1,116 @@
+import * as grpc from '@grpc/grpc-js';
+import {
+  AdsMethod, Envelopes,
+  type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type DiscoveryRequest, type DiscoveryResponse, type NodeMessage,
+} from '../../src/xds/protocol/envelopes.js';
+import { jsonToStruct, type JsonValue } from '../../src/xds/protocol/struct.js';
+
+export interface VmNodeOptions {
+  name?: string;
+  ip?: string;
+  namespace?: string;
+  serviceAccount?: string;
+  network?: string;
+  labels?: Record<string, string>;
+  extra?: Record<string, JsonValue>;
+}
+
+/** A node as istio-agent builds it for a VM (DESIGN §4). */
+export function vmNode(options: VmNodeOptions = {}): NodeMessage {
+  const { name = 'vm-1', ip = '172.16.0.5', namespace = 'vm', serviceAccount = 'vm-sa', network = 'vm-net', labels = { app: 'vm-app' } } = options;
+  return {
+    id: `sidecar~${ip}~${name}.${namespace}~${namespace}.svc.cluster.local`,
+    cluster: `vm-app.${namespace}`,
+    metadata: jsonToStruct({
+      NAMESPACE: namespace,
+      SERVICE_ACCOUNT: serviceAccount,
+      WORKLOAD_NAME: name,
+      LABELS: labels,
+      NETWORK: network,
+      CLUSTER_ID: 'cluster1',
+      MESH_ID: 'mesh1',
+      ISTIO_VERSION: '1.30.3',
+      INSTANCE_IPS: ip,
+      INTERCEPTION_MODE: 'REDIRECT',
+      DNS_CAPTURE: 'true',
+      ...(options.extra ?? {}),
+    }) as NodeMessage['metadata'],
+  };
+}
+
+type Received<P> = P extends 'sotw' ? DiscoveryResponse : DeltaDiscoveryResponse;
+type Sent<P> = P extends 'sotw' ? Partial<DiscoveryRequest> : Partial<DeltaDiscoveryRequest>;
+
+/** A minimal ADS client on grpc-js for tests: send requests, await responses, see the status. */
+export class AdsTestClient<P extends 'sotw' | 'delta'> {
+  readonly responses: Array<Received<P>> = [];
+  private waiters: Array<() => void> = [];
+  readonly status: Promise<grpc.StatusObject>;
+  private readonly stream: grpc.ClientDuplexStream<Buffer, Buffer>;
+  private readonly client: grpc.Client;
+  private consumed = 0;
+
+  constructor(target: string, readonly protocol: P, client?: grpc.Client) {
+    this.client = client ?? new grpc.Client(target, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+    const identity = (b: Buffer) => b;
+    this.stream = this.client.makeBidiStreamRequest(protocol === 'sotw' ? AdsMethod.sotw : AdsMethod.delta, identity, identity);
+    this.stream.on('data', (bytes: Buffer) => {
+      this.responses.push((protocol === 'sotw' ? Envelopes.decodeResponse(bytes) : Envelopes.decodeDeltaResponse(bytes)) as Received<P>);
+      for (const waiter of this.waiters.splice(0)) waiter();
+    });
+    this.status = new Promise((resolve) => {
+      this.stream.on('status', resolve);
+      this.stream.on('error', () => {});
+    });
+    this.status.then(() => { for (const waiter of this.waiters.splice(0)) waiter(); });
+  }
+
+  send(request: Sent<P>): void {
+    this.sendRaw(this.protocol === 'sotw'
+      ? Envelopes.encodeRequest(request as Partial<DiscoveryRequest>)
+      : Envelopes.encodeDeltaRequest(request as Partial<DeltaDiscoveryRequest>));
+  }
+
+  sendRaw(bytes: Buffer): void {
+    this.stream.write(bytes);
+  }
+
+  /** The next response not yet returned by next(); rejects after `timeoutMs`. */
+  async next(timeoutMs = 5000): Promise<Received<P>> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.responses.length <= this.consumed) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new Error(`no response within ${timeoutMs} ms (have ${this.responses.length})`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remaining);
+        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+    return this.responses[this.consumed++]!;
+  }
+
+  /** Waits for the next response of a given type, skipping others. */
+  async nextOfType(typeUrl: string, timeoutMs = 5000): Promise<Received<P>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const response = await this.next(Math.max(1, deadline - Date.now()));
+      if (response.type_url === typeUrl) return response;
+    }
+  }
+
+  /** Resolves true if no response arrives within `ms`. */
+  async quietFor(ms: number): Promise<boolean> {
+    const before = this.responses.length;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return this.responses.length === before;
+  }
+
+  get unread(): number {
+    return this.responses.length - this.consumed;
+  }
+
+  close(): void {
+    this.stream.cancel();
+    this.client.close();
+  }
+}
