@@ -1,0 +1,35 @@
+import * as grpc from '@grpc/grpc-js';
+
+export const echoMethod = '/meshrelay.test.Echo/Who';
+const identity = (b: Buffer) => b;
+
+const service: grpc.ServiceDefinition = {
+  Who: {
+    path: echoMethod,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+};
+
+/** A real grpc-js server on loopback that answers with its own name. */
+export async function startEchoBackend(name: string): Promise<{ port: number; close(): Promise<void> }> {
+  const server = new grpc.Server();
+  server.addService(service, {
+    Who: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, Buffer.from(name)),
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound)));
+  });
+  return { port, close: () => new Promise((resolve) => server.tryShutdown(() => resolve())) };
+}
+
+export function callWho(client: grpc.Client, timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(echoMethod, identity, identity, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + timeoutMs },
+      (error, reply) => (error ? reject(error) : resolve(reply!.toString())));
+  });
+}
