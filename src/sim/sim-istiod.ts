@@ -19,6 +19,9 @@ class SimView implements XdsView {
 
   /** The simulator always renders everything, so subscriptions need no upstream action. */
   changeInterest(): void {}
+
+  /** Like istiod, the simulator only logs what proxies report (its sessions record it for syncz). */
+  report(): void {}
 }
 
 export interface SimStats {

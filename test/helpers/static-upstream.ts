@@ -23,6 +23,8 @@ class StaticProvider implements ViewProvider, XdsView {
     this.interest.push({ typeUrl, ...change });
   }
 
+  report(): void {}
+
   attach(): ViewAttachment {
     return { view: this, key: 'static', mode: 'static', release: () => {} };
   }

@@ -130,3 +130,24 @@ test('group mode: a VM\'s NACK stays at the relay and the rest of its group keep
   t.is(update.type_url, TypeUrl.endpoint);
   t.not(update.version_info, goodFirst!.version_info);
 });
+
+for (const upstreamProtocol of ['delta', 'sotw'] as const) {
+  test(`[upstream ${upstreamProtocol}] stream mode: the VM's own NACK and health report reach istiod`, async (t) => {
+    const sim = await startSim();
+    const relay = await startRelay({ upstream: sim.target, mode: 'stream', upstreamProtocol });
+    const vm = new AdsTestClient(relay.target, 'delta');
+    t.teardown(async () => {
+      vm.close();
+      await relay.stop();
+      await sim.close();
+    });
+    vm.send({ node: vmNode({ name: 'picky' }), type_url: CDS });
+    const first = await vm.next();
+    vm.send({ type_url: CDS, response_nonce: first.nonce, error_detail: { code: 3, message: 'cluster rejected by envoy' } });
+    vm.send({ type_url: TypeUrl.healthInformation, error_detail: { code: 2, message: 'app not ready' } });
+    const [upstreamView] = await eventually(() => sim.ads.syncStatus(), (status) => status[0]?.types.CDS?.nacks === 1 && status[0]?.health !== undefined);
+    t.is(upstreamView!.proxy, 'sidecar~172.16.0.5~picky.vm~vm.svc.cluster.local');
+    t.is(upstreamView!.types.CDS!.lastNack!.message, 'cluster rejected by envoy');
+    t.deepEqual({ healthy: upstreamView!.health!.healthy, message: upstreamView!.health!.message }, { healthy: false, message: 'app not ready' });
+  });
+}

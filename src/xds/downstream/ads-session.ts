@@ -150,7 +150,7 @@ export abstract class AdsSession {
   protected recordNack(typeUrl: string, state: TypeState, nonce: string, error: RpcStatus): void {
     state.nacks++;
     state.lastNack = { nonce, message: error.message ?? '', code: error.code ?? 0, at: new Date().toISOString() };
-    // Recorded and exposed, never forwarded upstream: one bad VM must not starve its group (DESIGN §6).
+    this.attachment!.view.report({ kind: 'nack', typeUrl, error });
     this.log.warn({ stream: this.id, node: this.node?.id, type: shortTypeName(typeUrl), nonce, error: state.lastNack.message }, 'proxy NACKed config');
   }
 
@@ -158,6 +158,7 @@ export abstract class AdsSession {
   protected isHealthReport(typeUrl: string, error: RpcStatus | null | undefined): boolean {
     if (typeUrl !== TypeUrl.healthInformation) return false;
     this.health = { healthy: !error?.message, message: error?.message ?? '', at: new Date().toISOString() };
+    this.attachment!.view.report({ kind: 'health', error: error ?? undefined });
     return true;
   }
 

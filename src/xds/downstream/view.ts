@@ -1,5 +1,6 @@
 import type { ResourceCache } from '../cache/resource-cache.js';
 import type { ResponseMemo } from '../cache/response-memo.js';
+import type { RpcStatus } from '../protocol/envelopes.js';
 import type { ProxyNode } from '../protocol/node.js';
 import type { InterestChange } from './subscription.js';
 
@@ -12,7 +13,17 @@ export interface XdsView {
   readonly cache: ResourceCache;
   readonly memo: ResponseMemo;
   changeInterest(typeUrl: string, change: InterestChange): void;
+  /**
+   * A proxy refused config of a type, or reported its health (error undefined = healthy). A view
+   * serving one proxy (stream mode) tells the upstream; a shared one keeps it to itself, so one bad
+   * VM cannot starve its group (DESIGN §6).
+   */
+  report(event: ProxyReport): void;
 }
+
+export type ProxyReport =
+  | { kind: 'nack'; typeUrl: string; error: RpcStatus }
+  | { kind: 'health'; error: RpcStatus | undefined };
 
 export interface ViewAttachment {
   readonly view: XdsView;

@@ -1,9 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../log.js';
 import type { ResourceCache } from '../cache/resource-cache.js';
-import { AdsMethod, Envelopes, type NodeMessage } from '../protocol/envelopes.js';
+import { AdsMethod, Envelopes, type NodeMessage, type RpcStatus } from '../protocol/envelopes.js';
 import { resourceName } from '../protocol/resource-name.js';
-import { isFullStateType, shortTypeName } from '../protocol/type-urls.js';
+import { TypeUrl, isFullStateType, shortTypeName } from '../protocol/type-urls.js';
 import { WILDCARD } from '../downstream/subscription.js';
 import { Backoff, type BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
@@ -23,6 +23,9 @@ interface SentSubscription {
   names: Set<string>;
   /** SotW: the last version and nonce received, echoed in every request. */
   version: string;
+  /** SotW: the version before the last one, which a NACK names as the last good version. */
+  previousVersion: string;
+  /** The last response nonce received for this type. */
   nonce: string;
 }
 
@@ -75,6 +78,28 @@ export class UpstreamAdsStream {
   setDesired(typeUrl: string, desired: DesiredSubscription): void {
     this.desired.set(typeUrl, desired);
     this.scheduleSync();
+  }
+
+  /** Tells the upstream the proxy rejected the latest config of a type (stream mode only). */
+  forwardNack(typeUrl: string, error: RpcStatus): void {
+    const sent = this.sent.get(typeUrl);
+    if (!this.stream || !sent?.nonce) return;
+    const error_detail = { code: error.code ?? 0, message: error.message ?? '' };
+    if (this.options.protocol === 'delta') {
+      this.write(Envelopes.encodeDeltaRequest({ ...this.nodeOnce(), type_url: typeUrl, response_nonce: sent.nonce, error_detail }));
+    } else {
+      const names = sent.wildcard && sent.names.size > 0 ? [WILDCARD, ...sent.names] : [...sent.names];
+      this.write(Envelopes.encodeRequest({
+        ...this.nodeOnce(), type_url: typeUrl, version_info: sent.previousVersion, response_nonce: sent.nonce, resource_names: names, error_detail,
+      }));
+    }
+  }
+
+  /** istio-agent's health report, passed on as it came (istiod writes the WorkloadEntry condition). */
+  forwardHealth(error: RpcStatus | undefined): void {
+    if (!this.stream) return;
+    const request = { ...this.nodeOnce(), type_url: TypeUrl.healthInformation, ...(error ? { error_detail: error } : {}) };
+    this.write(this.options.protocol === 'delta' ? Envelopes.encodeDeltaRequest(request) : Envelopes.encodeRequest(request));
   }
 
   start(): void {
@@ -164,7 +189,7 @@ export class UpstreamAdsStream {
       for (const name of desired.names) if (!sent.names.has(name)) subscribe.push(name);
       for (const name of sent.names) if (!desired.names.has(name)) unsubscribe.push(name);
     }
-    this.sent.set(typeUrl, { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', nonce: sent?.nonce ?? '' });
+    this.sent.set(typeUrl, { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', previousVersion: sent?.previousVersion ?? '', nonce: sent?.nonce ?? '' });
     this.write(Envelopes.encodeDeltaRequest({
       ...this.nodeOnce(),
       type_url: typeUrl,
@@ -175,7 +200,7 @@ export class UpstreamAdsStream {
   }
 
   private syncSotw(typeUrl: string, desired: DesiredSubscription, sent: SentSubscription | undefined): void {
-    const next: SentSubscription = { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', nonce: sent?.nonce ?? '' };
+    const next: SentSubscription = { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', previousVersion: sent?.previousVersion ?? '', nonce: sent?.nonce ?? '' };
     this.sent.set(typeUrl, next);
     this.writeSotwRequest(typeUrl, next);
   }
@@ -226,17 +251,20 @@ export class UpstreamAdsStream {
       .map((resource) => ({ name: resource.name, version: resource.version, body: Buffer.from(resource.resource!.value), typeUrl: resource.resource!.type_url }));
     const change = this.options.cache.apply(typeUrl, updates, response.removed_resources, { versionInfo: response.system_version_info });
     this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream delta response');
+    const sent = this.sent.get(typeUrl);
+    if (sent) sent.nonce = response.nonce;
     this.write(Envelopes.encodeDeltaRequest({ type_url: typeUrl, response_nonce: response.nonce }));
   }
 
   private receiveSotw(bytes: Buffer): void {
     const response = Envelopes.decodeResponse(bytes);
     const typeUrl = response.type_url;
-    const sent = this.sent.get(typeUrl) ?? { wildcard: false, names: new Set<string>(), version: '', nonce: '' };
+    const sent = this.sent.get(typeUrl) ?? { wildcard: false, names: new Set<string>(), version: '', previousVersion: '', nonce: '' };
     const updates = response.resources.map((any) => ({ name: resourceName(any.type_url, any.value), body: Buffer.from(any.value), typeUrl: any.type_url }));
     const replaceAll = isFullStateType(typeUrl) || sent.wildcard;
     const change = this.options.cache.apply(typeUrl, updates, [], { replaceAll, versionInfo: response.version_info });
     this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream sotw response');
+    sent.previousVersion = sent.version;
     sent.version = response.version_info;
     sent.nonce = response.nonce;
     this.sent.set(typeUrl, sent);

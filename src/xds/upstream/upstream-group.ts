@@ -1,7 +1,7 @@
 import { ResourceCache } from '../cache/resource-cache.js';
 import { ResponseMemo, type NonceSource } from '../cache/response-memo.js';
 import type { InterestChange } from '../downstream/subscription.js';
-import type { XdsView } from '../downstream/view.js';
+import type { ProxyReport, XdsView } from '../downstream/view.js';
 import type { JsonValue } from '../protocol/struct.js';
 import type { UpstreamAdsStream } from './upstream-ads-stream.js';
 
@@ -73,6 +73,13 @@ export class UpstreamGroup implements XdsView {
     if (namesChanged || wildcardBefore !== interest.upstreamWildcard) {
       this.upstream.setDesired(typeUrl, { wildcard: interest.upstreamWildcard, names: new Set(interest.names.keys()) });
     }
+  }
+
+  /** Stream mode forwards the one VM's NACKs and health to istiod; group mode keeps them here. */
+  report(event: ProxyReport): void {
+    if (this.mode !== 'stream') return;
+    if (event.kind === 'nack') this.upstream.forwardNack(event.typeUrl, event.error);
+    else this.upstream.forwardHealth(event.error);
   }
 
   subscriptionSummary(): Record<string, { wildcard: boolean; names: number; resources: number }> {

@@ -1,0 +1,51 @@
+import * as grpc from '@grpc/grpc-js';
+import test from 'ava';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { formatAddress } from '../../src/transport/listen-address.js';
+import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
+import { startRelay, startSim } from '../helpers/harness.js';
+import { makeTestPki } from '../helpers/openssl-certs.js';
+
+test('the TLS listener serves ADS under istiod\'s name, with and without a client certificate', async (t) => {
+  const pki = makeTestPki();
+  const sim = await startSim();
+  const relay = await startRelay({
+    upstream: sim.target,
+    tlsListen: '127.0.0.1:0',
+    tlsCertFile: pki.serverCert,
+    tlsKeyFile: pki.serverKey,
+    tlsClientCaFile: pki.caCert,
+  });
+  t.teardown(async () => {
+    await relay.stop();
+    await sim.close();
+  });
+  const target = formatAddress(relay.addresses.tls!);
+  const options = { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc', 'grpc.default_authority': 'istiod.istio-system.svc' };
+  const withClientCert = grpc.credentials.createSsl(pki.read(pki.caCert), pki.read(pki.clientKey), pki.read(pki.clientCert));
+  const withoutClientCert = grpc.credentials.createSsl(pki.read(pki.caCert));
+  for (const [label, credentials] of [['client certificate', withClientCert], ['no client certificate', withoutClientCert]] as const) {
+    const client = new grpc.Client(target, credentials, options);
+    const vm = new AdsTestClient(target, 'delta', client);
+    vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+    t.true((await vm.next()).resources.length > 0, label);
+    vm.close();
+  }
+});
+
+test('a client that does not trust the relay\'s certificate cannot connect', async (t) => {
+  const pki = makeTestPki();
+  const other = makeTestPki();
+  const sim = await startSim();
+  const relay = await startRelay({ upstream: sim.target, tlsListen: '127.0.0.1:0', tlsCertFile: pki.serverCert, tlsKeyFile: pki.serverKey });
+  t.teardown(async () => {
+    await relay.stop();
+    await sim.close();
+  });
+  const target = formatAddress(relay.addresses.tls!);
+  const client = new grpc.Client(target, grpc.credentials.createSsl(other.read(other.caCert)), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
+  const vm = new AdsTestClient(target, 'delta', client);
+  t.teardown(() => vm.close());
+  vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+  t.is((await vm.status).code, grpc.status.UNAVAILABLE);
+});
