@@ -58,7 +58,14 @@ const INITIAL_ORDER_WAIT_MS = 2000;
  * dirty tracking and a flush that respects back-pressure. A stream that stops reading keeps only
  * "which types are dirty"; when it drains it is sent the latest state, never a queue of old ones.
  */
-export abstract class AdsSession {
+/** The fields both request envelopes share. */
+export interface AdsRequest {
+  node?: NodeMessage | null;
+  type_url: string;
+  error_detail?: RpcStatus | null;
+}
+
+export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   readonly id = `s${++sessionCounter}`;
   readonly connectedAt = new Date().toISOString();
   node: ProxyNode | undefined;
@@ -89,14 +96,25 @@ export abstract class AdsSession {
     call.onClose(() => this.shutdown());
   }
 
-  protected abstract handleRequest(bytes: Buffer): void;
+  /** The envelope's name for error messages, e.g. DeltaDiscoveryRequest. */
+  protected abstract readonly requestName: string;
+  protected abstract decode(bytes: Buffer): Request;
+  /** How many resource names the request carries, for the per-request limit. */
+  protected abstract nameCount(request: Request): number;
+  /** Handles a well-formed request of an attached stream that is not a health report. */
+  protected abstract handleRequest(request: Request): void;
   /** Builds and writes the response for one dirty type; returns false when the stream is full. */
   protected abstract pushType(typeUrl: string, state: TypeState): boolean;
 
   private receive(bytes: Buffer): void {
     if (this.closed) return;
     try {
-      this.handleRequest(bytes);
+      const request = this.decodeRequest(bytes);
+      this.ensureAttached(request.node);
+      this.checkTypeUrl(request.type_url);
+      this.checkNameCount(this.nameCount(request));
+      if (this.isHealthReport(request.type_url, request.error_detail)) return;
+      this.handleRequest(request);
     } catch (error) {
       const relayError = RelayError.from(error);
       this.log.warn({ stream: this.id, node: this.node?.id, code: relayError.code, err: relayError.message }, 'refusing stream');
@@ -105,13 +123,21 @@ export abstract class AdsSession {
     }
   }
 
-  protected checkTypeUrl(typeUrl: string): void {
+  private decodeRequest(bytes: Buffer): Request {
+    try {
+      return this.decode(bytes);
+    } catch (error) {
+      throw new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, `malformed ${this.requestName}: ${(error as Error).message}`);
+    }
+  }
+
+  private checkTypeUrl(typeUrl: string): void {
     if (!isWellFormedTypeUrl(typeUrl)) {
       throw new RelayError('MR_BAD_TYPE_URL', GrpcStatus.INVALID_ARGUMENT, `malformed type_url "${typeUrl.slice(0, 80)}"`);
     }
   }
 
-  protected checkNameCount(count: number): void {
+  private checkNameCount(count: number): void {
     if (count > this.limits.maxNamesPerRequest) {
       throw new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED,
         `request names ${count} resources, over the limit of ${this.limits.maxNamesPerRequest}`);
@@ -119,7 +145,7 @@ export abstract class AdsSession {
   }
 
   /** The first request of a stream must carry the node (Envoy sends it only once). */
-  protected ensureAttached(node: NodeMessage | null | undefined): void {
+  private ensureAttached(node: NodeMessage | null | undefined): void {
     if (this.attachment) return;
     if (!node || !node.id) {
       throw new RelayError('MR_MISSING_NODE', GrpcStatus.INVALID_ARGUMENT, 'the first request on a stream must carry node with a non-empty id');
@@ -155,7 +181,7 @@ export abstract class AdsSession {
   }
 
   /** istio-agent reports health as requests of type istio.v1.HealthInformation; nobody answers them. */
-  protected isHealthReport(typeUrl: string, error: RpcStatus | null | undefined): boolean {
+  private isHealthReport(typeUrl: string, error: RpcStatus | null | undefined): boolean {
     if (typeUrl !== TypeUrl.healthInformation) return false;
     this.health = { healthy: !error?.message, message: error?.message ?? '', at: new Date().toISOString() };
     this.attachment!.view.report({ kind: 'health', error: error ?? undefined });

@@ -1,4 +1,3 @@
-import { GrpcStatus, RelayError } from '../../errors.js';
 import { frameMessage } from '../../transport/grpc-framing.js';
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DeltaDiscoveryRequest } from '../protocol/envelopes.js';
@@ -7,23 +6,22 @@ import { AdsSession, type SessionProtocol, type TypeState } from './ads-session.
 const MAX_PENDING_NONCES = 64;
 
 /** A DeltaAggregatedResources stream (incremental xDS). */
-export class DeltaSession extends AdsSession {
+export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
   readonly protocol: SessionProtocol = 'delta';
 
-  protected handleRequest(bytes: Buffer): void {
-    let request: DeltaDiscoveryRequest;
-    try {
-      request = Envelopes.decodeDeltaRequest(bytes);
-    } catch (error) {
-      throw new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, `malformed DeltaDiscoveryRequest: ${(error as Error).message}`);
-    }
-    this.ensureAttached(request.node);
-    const typeUrl = request.type_url;
-    this.checkTypeUrl(typeUrl);
-    const initialVersions = Object.entries(request.initial_resource_versions ?? {});
-    this.checkNameCount(request.resource_names_subscribe.length + request.resource_names_unsubscribe.length + initialVersions.length);
-    if (this.isHealthReport(typeUrl, request.error_detail)) return;
+  protected readonly requestName = 'DeltaDiscoveryRequest';
 
+  protected decode(bytes: Buffer): DeltaDiscoveryRequest {
+    return Envelopes.decodeDeltaRequest(bytes);
+  }
+
+  protected nameCount(request: DeltaDiscoveryRequest): number {
+    return request.resource_names_subscribe.length + request.resource_names_unsubscribe.length
+      + Object.keys(request.initial_resource_versions ?? {}).length;
+  }
+
+  protected handleRequest(request: DeltaDiscoveryRequest): void {
+    const typeUrl = request.type_url;
     const { state, created } = this.typeState(typeUrl);
     if (request.response_nonce) {
       const version = state.pending.get(request.response_nonce);
@@ -37,7 +35,7 @@ export class DeltaSession extends AdsSession {
     }
     if (created) {
       // On reconnect the client says what it holds; we send only what differs (xds_protocol).
-      for (const [name, version] of initialVersions) state.sent.set(name, version);
+      for (const [name, version] of Object.entries(request.initial_resource_versions ?? {})) state.sent.set(name, version);
     }
     // Subscription changes are honoured even with a stale nonce (unlike SotW).
     const change = state.subscription.updateDelta(request.resource_names_subscribe, request.resource_names_unsubscribe, created);

@@ -3,25 +3,23 @@ import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DiscoveryRequest } from '../protocol/envelopes.js';
 import { isFullStateType } from '../protocol/type-urls.js';
 import { AdsSession, type SessionProtocol, type TypeState } from './ads-session.js';
-import { GrpcStatus, RelayError } from '../../errors.js';
 
 /** A StreamAggregatedResources stream (state of the world). */
-export class SotwSession extends AdsSession {
+export class SotwSession extends AdsSession<DiscoveryRequest> {
   readonly protocol: SessionProtocol = 'sotw';
 
-  protected handleRequest(bytes: Buffer): void {
-    let request: DiscoveryRequest;
-    try {
-      request = Envelopes.decodeRequest(bytes);
-    } catch (error) {
-      throw new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, `malformed DiscoveryRequest: ${(error as Error).message}`);
-    }
-    this.ensureAttached(request.node);
-    const typeUrl = request.type_url;
-    this.checkTypeUrl(typeUrl);
-    this.checkNameCount(request.resource_names.length);
-    if (this.isHealthReport(typeUrl, request.error_detail)) return;
+  protected readonly requestName = 'DiscoveryRequest';
 
+  protected decode(bytes: Buffer): DiscoveryRequest {
+    return Envelopes.decodeRequest(bytes);
+  }
+
+  protected nameCount(request: DiscoveryRequest): number {
+    return request.resource_names.length;
+  }
+
+  protected handleRequest(request: DiscoveryRequest): void {
+    const typeUrl = request.type_url;
     const existing = this.types.get(typeUrl);
     // A request without a nonce (re)starts the subscription; one with an old nonce is stale and
     // gets no response: the client will answer the newer response we already sent (xds_protocol).
