@@ -124,6 +124,8 @@ export class GrpcCall {
 
 export type CallHandler = (call: GrpcCall) => void;
 
+const SESSION_MEMORY_MB = 512;
+
 export interface GrpcServerOptions {
   maxMessageBytes: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
@@ -165,12 +167,15 @@ export class GrpcServer {
 
   async listen(address: ListenAddress, tls?: TlsOptions): Promise<ListenAddress> {
     const settings = { maxConcurrentStreams: this.options.maxStreamsPerConnection };
+    // Node counts every byte queued on a connection against maxSessionMemory (10 MB by default) and
+    // refuses new streams past it; a fan-out to many streams of one connection queues far more.
+    const maxSessionMemory = SESSION_MEMORY_MB;
     const server = tls
       ? http2.createSecureServer({
-          key: tls.key, cert: tls.cert, settings,
+          key: tls.key, cert: tls.cert, settings, maxSessionMemory,
           ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
         })
-      : http2.createServer({ settings });
+      : http2.createServer({ settings, maxSessionMemory });
     server.on('session', (session: http2.Http2Session) => {
       this.sessions.add(session);
       session.on('error', (error) => this.options.log.debug({ err: error }, 'http2 session error'));

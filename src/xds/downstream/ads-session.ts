@@ -249,11 +249,13 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       this.orderingDeadline.delete(typeUrl);
       return false;
     }
-    const deadline = this.orderingDeadline.get(typeUrl) ?? Date.now() + INITIAL_ORDER_WAIT_MS;
-    this.orderingDeadline.set(typeUrl, deadline);
-    if (Date.now() >= deadline) return false;
-    setTimeout(() => this.markDirty(typeUrl), deadline - Date.now() + 1).unref();
-    return true;
+    let deadline = this.orderingDeadline.get(typeUrl);
+    if (deadline === undefined) {
+      deadline = Date.now() + INITIAL_ORDER_WAIT_MS;
+      this.orderingDeadline.set(typeUrl, deadline);
+      setTimeout(() => this.markDirty(typeUrl), INITIAL_ORDER_WAIT_MS + 1).unref();
+    }
+    return Date.now() < deadline;
   }
 
   protected get cache() {
