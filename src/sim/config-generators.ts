@@ -163,6 +163,21 @@ function sidecarListener(port: number): PlainObject {
   };
 }
 
+function tcpListener(vip: string, port: number, cluster: string): PlainObject {
+  return {
+    name: `${vip}_${port}`,
+    address: { socket_address: { address: vip, port_value: port } },
+    traffic_direction: 'OUTBOUND',
+    filter_chains: [{
+      filters: [{
+        name: 'envoy.filters.network.tcp_proxy',
+        typed_config: packAny('envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', { stat_prefix: cluster, cluster }),
+      }],
+    }],
+    bind_to_port: { value: false },
+  };
+}
+
 function grpcListener(host: string, port: number): PlainObject {
   return { name: `${host}:${port}`, api_listener: { api_listener: httpConnectionManager(`${host}:${port}`, `${host}:${port}`) } };
 }
@@ -208,7 +223,7 @@ export function renderMesh(mesh: MeshModel, variant: SimVariant): Map<string, Re
   }
   for (const service of mesh.services) {
     const host = serviceHost(service, mesh.domain);
-    for (const { port } of service.ports) {
+    for (const { port, name: portName } of service.ports) {
       const name = clusterName(port, host);
       const cluster = variant.generator === 'grpc' ? grpcCluster(service, port, mesh.domain) : sidecarCluster(service, port, mesh.domain);
       add(TypeUrl.cluster, 'envoy.config.cluster.v3.Cluster', name, cluster);
@@ -216,6 +231,8 @@ export function renderMesh(mesh: MeshModel, variant: SimVariant): Map<string, Re
       if (variant.generator === 'grpc') {
         add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `${host}:${port}`, grpcListener(host, port));
         add(TypeUrl.route, 'envoy.config.route.v3.RouteConfiguration', `${host}:${port}`, grpcRoute(host, port));
+      } else if (portName.startsWith('tcp')) {
+        add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `${service.vip}_${port}`, tcpListener(service.vip, port, name));
       } else {
         const list = routesByPort.get(port) ?? [];
         list.push({ host, port, cluster: name, short: `${service.name}.${service.namespace}` });

@@ -20,6 +20,9 @@ const endpointSchema = z.object({
 const serviceSchema = z.object({
   name: z.string().min(1),
   namespace: z.string().min(1),
+  /** The service's cluster IP; TCP ports get a listener on it, as istiod builds `<VIP>_<port>`. */
+  vip: z.string().default('0.0.0.0'),
+  /** Istio's port naming: names starting with `tcp` are TCP (tcp_proxy), others HTTP. */
   ports: z.array(z.object({ port: z.number().int().min(1).max(65535), name: z.string().default('http') })).min(1),
   endpoints: z.array(endpointSchema).default([]),
 });
@@ -76,6 +79,7 @@ services:
       - { address: 10.10.2.31, port: 9080, network: net1, locality: us-east1/us-east1-b, labels: { app: ratings, version: v1 } }
   - name: legacy-db
     namespace: bar
+    vip: 10.96.0.50
     ports: [{ port: 5432, name: tcp }]
     endpoints:
       - { address: 10.10.3.41, port: 5432, network: net1, tlsMode: disabled, labels: { app: legacy-db } }

@@ -85,6 +85,15 @@ test('LDS and RDS: one outbound listener and route per port, routing each host t
   t.is(host.routes[0].route.cluster, httpbinCluster);
 });
 
+test('LDS: a TCP port gets a tcp_proxy listener on the service VIP, without RDS', async (t) => {
+  const listeners = await fetchThroughRelay('vm-net', TypeUrl.listener);
+  t.false(listeners.some((l) => l.name === '0.0.0.0_5432'));
+  const tcp = decode('envoy.config.listener.v3.Listener', listeners.find((l) => l.name === '10.96.0.50_5432')!.resource!.value);
+  const filter = tcp.filter_chains[0].filters[0];
+  t.is(filter.name, 'envoy.filters.network.tcp_proxy');
+  t.is(decode('envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', filter.typed_config.value).cluster, 'outbound|5432||legacy-db.bar.svc.cluster.local');
+});
+
 test('churn pushes stamped versions, one endpoint change at a time', async (t) => {
   const sim = await startSim();
   t.teardown(() => sim.close());
