@@ -53,11 +53,6 @@ let sessionCounter = 0;
 const ORDERED_TYPES = 4;
 const INITIAL_ORDER_WAIT_MS = 2000;
 
-/**
- * Everything SotW and Delta streams share: the node handshake, attaching to a view, per-type state,
- * dirty tracking and a flush that respects back-pressure. A stream that stops reading keeps only
- * "which types are dirty"; when it drains it is sent the latest state, never a queue of old ones.
- */
 /** The fields both request envelopes share. */
 export interface AdsRequest {
   node?: NodeMessage | null;
@@ -65,6 +60,11 @@ export interface AdsRequest {
   error_detail?: RpcStatus | null;
 }
 
+/**
+ * Everything SotW and Delta streams share: the node handshake, attaching to a view, per-type state,
+ * dirty tracking and a flush that respects back-pressure. A stream that stops reading keeps only
+ * "which types are dirty"; when it drains it is sent the latest state, never a queue of old ones.
+ */
 export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   readonly id = `s${++sessionCounter}`;
   readonly connectedAt = new Date().toISOString();

@@ -55,10 +55,13 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
     const consider = (resource: CachedResource) => {
       if (state.sent.get(resource.name) !== resource.version) updates.push(resource);
     };
-    if (subscription.wildcard) for (const resource of all.values()) consider(resource);
-    for (const name of subscription.names) {
-      const resource = all.get(name);
-      if (resource && !(subscription.wildcard)) consider(resource);
+    if (subscription.wildcard) {
+      for (const resource of all.values()) consider(resource);
+    } else {
+      for (const name of subscription.names) {
+        const resource = all.get(name);
+        if (resource) consider(resource);
+      }
     }
     // Absent means removed only where the cache is authoritative: a wildcard set, or a name the
     // source deleted. A named resource the group merely has not fetched yet is not "removed".
