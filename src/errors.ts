@@ -14,6 +14,12 @@ export type RelayErrorCode =
   | 'MR_UPSTREAM_UNAVAILABLE'
   | 'MR_SHUTTING_DOWN'
   | 'MR_BAD_CONFIG'
+  | 'MR_BAD_CSR'
+  | 'MR_BAD_TTL'
+  | 'MR_UNAUTHENTICATED'
+  | 'MR_PERMISSION_DENIED'
+  | 'MR_CA_OVERLOADED'
+  | 'MR_CA_UNAVAILABLE'
   | 'MR_INTERNAL';
 
 /** The project's one error type: a stable code plus the gRPC status it maps to. */

@@ -1,8 +1,11 @@
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
+import { registerCaService } from './ca/ca-service.js';
+import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
+import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
+import { readConfiguredFile } from './config/files.js';
 import type { ServeConfig } from './config/schema.js';
-import { GrpcStatus, RelayError } from './errors.js';
 import type { Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
@@ -28,20 +31,12 @@ export interface RelayOptions {
   backoff?: BackoffPolicy;
 }
 
-function readFileOrFail(file: string, what: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (error) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `cannot read ${what} ${file}: ${(error as Error).message}`);
-  }
-}
-
 function upstreamCredentials(config: ServeConfig): grpc.ChannelCredentials {
   if (!config.upstreamCaFile) return grpc.credentials.createInsecure();
   return grpc.credentials.createSsl(
-    readFileOrFail(config.upstreamCaFile, 'upstreamCaFile'),
-    config.upstreamKeyFile ? readFileOrFail(config.upstreamKeyFile, 'upstreamKeyFile') : null,
-    config.upstreamCertFile ? readFileOrFail(config.upstreamCertFile, 'upstreamCertFile') : null,
+    readConfiguredFile(config.upstreamCaFile, 'upstreamCaFile'),
+    config.upstreamKeyFile ? readConfiguredFile(config.upstreamKeyFile, 'upstreamKeyFile') : null,
+    config.upstreamCertFile ? readConfiguredFile(config.upstreamCertFile, 'upstreamCertFile') : null,
   );
 }
 
@@ -61,6 +56,9 @@ export class Relay {
     private readonly pool: ConnectionPool,
     private readonly servers: GrpcServer[],
     readonly embedded: RunningSim | undefined,
+    readonly ca: CaSubsystem | undefined,
+    private readonly serving: ServingCertificate | undefined,
+    readonly metrics: Registry,
     private readonly log: Logger,
   ) {}
 
@@ -90,23 +88,29 @@ export class Relay {
       log: log.child({ component: 'upstream' }),
     });
     const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64 }, log.child({ component: 'ads' }));
+    const metrics = new Registry();
+    const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }));
+    const serving = ca?.serving ?? (config.tlsListen
+      // In local CA mode, VMs renew with certificates chained to the mesh root.
+      ? new FileServingCertificate({ cert: config.tlsCertFile, key: config.tlsKeyFile, clientCa: config.tlsClientCaFile || (ca?.summary.rootCertFile ?? '') }, log)
+      : undefined);
     const servers: GrpcServer[] = [];
     const addresses: RelayAddresses = { upstream: upstreamTarget };
+    // xDS and the CA share each listener, as on istiod's 15012 (and 15010 for local development).
     const newServer = () => {
       const server = new GrpcServer({ maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, log });
       ads.register(server);
+      if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }));
       servers.push(server);
       return server;
     };
     if (config.xdsListen) addresses.xds = await newServer().listen(parseListenAddress(config.xdsListen));
-    if (config.tlsListen) {
-      addresses.tls = await newServer().listen(parseListenAddress(config.tlsListen), {
-        key: readFileOrFail(config.tlsKeyFile, 'tlsKeyFile'),
-        cert: readFileOrFail(config.tlsCertFile, 'tlsCertFile'),
-        ...(config.tlsClientCaFile ? { clientCa: readFileOrFail(config.tlsClientCaFile, 'tlsClientCaFile') } : {}),
-      });
+    if (config.tlsListen && serving) {
+      const server = newServer();
+      addresses.tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
+      serving.onChange((tls) => server.updateTls(tls));
     }
-    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, log);
+    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, log);
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       relay.registerAdminRoutes(relay.admin);
@@ -131,11 +135,14 @@ export class Relay {
     this.pool.close();
     await this.admin?.close();
     await this.embedded?.close();
+    this.ca?.close();
+    this.serving?.close();
     this.log.info('meshrelay stopped');
   }
 
   private registerAdminRoutes(admin: AdminServer): void {
     admin.route('/healthz', () => ({ status: 200, body: { status: 'ok' } }));
+    admin.route('/metrics', async () => ({ status: 200, body: await this.metrics.metrics(), contentType: this.metrics.contentType }));
     admin.route('/readyz', () => {
       const { ready, detail } = this.readiness();
       return { status: ready ? 200 : 503, body: { ready, ...detail } };

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ListenAddress } from '../transport/listen-address.js';
 
-export type AdminRoute = (url: URL) => { status: number; body: unknown };
+/** A page: JSON by default, or text with its own content type (Prometheus metrics). */
+export type AdminRoute = (url: URL) => { status: number; body: unknown; contentType?: string } | Promise<{ status: number; body: unknown; contentType?: string }>;
 
 /**
  * The admin port (15014): health, readiness and debug views as JSON. Routes are registered by the
@@ -44,12 +45,12 @@ export class AdminServer {
       response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: `no such page ${url.pathname}`, pages: [...this.routes.keys()] }));
       return;
     }
-    try {
-      const { status, body } = handler(url);
-      response.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
-    } catch (error) {
+    Promise.resolve().then(() => handler(url)).then(({ status, body, contentType }) => {
+      if (contentType) response.writeHead(status, { 'content-type': contentType }).end(String(body));
+      else response.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
+    }, (error: unknown) => {
       this.log.error({ err: error, path: url.pathname }, 'admin page failed');
       response.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: (error as Error).message }));
-    }
+    });
   }
 }

@@ -2,10 +2,12 @@
 import { RelayError } from '../errors.js';
 import { runServe } from './serve.js';
 import { runSimIstiod } from './sim-istiod.js';
+import { runToken } from './token.js';
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   serve: runServe,
   'sim-istiod': runSimIstiod,
+  token: runToken,
 };
 
 const usage = `meshrelay — xDS and CA relay for Istio VM sidecars
@@ -13,6 +15,8 @@ const usage = `meshrelay — xDS and CA relay for Istio VM sidecars
 Usage:
   meshrelay serve [flags]        run the relay (see docs/CLI.md or README for flags)
   meshrelay sim-istiod [flags]   run the simulated istiod on its own
+  meshrelay token --namespace NS --service-account SA [--ttl-seconds N] [--state-dir DIR]
+                                 print a dev service-account JWT (audience istio-ca) for the dev CA
   meshrelay help                 this text
 
 Every flag can also be set as MESHRELAY_<NAME> in the environment or as a key in a YAML

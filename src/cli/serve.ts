@@ -5,6 +5,18 @@ import { Relay } from '../relay.js';
 import { formatAddress } from '../transport/listen-address.js';
 import { onTerminate } from './signals.js';
 
+function caLines(relay: Relay): string[] {
+  const summary = relay.ca?.summary;
+  if (!summary) return ['  CA:                                 off'];
+  if (summary.mode === 'forward') return [`  CA:                                 forwarding CreateCertificate to ${summary.upstream}`];
+  return [
+    `  CA:                                 signing locally; root certificate ${summary.rootCertFile}`,
+    ...(summary.tokenIssuer === 'meshrelay-dev'
+      ? ['  dev token for a CSR:                npm run -s token -- --namespace vm --service-account vm-sa']
+      : []),
+  ];
+}
+
 export async function runServe(argv: string[]): Promise<void> {
   const config = loadConfig(serveSchema, argv);
   const log = createLogger(config.logLevel);
@@ -16,6 +28,7 @@ export async function runServe(argv: string[]): Promise<void> {
     tls ? `  xDS (TLS):                          ${formatAddress(tls)}` : '',
     admin ? `  admin:                              http://${formatAddress(admin)}/debug/syncz  /debug/groups  /readyz` : '',
     `  upstream:                           ${upstream}${relay.embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
+    ...caLines(relay),
     xds ? `Point an ADS client at ${formatAddress(xds)} with Istio VM node metadata (NAMESPACE, SERVICE_ACCOUNT, NETWORK...).` : '',
   ];
   process.stdout.write(`${lines.filter(Boolean).join('\n')}\n`);

@@ -31,9 +31,28 @@ export const serveSchema = z.object({
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   shutdownGraceSeconds: z.number().min(0).default(10),
+  caMode: z.enum(['auto', 'local', 'forward', 'off']).default('auto'),
+  caDir: z.string().default(''),
+  caUpstream: z.union([z.literal(''), address]).default(''),
+  stateDir: z.string().default('.meshrelay'),
+  trustDomain: z.string().min(1).default('cluster.local'),
+  jwksFile: z.string().default(''),
+  jwtIssuers: z.array(z.string()).default([]),
+  workloadCertTtlSeconds: z.number().int().min(60).default(24 * 3600),
+  maxWorkloadCertTtlSeconds: z.number().int().min(60).default(90 * 24 * 3600),
+  servingDnsNames: z.array(z.string().min(1)).default(['istiod.istio-system.svc']),
+  caMaxConcurrent: z.number().int().min(1).default(64),
+  caMaxQueued: z.number().int().min(0).default(10_000),
+  caRequestTimeoutSeconds: z.number().min(0.1).default(10),
 }).strict().superRefine((config, context) => {
-  if (config.tlsListen && (!config.tlsCertFile || !config.tlsKeyFile)) {
-    context.addIssue({ code: 'custom', path: ['tlsListen'], message: 'needs tlsCertFile and tlsKeyFile' });
+  if (config.tlsListen && (!config.tlsCertFile || !config.tlsKeyFile) && resolveCaMode(config) !== 'local') {
+    context.addIssue({ code: 'custom', path: ['tlsListen'], message: 'needs tlsCertFile and tlsKeyFile (only local CA mode issues its own serving certificate)' });
+  }
+  if (config.workloadCertTtlSeconds > config.maxWorkloadCertTtlSeconds) {
+    context.addIssue({ code: 'custom', path: ['workloadCertTtlSeconds'], message: 'is above maxWorkloadCertTtlSeconds' });
+  }
+  if (resolveCaMode(config) === 'forward' && config.upstream === 'embedded' && !config.caUpstream) {
+    context.addIssue({ code: 'custom', path: ['caMode'], message: 'forward needs an istiod: set upstream or caUpstream (the embedded simulator has no CA)' });
   }
   if (!config.xdsListen && !config.tlsListen) {
     context.addIssue({ code: 'custom', path: ['xdsListen'], message: 'at least one of xdsListen and tlsListen must be set' });
@@ -44,6 +63,20 @@ export const serveSchema = z.object({
 });
 
 export type ServeConfig = z.infer<typeof serveSchema>;
+
+/** `auto`: sign locally in front of the embedded simulator, forward to a real istiod otherwise. */
+export function resolveCaMode(config: { caMode: string; upstream: string }): 'local' | 'forward' | 'off' {
+  if (config.caMode === 'auto') return config.upstream === 'embedded' ? 'local' : 'forward';
+  return config.caMode as 'local' | 'forward' | 'off';
+}
+
+/** `meshrelay token`: a development service-account token the relay's dev issuer signs. */
+export const tokenSchema = z.object({
+  namespace: z.string().min(1),
+  serviceAccount: z.string().min(1),
+  stateDir: z.string().default('.meshrelay'),
+  ttlSeconds: z.number().int().min(1).default(3600),
+}).strict();
 
 /** `meshrelay sim-istiod`: the simulated istiod on its own. */
 export const simSchema = z.object({

@@ -124,6 +124,14 @@ export class GrpcCall {
 
 export type CallHandler = (call: GrpcCall) => void;
 
+/**
+ * Client certificates are requested but not required: VMs may authenticate with a JWT instead.
+ * A presented certificate is verified against the client CA; the result is on `call.peer`.
+ */
+function secureContextOptions(tls: TlsOptions) {
+  return { key: tls.key, cert: tls.cert, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}) };
+}
+
 const SESSION_MEMORY_MB = 512;
 
 export interface GrpcServerOptions {
@@ -149,6 +157,7 @@ export class GrpcServer {
   private readonly servers: Array<http2.Http2Server | http2.Http2SecureServer> = [];
   private readonly sessions = new Set<http2.Http2Session>();
   private readonly calls = new Set<GrpcCall>();
+  private secureServer: http2.Http2SecureServer | undefined;
 
   constructor(private readonly options: GrpcServerOptions) {}
 
@@ -171,10 +180,7 @@ export class GrpcServer {
     // refuses new streams past it; a fan-out to many streams of one connection queues far more.
     const maxSessionMemory = SESSION_MEMORY_MB;
     const server = tls
-      ? http2.createSecureServer({
-          key: tls.key, cert: tls.cert, settings, maxSessionMemory,
-          ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
-        })
+      ? http2.createSecureServer({ ...secureContextOptions(tls), settings, maxSessionMemory })
       : http2.createServer({ settings, maxSessionMemory });
     server.on('session', (session: http2.Http2Session) => {
       this.sessions.add(session);
@@ -188,9 +194,15 @@ export class GrpcServer {
       server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
     });
     this.servers.push(server);
+    if (tls) this.secureServer = server as http2.Http2SecureServer;
     const bound = server.address() as AddressInfo;
     this.options.log.info({ address: formatAddress({ host: bound.address, port: bound.port }), tls: !!tls }, 'gRPC listener up');
     return { host: bound.address, port: bound.port };
+  }
+
+  /** Replaces the serving certificate (and client CA) of the TLS listener for new connections. */
+  updateTls(tls: TlsOptions): void {
+    this.secureServer?.setSecureContext(secureContextOptions(tls));
   }
 
   /**

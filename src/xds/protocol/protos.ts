@@ -30,6 +30,7 @@ const protoFiles = [
   'envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto',
   'google/protobuf/struct.proto',
   'google/rpc/status.proto',
+  'istio/v1/auth/ca.proto',
 ];
 
 function loadRoot(): protobuf.Root {
@@ -48,7 +49,7 @@ function loadRoot(): protobuf.Root {
 
 let cachedRoot: protobuf.Root | undefined;
 
-/** The protobufjs root with every message type the relay and the simulator encode or decode. */
+/** The protobufjs root with every message type the relay, its CA and the simulator encode or decode. */
 export function protoRoot(): protobuf.Root {
   cachedRoot ??= loadRoot();
   return cachedRoot;

@@ -1,0 +1,54 @@
+import type { GrpcCall } from '../transport/grpc-server.js';
+import { parseSpiffeId, permissionDenied, sameIdentity, spiffeId, unauthenticated, type WorkloadIdentity } from './identity.js';
+import type { JwtVerifier } from './jwt.js';
+
+export interface AuthenticatedCaller {
+  identity: WorkloadIdentity;
+  /** How the caller proved it, in istiod's order: client certificate first, then bearer JWT. */
+  via: 'client-certificate' | 'jwt';
+  /** The verified client certificate's DER, when it came that way. */
+  certificateDer?: Buffer;
+}
+
+export interface AuthenticatorOptions {
+  trustDomain: string;
+  /** Offline JWT verification; without it bearer tokens are refused. */
+  jwt?: JwtVerifier;
+}
+
+function bearerToken(call: GrpcCall): string | undefined {
+  const header = call.headers.authorization;
+  const value = Array.isArray(header) ? header[0] : header;
+  const match = /^Bearer\s+(\S+)$/i.exec(value ?? '');
+  return match?.[1];
+}
+
+/**
+ * Authenticates a CSR caller like istiod: a client certificate chained to the mesh root (TLS has
+ * verified it) gives its SPIFFE identity; otherwise a bearer service-account JWT. Both present and
+ * disagreeing, or an identity of another trust domain, is refused.
+ */
+export function authenticateCaller(call: GrpcCall, options: AuthenticatorOptions): AuthenticatedCaller {
+  let fromCertificate: AuthenticatedCaller | undefined;
+  const certificate = call.peer.certificate;
+  if (certificate && call.peer.certificateAuthorized) {
+    const uris = (certificate.subjectaltname ?? '').split(', ').filter((entry) => entry.startsWith('URI:')).map((entry) => entry.slice(4));
+    const identity = uris.map(parseSpiffeId).find((parsed) => parsed !== undefined);
+    if (!identity) throw unauthenticated('client certificate carries no SPIFFE identity');
+    fromCertificate = { identity, via: 'client-certificate', certificateDer: certificate.raw };
+  } else if (certificate) {
+    throw unauthenticated('client certificate is not trusted by the mesh root or has expired');
+  }
+  const token = bearerToken(call);
+  const fromToken = token && options.jwt ? { identity: options.jwt.verify(token), via: 'jwt' as const } : undefined;
+  if (token && !options.jwt && !fromCertificate) throw unauthenticated('bearer tokens are not accepted: no token verifier is configured');
+  const caller = fromCertificate ?? fromToken;
+  if (!caller) throw unauthenticated('no credentials: present a client certificate or an "authorization: Bearer <service-account JWT>" header');
+  if (fromCertificate && fromToken && !sameIdentity(fromCertificate.identity, fromToken.identity)) {
+    throw permissionDenied(`client certificate (${spiffeId(fromCertificate.identity)}) and bearer token (${spiffeId(fromToken.identity)}) name different identities`);
+  }
+  if (caller.identity.trustDomain !== options.trustDomain) {
+    throw permissionDenied(`identity ${spiffeId(caller.identity)} is not in trust domain ${options.trustDomain}`);
+  }
+  return caller;
+}

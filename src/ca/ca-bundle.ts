@@ -1,0 +1,119 @@
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+import { GrpcStatus, RelayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { issuerOf, pemToDers, type Issuer } from './x509.js';
+
+/** Istio's plugged-in CA files (DESIGN §4), as istiod reads them from its cacerts directory. */
+export const CaFiles = {
+  cert: 'ca-cert.pem',
+  key: 'ca-key.pem',
+  chain: 'cert-chain.pem',
+  root: 'root-cert.pem',
+} as const;
+
+export interface CaBundle {
+  issuer: Issuer;
+  certificate: X509Certificate;
+  /** PEM of each certificate between the signing CA and the root, signing CA first. */
+  chainPems: string[];
+  rootPem: string;
+  root: X509Certificate;
+  loadedAt: Date;
+}
+
+function bad(message: string): RelayError {
+  return new RelayError('MR_BAD_CONFIG', GrpcStatus.FAILED_PRECONDITION, message);
+}
+
+/** Reads and checks a CA directory: the key matches the certificate, which is a CA chained to the root. */
+export function loadCaBundle(directory: string): CaBundle {
+  const read = (file: string) => {
+    const full = path.join(directory, file);
+    try {
+      return readFileSync(full, 'utf8');
+    } catch (error) {
+      throw bad(`cannot read ${full}: ${(error as Error).message}`);
+    }
+  };
+  const certPem = read(CaFiles.cert);
+  const rootPem = read(CaFiles.root);
+  const chainFile = path.join(directory, CaFiles.chain);
+  const chainText = existsSync(chainFile) ? read(CaFiles.chain) : certPem;
+  let key: KeyObject;
+  let certificate: X509Certificate;
+  let root: X509Certificate;
+  try {
+    key = createPrivateKey(read(CaFiles.key));
+    certificate = new X509Certificate(certPem);
+    root = new X509Certificate(rootPem);
+  } catch (error) {
+    throw bad(`CA files in ${directory} are not valid PEM: ${(error as Error).message}`);
+  }
+  if (!certificate.checkPrivateKey(key)) throw bad(`${CaFiles.key} does not match ${CaFiles.cert} in ${directory}`);
+  if (!certificate.ca) throw bad(`${CaFiles.cert} in ${directory} is not a CA certificate`);
+  // cert-chain.pem holds the signing CA and any intermediates up to (not including) the root.
+  const chainPems = pemToDers(chainText).map((der) => new X509Certificate(der).toString())
+    .filter((pem) => new X509Certificate(pem).fingerprint256 !== root.fingerprint256);
+  const ders = pemToDers(certPem);
+  return {
+    issuer: issuerOf(ders[0]!, key),
+    certificate,
+    chainPems: chainPems.length > 0 ? chainPems : [certificate.toString()],
+    rootPem: root.toString(),
+    root,
+    loadedAt: new Date(),
+  };
+}
+
+/**
+ * Holds the current CA bundle and reloads it when the files change (as istiod does for plugged
+ * CAs). A broken update is logged and ignored: the last good bundle keeps signing.
+ */
+export class CaBundleWatcher {
+  private current: CaBundle;
+  private watcher: FSWatcher | undefined;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(bundle: CaBundle) => void>();
+
+  constructor(private readonly directory: string, private readonly log: Logger) {
+    this.current = loadCaBundle(directory);
+  }
+
+  get bundle(): CaBundle {
+    return this.current;
+  }
+
+  onReload(listener: (bundle: CaBundle) => void): void {
+    this.listeners.add(listener);
+  }
+
+  start(): void {
+    this.watcher = watch(this.directory, () => {
+      clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => this.reload(), 200);
+    });
+    this.watcher.on('error', (error) => this.log.warn({ err: error.message, directory: this.directory }, 'CA directory watch failed'));
+  }
+
+  /** Loads the files again; returns whether the new bundle is in use. */
+  reload(): boolean {
+    try {
+      const next = loadCaBundle(this.directory);
+      if (next.certificate.fingerprint256 === this.current.certificate.fingerprint256 && next.rootPem === this.current.rootPem) return true;
+      this.current = next;
+      this.log.info({ directory: this.directory, subject: next.certificate.subject, notAfter: next.certificate.validTo }, 'CA files reloaded');
+      for (const listener of this.listeners) listener(next);
+      return true;
+    } catch (error) {
+      this.log.error({ err: (error as Error).message, directory: this.directory }, 'CA files changed but are not usable; still signing with the previous CA');
+      return false;
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.reloadTimer);
+    this.watcher?.close();
+  }
+}

@@ -1,0 +1,102 @@
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
+import { resolveCaMode, type ServeConfig } from '../config/schema.js';
+import { GrpcStatus, RelayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { BackoffPolicy } from '../xds/upstream/backoff.js';
+import { CaBundleWatcher, CaFiles } from './ca-bundle.js';
+import { CaForwarder } from './ca-forwarder.js';
+import { CaMetrics } from './ca-metrics.js';
+import type { CaService } from './ca-service.js';
+import { ensureDevCa } from './dev-ca.js';
+import { CA_AUDIENCE, DEV_ISSUER, ensureDevTokenIssuer } from './dev-token-issuer.js';
+import { JwtVerifier } from './jwt.js';
+import { LocalSigner } from './local-signer.js';
+import { IssuedServingCertificate, type ServingCertificate } from './serving-certificate.js';
+import { readConfiguredFile } from '../config/files.js';
+
+export interface CaSubsystem {
+  service: CaService;
+  metrics: CaMetrics;
+  /** The relay's own serving certificate, when local mode issues it (no tlsCertFile given). */
+  serving: ServingCertificate | undefined;
+  /** For people: where the root is, how tokens are checked. */
+  summary: { mode: 'local' | 'forward'; rootCertFile?: string; caDir?: string; tokenIssuer?: string; upstream?: string };
+  close(): void;
+}
+
+const SERVING_CERT_LIFETIME_SECONDS = 24 * 3600;
+
+/**
+ * Builds the CA side from config. Local mode signs with plugged CA files (`caDir`), or — with no
+ * `caDir`, for trying the relay out — with a dev CA and dev token issuer created under `stateDir`.
+ * Forward mode sends CSRs to istiod.
+ */
+export function setUpCa(config: ServeConfig, registry: Registry, backoff: BackoffPolicy, log: Logger): CaSubsystem | undefined {
+  const mode = resolveCaMode(config);
+  if (mode === 'off') return undefined;
+  const metrics = new CaMetrics(registry);
+  if (mode === 'forward') return setUpForward(config, metrics, backoff, log);
+
+  const devMode = !config.caDir;
+  const caDir = config.caDir || path.join(config.stateDir, 'ca');
+  if (devMode && ensureDevCa(caDir)) log.info({ caDir }, 'created a development CA');
+  const watcher = new CaBundleWatcher(caDir, log);
+  watcher.start();
+  let jwksFile = config.jwksFile;
+  let issuers = config.jwtIssuers;
+  if (devMode && !jwksFile) {
+    jwksFile = ensureDevTokenIssuer(path.join(config.stateDir, 'token-issuer')).jwksFile;
+    issuers = issuers.length > 0 ? issuers : [DEV_ISSUER];
+  }
+  if (jwksFile && issuers.length === 0) {
+    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, 'invalid jwtIssuers: jwksFile is set, so name the token issuers to trust');
+  }
+  if (!jwksFile) log.warn('no jwksFile: the local CA accepts only client certificates (renewals)');
+  const jwt = jwksFile ? new JwtVerifier({ jwksFile, issuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain }) : undefined;
+  const signer = new LocalSigner(watcher, { defaultSeconds: config.workloadCertTtlSeconds, maxSeconds: config.maxWorkloadCertTtlSeconds });
+  const recordExpiry = () => {
+    const { root, chain } = signer.expiries();
+    metrics.rootExpiry.set(root.getTime() / 1000);
+    metrics.chainExpiry.set(chain.getTime() / 1000);
+  };
+  recordExpiry();
+  let serving: IssuedServingCertificate | undefined;
+  if (config.tlsListen && !config.tlsCertFile) {
+    const issued = new IssuedServingCertificate(signer, () => watcher.bundle.rootPem, config.servingDnsNames, SERVING_CERT_LIFETIME_SECONDS, log);
+    watcher.onReload(() => issued.rotate());
+    serving = issued;
+  }
+  watcher.onReload(recordExpiry);
+  return {
+    service: { mode: 'local', signer, authentication: { trustDomain: config.trustDomain, ...(jwt ? { jwt } : {}) } },
+    metrics,
+    serving,
+    summary: { mode, caDir, rootCertFile: path.resolve(caDir, CaFiles.root), ...(jwksFile ? { tokenIssuer: issuers.join(',') } : {}) },
+    close: () => {
+      watcher.close();
+      serving?.close();
+    },
+  };
+}
+
+function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffPolicy, log: Logger): CaSubsystem {
+  const target = config.caUpstream || config.upstream;
+  // No client certificate towards istiod: istiod takes identity from the first authenticator that
+  // matches, and a relay certificate would make every VM the relay (DESIGN §3, XFCC).
+  const credentials = config.upstreamCaFile ? grpc.credentials.createSsl(readConfiguredFile(config.upstreamCaFile, 'upstreamCaFile')) : grpc.credentials.createInsecure();
+  const forwarder = new CaForwarder({
+    target, credentials, backoff, log,
+    maxConcurrent: config.caMaxConcurrent,
+    maxQueued: config.caMaxQueued,
+    timeoutMs: config.caRequestTimeoutSeconds * 1000,
+  });
+  return {
+    service: { mode: 'forward', forwarder, authentication: { trustDomain: config.trustDomain } },
+    metrics,
+    serving: undefined,
+    summary: { mode: 'forward', upstream: target },
+    close: () => forwarder.close(),
+  };
+}
