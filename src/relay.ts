@@ -62,7 +62,18 @@ export class Relay {
     private readonly log: Logger,
   ) {}
 
-  static async start({ config, log, backoff = defaultBackoff }: RelayOptions): Promise<Relay> {
+  /** Starts everything; if any part fails, what was already started is stopped again. */
+  static async start(options: RelayOptions): Promise<Relay> {
+    const started: Array<() => unknown> = [];
+    try {
+      return await Relay.assemble(options, started);
+    } catch (error) {
+      for (const stop of started.reverse()) await stop();
+      throw error;
+    }
+  }
+
+  private static async assemble({ config, log, backoff = defaultBackoff }: RelayOptions, started: Array<() => unknown>): Promise<Relay> {
     let embedded: RunningSim | undefined;
     let upstreamTarget = config.upstream;
     if (config.upstream === 'embedded') {
@@ -70,6 +81,7 @@ export class Relay {
       if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
       embedded = await startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
       upstreamTarget = formatAddress(embedded.address);
+      started.push(() => embedded?.close());
     }
     const pool = new ConnectionPool({
       target: upstreamTarget,
@@ -77,6 +89,7 @@ export class Relay {
       credentials: upstreamCredentials(config),
       maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
     });
+    started.push(() => pool.close());
     const groups = new GroupRegistry({
       pool,
       protocol: config.upstreamProtocol,
@@ -87,13 +100,16 @@ export class Relay {
       lingerMs: config.groupLingerSeconds * 1000,
       log: log.child({ component: 'upstream' }),
     });
+    started.push(() => groups.close());
     const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64 }, log.child({ component: 'ads' }));
     const metrics = new Registry();
     const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }));
+    if (ca) started.push(() => ca.close());
     const serving = ca?.serving ?? (config.tlsListen
       // In local CA mode, VMs renew with certificates chained to the mesh root.
       ? new FileServingCertificate({ cert: config.tlsCertFile, key: config.tlsKeyFile, clientCa: config.tlsClientCaFile || (ca?.summary.rootCertFile ?? '') }, log)
       : undefined);
+    if (serving) started.push(() => serving.close());
     const servers: GrpcServer[] = [];
     const addresses: RelayAddresses = { upstream: upstreamTarget };
     // xDS and the CA share each listener, as on istiod's 15012 (and 15010 for local development).
@@ -102,6 +118,7 @@ export class Relay {
       ads.register(server);
       if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }));
       servers.push(server);
+      started.push(() => server.close(0));
       return server;
     };
     if (config.xdsListen) addresses.xds = await newServer().listen(parseListenAddress(config.xdsListen));
@@ -113,6 +130,7 @@ export class Relay {
     const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, log);
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
+      started.push(() => relay.admin?.close());
       relay.registerAdminRoutes(relay.admin);
       addresses.admin = await relay.admin.listen(parseListenAddress(config.adminListen));
     }

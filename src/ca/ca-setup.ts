@@ -42,8 +42,6 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   const devMode = !config.caDir;
   const caDir = config.caDir || path.join(config.stateDir, 'ca');
   if (devMode && ensureDevCa(caDir)) log.info({ caDir }, 'created a development CA');
-  const watcher = new CaBundleWatcher(caDir, log);
-  watcher.start();
   let jwksFile = config.jwksFile;
   let issuers = config.jwtIssuers;
   if (devMode && !jwksFile) {
@@ -55,6 +53,8 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   }
   if (!jwksFile) log.warn('no jwksFile: the local CA accepts only client certificates (renewals)');
   const jwt = jwksFile ? new JwtVerifier({ jwksFile, issuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain }) : undefined;
+  const watcher = new CaBundleWatcher(caDir, log);
+  watcher.start();
   const signer = new LocalSigner(watcher, { defaultSeconds: config.workloadCertTtlSeconds, maxSeconds: config.maxWorkloadCertTtlSeconds });
   const recordExpiry = () => {
     const { root, chain } = signer.expiries();

@@ -27,6 +27,9 @@ export async function caRig(keyType: CaKeyType = 'ec-p256', overrides: Partial<S
   const sim = await startSim();
   const relay = await startRelay({
     upstream: sim.target, caMode: 'local', caDir, jwksFile: issuer.jwksFile, jwtIssuers: [DEV_ISSUER], stateDir: base, ...overrides,
+  }).catch(async (error: unknown) => {
+    await sim.close();
+    throw error;
   });
   const client = new grpc.Client(relay.target, grpc.credentials.createInsecure());
   const token = (namespace = 'vm', serviceAccount = 'vm-sa', ttlSeconds = 600) => mintDevToken(issuer, namespace, serviceAccount, ttlSeconds);
