@@ -1,9 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as grpc from '@grpc/grpc-js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
+import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-client.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
@@ -23,7 +28,8 @@ function run(args: string[]): { child: ChildProcess; stdout: Promise<string>; ex
 }
 
 test('meshrelay serve (what npm start runs) serves the embedded istiod\'s config: all four types, ACKed, no resend, clean SIGTERM', async (t) => {
-  const { child, stdout, exit } = run(['serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--shutdown-grace-seconds', '1']);
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'meshrelay-state-'));
+  const { child, stdout, exit } = run(['serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--shutdown-grace-seconds', '1', '--state-dir', stateDir]);
   t.teardown(() => child.kill('SIGKILL'));
   const printed = await stdout;
   const xds = /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)?.[1];
@@ -58,6 +64,22 @@ test('meshrelay serve (what npm start runs) serves the embedded istiod\'s config
   t.is(ready.status, 200);
   child.kill('SIGTERM');
   t.is(await exit, 0);
+});
+
+test('npm start\'s relay signs a CSR sent with a dev token: openssl verifies the chain against the printed root, for the token\'s identity', async (t) => {
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'meshrelay-state-'));
+  const { child, stdout } = run(['serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '', '--state-dir', stateDir]);
+  t.teardown(() => child.kill('SIGKILL'));
+  const printed = await stdout;
+  const xds = /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!;
+  const rootFile = /root certificate (\S+)/.exec(printed)?.[1];
+  t.is(rootFile, path.join(stateDir, 'ca', 'root-cert.pem'));
+  const token = execFileSync(process.execPath, [cli, 'token', '--namespace', 'vm', '--service-account', 'vm-sa', '--state-dir', stateDir], { encoding: 'utf8' }).trim();
+  const client = new grpc.Client(xds, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  const chain = await createCertificate(client, opensslCsr('rsa-2048').csr, { authorization: `Bearer ${token}` });
+  t.regex(opensslVerify(chain, rootFile), /OK/);
+  t.is(new X509Certificate(chain[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
 });
 
 test('meshrelay sim-istiod serves ADS on its own', async (t) => {
