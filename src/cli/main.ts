@@ -3,11 +3,13 @@ import { RelayError } from '../errors.js';
 import { runServe } from './serve.js';
 import { runSimIstiod } from './sim-istiod.js';
 import { runToken } from './token.js';
+import { runBench } from './bench.js';
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   serve: runServe,
   'sim-istiod': runSimIstiod,
   token: runToken,
+  bench: runBench,
 };
 
 const usage = `meshrelay — xDS and CA relay for Istio VM sidecars
@@ -17,6 +19,8 @@ Usage:
   meshrelay sim-istiod [flags]   run the simulated istiod on its own
   meshrelay token --namespace NS --service-account SA [--ttl-seconds N] [--state-dir DIR]
                                  print a dev service-account JWT (audience istio-ca) for the dev CA
+  meshrelay bench csr [--concurrency N] [--seconds S] [--ca-keys rsa-2048,ec-p256] [--json FILE]
+                                 CSR/s and latency of local signing, and native vs node-forge signing
   meshrelay help                 this text
 
 Every flag can also be set as MESHRELAY_<NAME> in the environment or as a key in a YAML

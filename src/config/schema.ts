@@ -87,3 +87,13 @@ export const simSchema = z.object({
 }).strict();
 
 export type SimConfig = z.infer<typeof simSchema>;
+
+/** `meshrelay bench csr`: CSR throughput and latency of local signing. */
+export const benchCsrSchema = z.object({
+  concurrency: z.number().int().min(1).default(500),
+  seconds: z.number().min(1).default(10),
+  caKeys: z.array(z.enum(['rsa-2048', 'rsa-4096', 'ec-p256'])).default(['rsa-2048', 'ec-p256']),
+  csrKey: z.enum(['rsa-2048', 'ec-p256']).default('rsa-2048'),
+  json: z.string().default(''),
+  relayCpuProf: z.string().default(''),
+}).strict();
