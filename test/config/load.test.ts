@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { loadConfig } from '../../src/config/load.js';
-import { serveSchema } from '../../src/config/schema.js';
+import { resolveCaMode, serveSchema } from '../../src/config/schema.js';
 import { RelayError } from '../../src/errors.js';
 
 function configFile(text: string): string {
@@ -44,7 +44,8 @@ const bad: Array<[string, string[], NodeJS.ProcessEnv, RegExp]> = [
   ['bad enum', ['--mode', 'sideways'], {}, /invalid mode/],
   ['bad number', ['--upstream-connections', 'many'], {}, /upstreamConnections: "many" is not a number/],
   ['bad address', ['--xds-listen', 'localhost'], {}, /invalid xdsListen/],
-  ['TLS without files', ['--tls-listen', ':15012'], {}, /tlsListen.*needs tlsCertFile/],
+  ['TLS without files when the relay does not sign', ['--upstream', 'istiod:15012', '--tls-listen', ':15012'], {}, /tlsListen.*needs tlsCertFile/],
+  ['forward CA mode with nothing to forward to', ['--ca-mode', 'forward'], {}, /caMode.*forward needs an istiod/],
   ['missing config file', ['--config', '/nonexistent/relay.yaml'], {}, /cannot read config file/],
   ['flag without value', ['--mode'], {}, /--mode needs a value/],
 ];
@@ -56,6 +57,12 @@ for (const [name, argv, env, message] of bad) {
     t.is(error!.code, 'MR_BAD_CONFIG');
   });
 }
+
+test('CA mode auto: local signing in front of the embedded simulator, forwarding to a real istiod', (t) => {
+  t.is(resolveCaMode(loadConfig(serveSchema, [], {})), 'local');
+  t.is(resolveCaMode(loadConfig(serveSchema, ['--upstream', 'istiod.istio-system.svc:15012'], {})), 'forward');
+  t.notThrows(() => loadConfig(serveSchema, ['--tls-listen', ':15012'], {}), 'local mode issues its own serving certificate');
+});
 
 test('a broken config file is reported with its name', (t) => {
   const file = configFile('mode: [unclosed\n');
