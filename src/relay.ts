@@ -3,6 +3,9 @@ import { Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
 import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
+import { CA_AUDIENCE } from './ca/identity.js';
+import { loadKubeConfig } from './k8s/kube-client.js';
+import { TokenReviewVerifier } from './k8s/token-review.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
 import { readConfiguredFile } from './config/files.js';
 import type { ServeConfig } from './config/schema.js';
@@ -103,7 +106,8 @@ export class Relay {
     started.push(() => groups.close());
     const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64 }, log.child({ component: 'ads' }));
     const metrics = new Registry();
-    const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }));
+    const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
+    const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) started.push(() => ca.close());
     const serving = ca?.serving ?? (config.tlsListen
       // In local CA mode, VMs renew with certificates chained to the mesh root.

@@ -1,6 +1,5 @@
 import type { GrpcCall } from '../transport/grpc-server.js';
 import { parseSpiffeId, permissionDenied, sameIdentity, spiffeId, unauthenticated, type WorkloadIdentity } from './identity.js';
-import type { JwtVerifier } from './jwt.js';
 
 export interface AuthenticatedCaller {
   identity: WorkloadIdentity;
@@ -10,10 +9,15 @@ export interface AuthenticatedCaller {
   certificateDer?: Buffer;
 }
 
+/** Turns a bearer service-account token into an identity, or throws UNAUTHENTICATED. */
+export interface TokenVerifier {
+  verify(token: string): WorkloadIdentity | Promise<WorkloadIdentity>;
+}
+
 export interface AuthenticatorOptions {
   trustDomain: string;
-  /** Offline JWT verification; without it bearer tokens are refused. */
-  jwt?: JwtVerifier;
+  /** TokenReview or offline JWKS verification; without one, bearer tokens are refused. */
+  tokens?: TokenVerifier;
 }
 
 function bearerToken(call: GrpcCall): string | undefined {
@@ -28,7 +32,7 @@ function bearerToken(call: GrpcCall): string | undefined {
  * verified it) gives its SPIFFE identity; otherwise a bearer service-account JWT. Both present and
  * disagreeing, or an identity of another trust domain, is refused.
  */
-export function authenticateCaller(call: GrpcCall, options: AuthenticatorOptions): AuthenticatedCaller {
+export async function authenticateCaller(call: GrpcCall, options: AuthenticatorOptions): Promise<AuthenticatedCaller> {
   let fromCertificate: AuthenticatedCaller | undefined;
   const certificate = call.peer.certificate;
   if (certificate && call.peer.certificateAuthorized) {
@@ -40,8 +44,8 @@ export function authenticateCaller(call: GrpcCall, options: AuthenticatorOptions
     throw unauthenticated('client certificate is not trusted by the mesh root or has expired');
   }
   const token = bearerToken(call);
-  const fromToken = token && options.jwt ? { identity: options.jwt.verify(token), via: 'jwt' as const } : undefined;
-  if (token && !options.jwt && !fromCertificate) throw unauthenticated('bearer tokens are not accepted: no token verifier is configured');
+  const fromToken = token && options.tokens ? { identity: await options.tokens.verify(token), via: 'jwt' as const } : undefined;
+  if (token && !options.tokens && !fromCertificate) throw unauthenticated('bearer tokens are not accepted: no token verifier is configured');
   const caller = fromCertificate ?? fromToken;
   if (!caller) throw unauthenticated('no credentials: present a client certificate or an "authorization: Bearer <service-account JWT>" header');
   if (fromCertificate && fromToken && !sameIdentity(fromCertificate.identity, fromToken.identity)) {

@@ -48,7 +48,7 @@ export function registerCaService(server: GrpcServer, service: CaService, metric
     metrics.csrs.inc({ mode: service.mode });
     try {
       const request = decodeRequest(bytes);
-      const response = service.mode === 'local' ? signLocally(service, request, call) : await forward(service, bytes, call);
+      const response = service.mode === 'local' ? await signLocally(service, request, call) : await forward(service, bytes, call);
       metrics.issued.inc({ mode: service.mode });
       metrics.signSeconds.observe({ mode: service.mode }, (performance.now() - started) / 1000);
       return response;
@@ -62,8 +62,8 @@ export function registerCaService(server: GrpcServer, service: CaService, metric
   }));
 }
 
-function signLocally(service: Extract<CaService, { mode: 'local' }>, request: IstioCertificateRequest, call: GrpcCall): Buffer {
-  const caller = authenticateCaller(call, service.authentication);
+async function signLocally(service: Extract<CaService, { mode: 'local' }>, request: IstioCertificateRequest, call: GrpcCall): Promise<Buffer> {
+  const caller = await authenticateCaller(call, service.authentication);
   const validity = typeof request.validity_duration === 'number' ? request.validity_duration : request.validity_duration.toNumber();
   const chain = service.signer.sign(request.csr, caller.identity, validity);
   return Buffer.from(responseType().encode({ cert_chain: chain }).finish());
@@ -72,7 +72,7 @@ function signLocally(service: Extract<CaService, { mode: 'local' }>, request: Is
 async function forward(service: Extract<CaService, { mode: 'forward' }>, bytes: Buffer, call: GrpcCall): Promise<Buffer> {
   // A client certificate is checked here, to be vouched for in XFCC; a bearer token goes to istiod
   // as it came, and istiod verifies it.
-  const verifiedCertificate = call.peer.certificate ? authenticateCaller(call, { trustDomain: service.authentication.trustDomain }) : undefined;
+  const verifiedCertificate = call.peer.certificate ? await authenticateCaller(call, { trustDomain: service.authentication.trustDomain }) : undefined;
   const authorization = header(call, 'authorization');
   const clusterId = header(call, 'clusterid');
   if (!verifiedCertificate && !authorization) {

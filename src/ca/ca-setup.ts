@@ -10,8 +10,10 @@ import { CaForwarder } from './ca-forwarder.js';
 import { CaMetrics } from './ca-metrics.js';
 import type { CaService } from './ca-service.js';
 import { ensureDevCa } from './dev-ca.js';
-import { CA_AUDIENCE, DEV_ISSUER, ensureDevTokenIssuer } from './dev-token-issuer.js';
+import { DEV_ISSUER, ensureDevTokenIssuer } from './dev-token-issuer.js';
+import { CA_AUDIENCE } from './identity.js';
 import { JwtVerifier } from './jwt.js';
+import type { TokenVerifier } from './authenticator.js';
 import { LocalSigner } from './local-signer.js';
 import { IssuedServingCertificate, type ServingCertificate } from './serving-certificate.js';
 import { readConfiguredFile } from '../config/files.js';
@@ -33,7 +35,7 @@ const SERVING_CERT_LIFETIME_SECONDS = 24 * 3600;
  * `caDir`, for trying the relay out — with a dev CA and dev token issuer created under `stateDir`.
  * Forward mode sends CSRs to istiod.
  */
-export function setUpCa(config: ServeConfig, registry: Registry, backoff: BackoffPolicy, log: Logger): CaSubsystem | undefined {
+export function setUpCa(config: ServeConfig, registry: Registry, backoff: BackoffPolicy, log: Logger, tokenReview?: TokenVerifier): CaSubsystem | undefined {
   const mode = resolveCaMode(config);
   if (mode === 'off') return undefined;
   const metrics = new CaMetrics(registry);
@@ -44,15 +46,17 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   if (devMode && ensureDevCa(caDir)) log.info({ caDir }, 'created a development CA');
   let jwksFile = config.jwksFile;
   let issuers = config.jwtIssuers;
-  if (devMode && !jwksFile) {
+  if (devMode && !jwksFile && !tokenReview) {
     jwksFile = ensureDevTokenIssuer(path.join(config.stateDir, 'token-issuer')).jwksFile;
     issuers = issuers.length > 0 ? issuers : [DEV_ISSUER];
   }
   if (jwksFile && issuers.length === 0) {
     throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, 'invalid jwtIssuers: jwksFile is set, so name the token issuers to trust');
   }
-  if (!jwksFile) log.warn('no jwksFile: the local CA accepts only client certificates (renewals)');
-  const jwt = jwksFile ? new JwtVerifier({ jwksFile, issuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain }) : undefined;
+  if (!jwksFile && !tokenReview) log.warn('no jwksFile and no tokenReview: the local CA accepts only client certificates (renewals)');
+  // TokenReview when configured (the API server decides), else offline against the issuer keys.
+  const tokens: TokenVerifier | undefined = tokenReview
+    ?? (jwksFile ? new JwtVerifier({ jwksFile, issuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain }) : undefined);
   const watcher = new CaBundleWatcher(caDir, log);
   watcher.start();
   const signer = new LocalSigner(watcher, { defaultSeconds: config.workloadCertTtlSeconds, maxSeconds: config.maxWorkloadCertTtlSeconds });
@@ -70,10 +74,10 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   }
   watcher.onReload(recordExpiry);
   return {
-    service: { mode: 'local', signer, authentication: { trustDomain: config.trustDomain, ...(jwt ? { jwt } : {}) } },
+    service: { mode: 'local', signer, authentication: { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) } },
     metrics,
     serving,
-    summary: { mode, caDir, rootCertFile: path.resolve(caDir, CaFiles.root), ...(jwksFile ? { tokenIssuer: issuers.join(',') } : {}) },
+    summary: { mode, caDir, rootCertFile: path.resolve(caDir, CaFiles.root), ...(tokenReview ? { tokenIssuer: 'TokenReview' } : jwksFile ? { tokenIssuer: issuers.join(',') } : {}) },
     close: () => {
       watcher.close();
       serving?.close();

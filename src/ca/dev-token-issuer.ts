@@ -1,11 +1,11 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { CA_AUDIENCE } from './identity.js';
 import { mintJwt } from './jwt.js';
 
 /** The issuer name of development tokens; the relay trusts it only where configured (npm start does). */
 export const DEV_ISSUER = 'meshrelay-dev';
-export const CA_AUDIENCE = 'istio-ca';
 
 export interface DevTokenIssuer {
   jwksFile: string;

@@ -1,5 +1,8 @@
 import { GrpcStatus, RelayError } from '../errors.js';
 
+/** The audience Istio's CA requires of service-account tokens. */
+export const CA_AUDIENCE = 'istio-ca';
+
 /** A workload identity as Istio writes it: spiffe://<trust domain>/ns/<namespace>/sa/<service account>. */
 export interface WorkloadIdentity {
   trustDomain: string;

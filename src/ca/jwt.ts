@@ -1,6 +1,7 @@
 import { createPublicKey, sign, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { GrpcStatus, RelayError } from '../errors.js';
+import type { TokenVerifier } from './authenticator.js';
 import { unauthenticated, type WorkloadIdentity } from './identity.js';
 
 /** What Kubernetes puts in a service-account token (projected tokens carry `kubernetes.io`). */
@@ -52,7 +53,7 @@ function decodeSegment(segment: string, what: string): Record<string, unknown> {
  * Verifies Kubernetes service-account JWTs offline, against the cluster's issuer keys (a JWKS file,
  * as served on the API server's /openid/v1/jwks): signature, issuer, audience, expiry.
  */
-export class JwtVerifier {
+export class JwtVerifier implements TokenVerifier {
   private readonly keys: VerificationKey[];
 
   constructor(private readonly options: JwtVerifierOptions) {

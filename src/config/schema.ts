@@ -38,6 +38,8 @@ export const serveSchema = z.object({
   trustDomain: z.string().min(1).default('cluster.local'),
   jwksFile: z.string().default(''),
   jwtIssuers: z.array(z.string()).default([]),
+  tokenReview: z.boolean().default(false),
+  kubeconfig: z.string().default(''),
   workloadCertTtlSeconds: z.number().int().min(60).default(24 * 3600),
   maxWorkloadCertTtlSeconds: z.number().int().min(60).default(90 * 24 * 3600),
   servingDnsNames: z.array(z.string().min(1)).default(['istiod.istio-system.svc']),
