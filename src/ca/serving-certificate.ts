@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { readConfiguredFile } from '../config/files.js';
@@ -7,10 +7,25 @@ import type { TlsOptions } from '../transport/grpc-server.js';
 import type { LocalSigner } from './local-signer.js';
 
 /** The TLS material of the relay's 15012 listener, and a way to hear when it changes. */
-export interface ServingCertificate {
-  current(): TlsOptions;
-  onChange(listener: (tls: TlsOptions) => void): void;
-  close(): void;
+export abstract class ServingCertificate {
+  private readonly listeners = new Set<(tls: TlsOptions) => void>();
+
+  constructor(protected tls: TlsOptions) {}
+
+  current(): TlsOptions {
+    return this.tls;
+  }
+
+  onChange(listener: (tls: TlsOptions) => void): void {
+    this.listeners.add(listener);
+  }
+
+  abstract close(): void;
+
+  protected publish(tls: TlsOptions): void {
+    this.tls = tls;
+    for (const listener of this.listeners) listener(tls);
+  }
 }
 
 function readTls(certFile: string, keyFile: string, clientCaFile: string): TlsOptions {
@@ -22,14 +37,12 @@ function readTls(certFile: string, keyFile: string, clientCaFile: string): TlsOp
 }
 
 /** Certificate files (forward mode, or any operator-provided certificate), reloaded when they change. */
-export class FileServingCertificate implements ServingCertificate {
-  private tls: TlsOptions;
+export class FileServingCertificate extends ServingCertificate {
   private readonly watchers: FSWatcher[] = [];
-  private readonly listeners = new Set<(tls: TlsOptions) => void>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly files: { cert: string; key: string; clientCa: string }, private readonly log: Logger) {
-    this.tls = readTls(files.cert, files.key, files.clientCa);
+    super(readTls(files.cert, files.key, files.clientCa));
     const directories = new Set([files.cert, files.key, files.clientCa].filter(Boolean).map((file) => path.dirname(file)));
     for (const directory of directories) {
       const watcher = watch(directory, () => {
@@ -41,14 +54,6 @@ export class FileServingCertificate implements ServingCertificate {
     }
   }
 
-  current(): TlsOptions {
-    return this.tls;
-  }
-
-  onChange(listener: (tls: TlsOptions) => void): void {
-    this.listeners.add(listener);
-  }
-
   close(): void {
     clearTimeout(this.timer);
     for (const watcher of this.watchers) watcher.close();
@@ -58,9 +63,8 @@ export class FileServingCertificate implements ServingCertificate {
     try {
       const next = readTls(this.files.cert, this.files.key, this.files.clientCa);
       if (next.cert.equals(this.tls.cert) && next.key.equals(this.tls.key) && (next.clientCa?.equals(this.tls.clientCa ?? Buffer.alloc(0)) ?? !this.tls.clientCa)) return;
-      this.tls = next;
       this.log.info({ cert: this.files.cert }, 'serving certificate reloaded');
-      for (const listener of this.listeners) listener(next);
+      this.publish(next);
     } catch (error) {
       this.log.error({ err: (error as Error).message }, 'serving certificate files changed but are not usable; keeping the previous one');
     }
@@ -72,10 +76,8 @@ export class FileServingCertificate implements ServingCertificate {
  * change) from the mesh CA, and reissues it at two thirds of its lifetime. Client certificates are
  * verified against the mesh root.
  */
-export class IssuedServingCertificate implements ServingCertificate {
-  private tls: TlsOptions;
+export class IssuedServingCertificate extends ServingCertificate {
   private timer: NodeJS.Timeout | undefined;
-  private readonly listeners = new Set<(tls: TlsOptions) => void>();
 
   constructor(
     private readonly signer: LocalSigner,
@@ -84,39 +86,36 @@ export class IssuedServingCertificate implements ServingCertificate {
     private readonly lifetimeSeconds: number,
     private readonly log: Logger,
   ) {
-    this.tls = this.issue();
-  }
-
-  current(): TlsOptions {
-    return this.tls;
-  }
-
-  onChange(listener: (tls: TlsOptions) => void): void {
-    this.listeners.add(listener);
+    super(issueServing(signer, rootPem, dnsNames, lifetimeSeconds, log));
+    this.scheduleRenewal();
   }
 
   /** Reissues now (also used when the CA files change). */
   rotate(): void {
-    clearTimeout(this.timer);
-    this.tls = this.issue();
-    for (const listener of this.listeners) listener(this.tls);
+    this.publish(issueServing(this.signer, this.rootPem, this.dnsNames, this.lifetimeSeconds, this.log));
+    this.scheduleRenewal();
   }
 
   close(): void {
     clearTimeout(this.timer);
   }
 
-  private issue(): TlsOptions {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-    const { certificateChainPem, notAfter } = this.signer.issueServing(publicKey.export({ type: 'spki', format: 'der' }), this.dnsNames, this.lifetimeSeconds);
-    const renewInMs = Math.max(1000, ((notAfter.getTime() - Date.now()) * 2) / 3);
-    this.timer = setTimeout(() => this.rotate(), renewInMs);
+  /** At two thirds of the certificate's lifetime, as istio-agent renews. */
+  private scheduleRenewal(): void {
+    clearTimeout(this.timer);
+    const notAfter = new Date(new X509Certificate(this.tls.cert).validTo);
+    this.timer = setTimeout(() => this.rotate(), Math.max(1000, ((notAfter.getTime() - Date.now()) * 2) / 3));
     this.timer.unref();
-    this.log.info({ dnsNames: this.dnsNames, notAfter: notAfter.toISOString() }, 'issued the relay\'s serving certificate');
-    return {
-      cert: Buffer.from(certificateChainPem),
-      key: Buffer.from(privateKey.export({ type: 'pkcs8', format: 'pem' })),
-      clientCa: Buffer.from(this.rootPem()),
-    };
   }
+}
+
+function issueServing(signer: LocalSigner, rootPem: () => string, dnsNames: string[], lifetimeSeconds: number, log: Logger): TlsOptions {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const { certificateChainPem, notAfter } = signer.issueServing(publicKey.export({ type: 'spki', format: 'der' }), dnsNames, lifetimeSeconds);
+  log.info({ dnsNames, notAfter: notAfter.toISOString() }, 'issued the relay\'s serving certificate');
+  return {
+    cert: Buffer.from(certificateChainPem),
+    key: Buffer.from(privateKey.export({ type: 'pkcs8', format: 'pem' })),
+    clientCa: Buffer.from(rootPem()),
+  };
 }

@@ -1,9 +1,12 @@
+import { copyFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { formatAddress } from '../../src/transport/listen-address.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
-import { startRelay, startSim } from '../helpers/harness.js';
+import { eventually, startRelay, startSim } from '../helpers/harness.js';
 import { makeTestPki } from '../helpers/openssl-certs.js';
 
 test('the TLS listener serves ADS under istiod\'s name, with and without a client certificate', async (t) => {
@@ -48,4 +51,32 @@ test('a client that does not trust the relay\'s certificate cannot connect', asy
   t.teardown(() => vm.close());
   vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
   t.is((await vm.status).code, grpc.status.UNAVAILABLE);
+});
+
+test('replaced certificate files are served to new connections without a restart', async (t) => {
+  const first = makeTestPki();
+  const second = makeTestPki();
+  const sim = await startSim();
+  const dir = mkdtempSync(path.join(tmpdir(), 'serving-'));
+  copyFileSync(first.serverCert, path.join(dir, 'tls.crt'));
+  copyFileSync(first.serverKey, path.join(dir, 'tls.key'));
+  const relay = await startRelay({ upstream: sim.target, tlsListen: '127.0.0.1:0', tlsCertFile: path.join(dir, 'tls.crt'), tlsKeyFile: path.join(dir, 'tls.key') });
+  t.teardown(async () => {
+    await relay.stop();
+    await sim.close();
+  });
+  const target = formatAddress(relay.addresses.tls!);
+  const fetchClusters = async (pki: ReturnType<typeof makeTestPki>) => {
+    const client = new grpc.Client(target, grpc.credentials.createSsl(pki.read(pki.caCert)), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
+    const vm = new AdsTestClient(target, 'delta', client);
+    vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+    const outcome = await Promise.race([vm.next(3000).then(() => 'served'), vm.status.then((s) => grpc.status[s.code])]).catch(() => 'timeout');
+    vm.close();
+    return outcome;
+  };
+  t.is(await fetchClusters(first), 'served');
+  copyFileSync(second.serverKey, path.join(dir, 'tls.key'));
+  copyFileSync(second.serverCert, path.join(dir, 'tls.crt'));
+  const outcome = await eventually(() => fetchClusters(second), (result) => result === 'served', 5000);
+  t.is(outcome, 'served');
 });
