@@ -79,25 +79,43 @@ export function splitHorizon(cla: ClusterLoadAssignmentObject, input: SplitHoriz
     const kept: LbEndpointObject[] = [];
     const gatewayWeights = new Map<NetworkGateway, number>();
     for (const endpoint of locality.lb_endpoints ?? []) {
-      const weight = (endpoint.load_balancing_weight?.value || 1) * scale;
+      const weight = scaledWeight(endpoint.load_balancing_weight?.value, scale);
       const location = input.locate(endpoint);
-      const networkGateways = byNetwork.get(location.network) ?? [];
-      if (!location.network || !input.proxyNetwork || location.network === input.proxyNetwork || networkGateways.length === 0) {
-        kept.push({ ...endpoint, load_balancing_weight: { value: weight } });
+      const gateways = byNetworkCluster.get(`${location.network}/${location.clusterId}`) ?? byNetwork.get(location.network) ?? [];
+      // Reachable directly: the proxy's own network (an empty network matches any), or a network
+      // without gateways.
+      if (!location.network || !input.proxyNetwork || location.network === input.proxyNetwork || gateways.length === 0) {
+        kept.push(weight === endpoint.load_balancing_weight?.value ? endpoint : { ...endpoint, load_balancing_weight: { value: weight } });
         continue;
       }
+      // The gateway routes by SNI, which only Istio mTLS carries.
       if (endpointTlsMode(endpoint) !== 'istio') continue;
-      const gateways = byNetworkCluster.get(`${location.network}/${location.clusterId}`) ?? networkGateways;
       const share = Math.floor(weight / gateways.length);
       for (const gateway of gateways) gatewayWeights.set(gateway, (gatewayWeights.get(gateway) ?? 0) + share);
     }
-    const sortedGateways = [...gatewayWeights.keys()].sort((a, b) => a.address.localeCompare(b.address) || a.port - b.port);
+    const sortedGateways = [...gatewayWeights.keys()].sort(compareGateways);
     for (const gateway of sortedGateways) kept.push(gatewayEndpoint(gateway, Math.max(1, gatewayWeights.get(gateway)!)));
-    if (kept.length === 0) continue;
-    const total = kept.reduce((sum, endpoint) => sum + (endpoint.load_balancing_weight?.value ?? 1), 0);
-    endpoints.push({ ...locality, lb_endpoints: kept, load_balancing_weight: { value: total } });
+    // istiod keeps a locality even when nothing in it is left, with no weight.
+    const total = kept.reduce((sum, endpoint) => sum + (endpoint.load_balancing_weight?.value ?? 0), 0);
+    const { load_balancing_weight: _dropped, ...rest } = locality;
+    endpoints.push(total > 0 ? { ...rest, lb_endpoints: kept, load_balancing_weight: { value: Math.min(total, MAX_UINT32) } } : { ...rest, lb_endpoints: kept });
   }
   return { ...cla, endpoints };
+}
+
+const MAX_UINT32 = 0xffffffff;
+
+/** A missing or zero weight counts as 1; scaling clips at the uint32 maximum, as istiod does. */
+function scaledWeight(weight: number | undefined, scale: number): number {
+  if (!weight) return scale;
+  return weight < MAX_UINT32 / scale ? weight * scale : MAX_UINT32;
+}
+
+const byteOrder = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+
+/** Gateways in a deterministic order: address, then port (then network and cluster). */
+function compareGateways(a: NetworkGateway, b: NetworkGateway): number {
+  return byteOrder(a.address, b.address) || a.port - b.port || byteOrder(a.network, b.network) || byteOrder(a.clusterId, b.clusterId);
 }
 
 function gatewayEndpoint(gateway: NetworkGateway, weight: number): LbEndpointObject {
