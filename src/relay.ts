@@ -11,6 +11,8 @@ import { readConfiguredFile } from './config/files.js';
 import type { ServeConfig } from './config/schema.js';
 import type { Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
+import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/network-topology.js';
+import { NetworkView } from './mesh/network-view.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
@@ -62,6 +64,8 @@ export class Relay {
     readonly ca: CaSubsystem | undefined,
     private readonly serving: ServingCertificate | undefined,
     readonly metrics: Registry,
+    readonly topology: NetworkTopology,
+    private readonly meshNetworksFile: MeshNetworksFile | undefined,
     private readonly log: Logger,
   ) {}
 
@@ -93,6 +97,17 @@ export class Relay {
       maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
     });
     started.push(() => pool.close());
+    const topology = new NetworkTopology();
+    if (config.gateways.length > 0) {
+      const { networks, clusters } = staticGateways(config.gateways);
+      topology.set({ name: 'flags', networks: { networks }, clusters });
+    }
+    let meshNetworksFile: MeshNetworksFile | undefined;
+    if (config.meshNetworksFile) {
+      meshNetworksFile = new MeshNetworksFile(config.meshNetworksFile, topology, log.child({ component: 'mesh' }));
+      meshNetworksFile.start();
+      started.push(() => meshNetworksFile?.close());
+    }
     const groups = new GroupRegistry({
       pool,
       protocol: config.upstreamProtocol,
@@ -101,6 +116,9 @@ export class Relay {
       rules: { perInstanceMetadata: config.perInstanceMetadata, perInstanceLabels: config.perInstanceLabels },
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
+      ...(config.sharedUpstreamView ? {
+        sharedNetworks: { relayNetwork: config.network, viewFor: (group, network, nonces) => new NetworkView(group, network, topology, nonces) },
+      } : {}),
       log: log.child({ component: 'upstream' }),
     });
     started.push(() => groups.close());
@@ -131,7 +149,7 @@ export class Relay {
       addresses.tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
       serving.onChange((tls) => server.updateTls(tls));
     }
-    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, log);
+    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, meshNetworksFile, log);
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       started.push(() => relay.admin?.close());
@@ -159,6 +177,7 @@ export class Relay {
     await this.embedded?.close();
     this.ca?.close();
     this.serving?.close();
+    this.meshNetworksFile?.close();
     this.log.info('meshrelay stopped');
   }
 
@@ -174,6 +193,7 @@ export class Relay {
       const all = this.ads.syncStatus();
       return { status: 200, body: proxy ? all.filter((entry) => entry.proxy === proxy) : all };
     });
+    admin.route('/debug/networks', () => ({ status: 200, body: this.topology.describe() }));
     admin.route('/debug/groups', () => ({
       status: 200,
       body: this.groups.list().map((group) => ({
@@ -185,6 +205,7 @@ export class Relay {
         upstream: group.upstream.stats,
         subscriptions: Object.fromEntries(Object.entries(group.subscriptionSummary()).map(([typeUrl, s]) => [shortTypeName(typeUrl), s])),
         cachedResources: group.cache.size(),
+        ...(group.networkViews.size > 0 ? { edsTranslationsByNetwork: Object.fromEntries([...group.networkViews].map(([network, view]) => [network || '(none)', view.translations])) } : {}),
         fanout: { serializations: group.memo.misses, reuses: group.memo.hits },
       })),
     }));

@@ -27,6 +27,10 @@ export const serveSchema = z.object({
   maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),
   maxNamesPerRequest: z.number().int().min(1).default(5000),
   maxStreamsPerConnection: z.number().int().min(1).default(100_000),
+  network: z.string().default(''),
+  gateways: z.array(z.string()).default([]),
+  meshNetworksFile: z.string().default(''),
+  sharedUpstreamView: z.boolean().default(false),
   mesh: z.string().default(''),
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -49,6 +53,9 @@ export const serveSchema = z.object({
 }).strict().superRefine((config, context) => {
   if (config.tlsListen && (!config.tlsCertFile || !config.tlsKeyFile) && resolveCaMode(config) !== 'local') {
     context.addIssue({ code: 'custom', path: ['tlsListen'], message: 'needs tlsCertFile and tlsKeyFile (only local CA mode issues its own serving certificate)' });
+  }
+  if (config.sharedUpstreamView && !config.network) {
+    context.addIssue({ code: 'custom', path: ['sharedUpstreamView'], message: 'needs network: the relay\'s own network, which its upstream node declares' });
   }
   if (config.workloadCertTtlSeconds > config.maxWorkloadCertTtlSeconds) {
     context.addIssue({ code: 'custom', path: ['workloadCertTtlSeconds'], message: 'is above maxWorkloadCertTtlSeconds' });
@@ -83,6 +90,10 @@ export const tokenSchema = z.object({
 /** `meshrelay sim-istiod`: the simulated istiod on its own. */
 export const simSchema = z.object({
   listen: address.default('127.0.0.1:15010'),
+  network: z.string().default(''),
+  gateways: z.array(z.string()).default([]),
+  meshNetworksFile: z.string().default(''),
+  sharedUpstreamView: z.boolean().default(false),
   mesh: z.string().default(''),
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -1,6 +1,7 @@
 import type { Logger } from '../../log.js';
 import { NonceSource } from '../cache/response-memo.js';
-import type { StreamIdentity, ViewAttachment, ViewProvider } from '../downstream/view.js';
+import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../downstream/view.js';
+import type { NodeMessage } from '../protocol/envelopes.js';
 import type { ProxyNode } from '../protocol/node.js';
 import { aggregationKey, type AggregationRules } from './aggregation-key.js';
 import type { BackoffPolicy } from './backoff.js';
@@ -20,6 +21,15 @@ export interface GroupRegistryOptions {
   backoff: BackoffPolicy;
   /** How long an empty group keeps its upstream stream and cache, for VMs that reconnect. */
   lingerMs: number;
+  /**
+   * Share one upstream view across downstream networks (DESIGN §5 (a)): NETWORK leaves the
+   * aggregation key, the upstream node declares the relay's own network, and the relay translates
+   * EDS per downstream network itself. A mesh-layer plug-in, so xds/ does not depend on mesh/.
+   */
+  sharedNetworks?: {
+    relayNetwork: string;
+    viewFor(group: XdsView, network: string, nonces: NonceSource): XdsView & { translations: number; close(): void };
+  };
   log: Logger;
 }
 
@@ -38,16 +48,29 @@ export class GroupRegistry implements ViewProvider {
 
   attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
     const mode = this.options.modeByNamespace[node.namespace] ?? this.options.defaultMode;
-    const aggregation = aggregationKey(node, this.options.rules);
+    const shared = mode === 'group' ? this.options.sharedNetworks : undefined;
+    const rules = shared ? { ...this.options.rules, perInstanceMetadata: [...this.options.rules.perInstanceMetadata, 'NETWORK'] } : this.options.rules;
+    const aggregation = aggregationKey(node, rules);
     const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
     let group = this.groups.get(key);
     if (!group) {
-      group = this.createGroup(key, mode, node, aggregation.fields, stream);
+      const upstreamNode = shared ? withNetwork(node.raw, shared.relayNetwork) : node.raw;
+      group = this.createGroup(key, mode, upstreamNode, node.id, aggregation.fields, stream);
     }
     group.addMember(stream.streamId);
     const joined = group;
+    let view: XdsView = joined;
+    if (shared) {
+      const network = typeof node.metadata.NETWORK === 'string' ? node.metadata.NETWORK : '';
+      let networkView = joined.networkViews.get(network);
+      if (!networkView) {
+        networkView = shared.viewFor(joined, network, this.nonces);
+        joined.networkViews.set(network, networkView);
+      }
+      view = networkView;
+    }
     return {
-      view: joined,
+      view,
       key,
       mode,
       release: () => joined.removeMember(stream.streamId, mode === 'stream' ? 0 : this.options.lingerMs, () => this.closeGroup(joined)),
@@ -73,7 +96,7 @@ export class GroupRegistry implements ViewProvider {
     this.groups.clear();
   }
 
-  private createGroup(key: string, mode: MultiplexMode, node: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
+  private createGroup(key: string, mode: MultiplexMode, upstreamNode: NodeMessage, nodeId: string, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
     const group = new UpstreamGroup(key, mode, fields, this.nonces);
     const metadata: Record<string, string> = {};
     if (mode === 'stream') {
@@ -85,14 +108,14 @@ export class GroupRegistry implements ViewProvider {
     group.connect(new UpstreamAdsStream({
       pool: this.options.pool,
       protocol: this.options.protocol,
-      node: node.raw,
+      node: upstreamNode,
       cache: group.cache,
       metadata,
       backoff: this.options.backoff,
       log: this.options.log.child({ group: key }),
     }));
     this.groups.set(key, group);
-    this.options.log.info({ group: key, mode, node: node.id }, 'upstream group created');
+    this.options.log.info({ group: key, mode, node: nodeId }, 'upstream group created');
     return group;
   }
 
@@ -102,4 +125,10 @@ export class GroupRegistry implements ViewProvider {
     group.close();
     this.options.log.info({ group: group.key }, 'upstream group closed');
   }
+}
+
+/** The node with metadata NETWORK replaced: istiod then renders endpoints as seen from there. */
+function withNetwork(node: NodeMessage, network: string): NodeMessage {
+  const fields = { ...(node.metadata?.fields ?? {}), NETWORK: { stringValue: network } };
+  return { ...node, metadata: { ...node.metadata, fields } };
 }

@@ -24,6 +24,8 @@ export class UpstreamGroup implements XdsView {
   private readonly interest = new Map<string, TypeInterest>();
   private lingerTimer: NodeJS.Timeout | undefined;
   upstream!: UpstreamAdsStream;
+  /** Per downstream network, when the group's upstream view is shared across networks. */
+  readonly networkViews = new Map<string, XdsView & { translations: number; close(): void }>();
 
   constructor(
     readonly key: string,
@@ -107,6 +109,7 @@ export class UpstreamGroup implements XdsView {
 
   close(): void {
     clearTimeout(this.lingerTimer);
+    for (const view of this.networkViews.values()) view.close();
     this.upstream.close();
   }
 }
