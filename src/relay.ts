@@ -13,6 +13,8 @@ import type { Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
 import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/network-topology.js';
 import { NetworkView } from './mesh/network-view.js';
+import { repairClusterSni } from './mesh/sni-repair.js';
+import type { ResourceUpdate } from './xds/cache/resource-cache.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
@@ -20,7 +22,14 @@ import { AdsService } from './xds/downstream/ads-service.js';
 import { defaultBackoff, type BackoffPolicy } from './xds/upstream/backoff.js';
 import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
-import { shortTypeName } from './xds/protocol/type-urls.js';
+import { TypeUrl, shortTypeName } from './xds/protocol/type-urls.js';
+
+/** SNI repair applies to CDS only; other resources pass as they are. */
+function repairClusters(typeUrl: string, update: ResourceUpdate): ResourceUpdate {
+  if (typeUrl !== TypeUrl.cluster) return update;
+  const body = repairClusterSni(update.body);
+  return body === update.body ? update : { ...update, body, version: update.version ? `${update.version}~sni` : '' };
+}
 
 export interface RelayAddresses {
   xds?: ListenAddress;
@@ -116,6 +125,7 @@ export class Relay {
       rules: { perInstanceMetadata: config.perInstanceMetadata, perInstanceLabels: config.perInstanceLabels },
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
+      ...(config.repairSni ? { transformUpstream: repairClusters } : {}),
       ...(config.sharedUpstreamView ? {
         sharedNetworks: { relayNetwork: config.network, viewFor: (group, network, nonces) => new NetworkView(group, network, topology, nonces) },
       } : {}),

@@ -1,5 +1,6 @@
 import { messageType } from '../xds/protocol/protos.js';
-import { TYPE_PREFIX, TypeUrl } from '../xds/protocol/type-urls.js';
+import { TypeUrl } from '../xds/protocol/type-urls.js';
+import { clusterName, clusterSni, istioTlsMatch, packAny, plaintextMatch } from '../mesh/istio-tls.js';
 import { jsonToStruct, type JsonValue } from '../xds/protocol/struct.js';
 import type { ResourceUpdate } from '../xds/cache/resource-cache.js';
 import { splitHorizon, type ClusterLoadAssignmentObject, type LbEndpointObject, type NetworkGateway } from '../mesh/split-horizon.js';
@@ -18,66 +19,22 @@ function encode(typeName: string, object: PlainObject): Buffer {
   return Buffer.from(type.encode(type.fromObject(object)).finish());
 }
 
-function packAny(typeName: string, object: PlainObject): { type_url: string; value: Buffer } {
-  return { type_url: `${TYPE_PREFIX}${typeName}`, value: encode(typeName, object) };
-}
-
 function struct(value: { [key: string]: JsonValue }): PlainObject {
   return jsonToStruct(value) as PlainObject;
 }
-
-export function clusterName(port: number, host: string, subset = ''): string {
-  return `outbound|${port}|${subset}|${host}`;
-}
-
-/** Istio's SNI for a mesh cluster: outbound_.PORT_.SUBSET_.HOST (DESIGN §5). */
-export function clusterSni(port: number, host: string, subset = ''): string {
-  return `outbound_.${port}_.${subset}_.${host}`;
-}
-
-const sdsConfig = (secret: string) => ({
-  name: secret,
-  sds_config: {
-    api_config_source: { api_type: 'GRPC', transport_api_version: 'V3', grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc' } }] },
-    resource_api_version: 'V3',
-  },
-});
 
 function sidecarCluster(service: MeshService, port: number, domain: string): PlainObject {
   const host = serviceHost(service, domain);
   const name = clusterName(port, host);
   const serviceAccounts = [...new Set(service.endpoints.map((e) => e.serviceAccount))];
-  const upstreamTls = {
-    common_tls_context: {
-      alpn_protocols: ['istio-peer-exchange', 'istio'],
-      tls_certificate_sds_secret_configs: [sdsConfig('default')],
-      combined_validation_context: {
-        default_validation_context: {
-          match_subject_alt_names: serviceAccounts.map((sa) => ({ exact: `spiffe://${domain}/ns/${service.namespace}/sa/${sa}` })),
-        },
-        validation_context_sds_secret_config: sdsConfig('ROOTCA'),
-      },
-    },
-    sni: clusterSni(port, host),
-  };
+  const subjectAltNames = serviceAccounts.map((sa) => `spiffe://${domain}/ns/${service.namespace}/sa/${sa}`);
   return {
     name,
     type: 'EDS',
     eds_cluster_config: { eds_config: { ads: {}, initial_fetch_timeout: { seconds: 0 }, resource_api_version: 'V3' }, service_name: name },
     connect_timeout: { seconds: 10 },
     lb_policy: 'LEAST_REQUEST',
-    transport_socket_matches: [
-      {
-        name: 'tlsMode-istio',
-        match: struct({ tlsMode: 'istio' }),
-        transport_socket: { name: 'envoy.transport_sockets.tls', typed_config: packAny('envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext', upstreamTls) },
-      },
-      {
-        name: 'tlsMode-disabled',
-        match: struct({}),
-        transport_socket: { name: 'envoy.transport_sockets.raw_buffer', typed_config: packAny('envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer', {}) },
-      },
-    ],
+    transport_socket_matches: [istioTlsMatch(clusterSni(port, host), subjectAltNames), plaintextMatch()],
     metadata: { filter_metadata: { istio: struct({ services: [{ host, name: service.name, namespace: service.namespace }] }) } },
   };
 }

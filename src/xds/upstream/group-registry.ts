@@ -1,5 +1,6 @@
 import type { Logger } from '../../log.js';
 import { NonceSource } from '../cache/response-memo.js';
+import type { ResourceUpdate } from '../cache/resource-cache.js';
 import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../downstream/view.js';
 import type { NodeMessage } from '../protocol/envelopes.js';
 import type { ProxyNode } from '../protocol/node.js';
@@ -30,6 +31,8 @@ export interface GroupRegistryOptions {
     relayNetwork: string;
     viewFor(group: XdsView, network: string, nonces: NonceSource): XdsView & { translations: number; close(): void };
   };
+  /** Rewrites upstream resources as they enter a group's cache (a mesh-layer plug-in). */
+  transformUpstream?: (typeUrl: string, update: ResourceUpdate) => ResourceUpdate;
   log: Logger;
 }
 
@@ -112,6 +115,7 @@ export class GroupRegistry implements ViewProvider {
       cache: group.cache,
       metadata,
       backoff: this.options.backoff,
+      ...(this.options.transformUpstream ? { transform: this.options.transformUpstream } : {}),
       log: this.options.log.child({ group: key }),
     }));
     this.groups.set(key, group);

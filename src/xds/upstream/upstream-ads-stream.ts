@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../log.js';
-import type { ResourceCache } from '../cache/resource-cache.js';
+import type { ResourceCache, ResourceUpdate } from '../cache/resource-cache.js';
 import { AdsMethod, Envelopes, type NodeMessage, type RpcStatus } from '../protocol/envelopes.js';
 import { resourceName } from '../protocol/resource-name.js';
 import { TypeUrl, isFullStateType, shortTypeName } from '../protocol/type-urls.js';
@@ -37,6 +37,8 @@ export interface UpstreamStreamOptions {
   /** Sent on every upstream stream (e.g. a VM's own authorization in stream mode). */
   metadata?: Record<string, string>;
   backoff: BackoffPolicy;
+  /** Rewrites a resource as it enters the cache (SNI repair); once per group and version. */
+  transform?: (typeUrl: string, update: ResourceUpdate) => ResourceUpdate;
   log: Logger;
 }
 
@@ -248,7 +250,7 @@ export class UpstreamAdsStream {
     const typeUrl = response.type_url;
     const updates = response.resources
       .filter((resource) => resource.resource)
-      .map((resource) => ({ name: resource.name, version: resource.version, body: Buffer.from(resource.resource!.value), typeUrl: resource.resource!.type_url }));
+      .map((resource) => this.transformed(typeUrl, { name: resource.name, version: resource.version, body: Buffer.from(resource.resource!.value), typeUrl: resource.resource!.type_url }));
     const change = this.options.cache.apply(typeUrl, updates, response.removed_resources, { versionInfo: response.system_version_info });
     this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream delta response');
     const sent = this.sent.get(typeUrl);
@@ -256,11 +258,15 @@ export class UpstreamAdsStream {
     this.write(Envelopes.encodeDeltaRequest({ type_url: typeUrl, response_nonce: response.nonce }));
   }
 
+  private transformed(typeUrl: string, update: ResourceUpdate): ResourceUpdate {
+    return this.options.transform ? this.options.transform(typeUrl, update) : update;
+  }
+
   private receiveSotw(bytes: Buffer): void {
     const response = Envelopes.decodeResponse(bytes);
     const typeUrl = response.type_url;
     const sent = this.sent.get(typeUrl) ?? { wildcard: false, names: new Set<string>(), version: '', previousVersion: '', nonce: '' };
-    const updates = response.resources.map((any) => ({ name: resourceName(any.type_url, any.value), body: Buffer.from(any.value), typeUrl: any.type_url }));
+    const updates = response.resources.map((any) => this.transformed(typeUrl, { name: resourceName(any.type_url, any.value), body: Buffer.from(any.value), typeUrl: any.type_url }));
     const replaceAll = isFullStateType(typeUrl) || sent.wildcard;
     const change = this.options.cache.apply(typeUrl, updates, [], { replaceAll, versionInfo: response.version_info });
     this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream sotw response');
