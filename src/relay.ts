@@ -188,6 +188,7 @@ export class Relay {
     this.ca?.close();
     this.serving?.close();
     this.meshNetworksFile?.close();
+    this.topology.close();
     this.log.info('meshrelay stopped');
   }
 

@@ -1,3 +1,4 @@
+import { Resolver } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
@@ -61,7 +62,24 @@ export interface TopologySource {
 
 export interface GatewayView extends NetworkGateway {
   source: string;
+  /** The host name this address was resolved from, for gateways given by name. */
+  hostname?: string;
 }
+
+/** The part of node:dns's Resolver the topology uses (injectable for tests). */
+export interface GatewayResolver {
+  resolve4(hostname: string, options: { ttl: true }): Promise<Array<{ address: string; ttl: number }>>;
+  resolve6(hostname: string, options: { ttl: true }): Promise<Array<{ address: string; ttl: number }>>;
+}
+
+interface ResolvedName {
+  addresses: string[];
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** istiod's bounds on how often a gateway host name is re-resolved. */
+const MIN_GATEWAY_TTL_MS = 30_000;
+const MAX_GATEWAY_TTL_MS = 3_600_000;
 
 /**
  * The networks the relay believes in: which registry (cluster id) and which CIDRs belong to which
@@ -75,6 +93,15 @@ export class NetworkTopology {
   private resolvedGateways: GatewayView[] = [];
   private readonly listeners = new Set<() => void>();
   private generationCounter = 0;
+  private readonly names = new Map<string, ResolvedName>();
+  private closed = false;
+
+  constructor(private readonly resolver: GatewayResolver = new Resolver(), private readonly ttlBounds = { minMs: MIN_GATEWAY_TTL_MS, maxMs: MAX_GATEWAY_TTL_MS }) {}
+
+  close(): void {
+    this.closed = true;
+    for (const entry of this.names.values()) clearTimeout(entry.timer);
+  }
 
   set(source: TopologySource): void {
     this.sources.set(source.name, source);
@@ -122,6 +149,7 @@ export class NetworkTopology {
   }
 
   private rebuild(): void {
+    const hostnames = new Set<string>();
     const registryNetwork = new Map<string, string>();
     const cidrs: typeof this.cidrs = [];
     const gateways: GatewayView[] = [];
@@ -140,7 +168,15 @@ export class NetworkTopology {
           // istiod gives meshNetworks address gateways no cluster; endpoints fall back to the network's gateways.
           if ('address' in gateway) {
             const clusterId = clusters?.get(`${network}|${gateway.address}|${gateway.port}`) ?? '';
-            gateways.push({ network, clusterId, address: gateway.address, port: gateway.port, source });
+            if (isIP(gateway.address)) {
+              gateways.push({ network, clusterId, address: gateway.address, port: gateway.port, source });
+              continue;
+            }
+            // A host name (e.g. a cloud load balancer's): one gateway per address it resolves to.
+            hostnames.add(gateway.address);
+            for (const address of this.names.get(gateway.address)?.addresses ?? []) {
+              gateways.push({ network, clusterId, address, port: gateway.port, source, hostname: gateway.address });
+            }
           }
         }
       }
@@ -149,7 +185,33 @@ export class NetworkTopology {
     this.cidrs = cidrs;
     this.resolvedGateways = gateways;
     this.generationCounter++;
+    for (const [name, entry] of this.names) {
+      if (hostnames.has(name)) continue;
+      clearTimeout(entry.timer);
+      this.names.delete(name);
+    }
+    for (const name of hostnames) if (!this.names.has(name)) void this.resolve(name);
     for (const listener of this.listeners) listener();
+  }
+
+  /**
+   * Resolves a gateway host name (A and AAAA) and re-resolves it when its TTL runs out, within
+   * istiod's bounds; a failed lookup keeps the previous addresses.
+   */
+  private async resolve(name: string): Promise<void> {
+    const entry: ResolvedName = this.names.get(name) ?? { addresses: [], timer: undefined };
+    this.names.set(name, entry);
+    const answers = await Promise.allSettled([this.resolver.resolve4(name, { ttl: true }), this.resolver.resolve6(name, { ttl: true })]);
+    if (this.closed || this.names.get(name) !== entry) return;
+    const records = answers.flatMap((answer) => (answer.status === 'fulfilled' ? answer.value : []));
+    const failed = answers.every((answer) => answer.status === 'rejected');
+    const ttlMs = records.length > 0 ? Math.min(...records.map((record) => record.ttl * 1000)) : this.ttlBounds.minMs;
+    entry.timer = setTimeout(() => void this.resolve(name), Math.min(this.ttlBounds.maxMs, Math.max(this.ttlBounds.minMs, ttlMs)));
+    entry.timer.unref();
+    const addresses = failed ? entry.addresses : records.map((record) => record.address).sort();
+    if (addresses.join(',') === entry.addresses.join(',')) return;
+    entry.addresses = addresses;
+    this.rebuild();
   }
 }
 
