@@ -6,6 +6,7 @@ import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
 import { CA_AUDIENCE } from './ca/identity.js';
 import { loadKubeConfig } from './k8s/kube-client.js';
 import { TokenReviewVerifier } from './k8s/token-review.js';
+import { KubernetesTopologyWatch } from './k8s/topology-watch.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
 import { readConfiguredFile } from './config/files.js';
 import type { ServeConfig } from './config/schema.js';
@@ -74,7 +75,8 @@ export class Relay {
     private readonly serving: ServingCertificate | undefined,
     readonly metrics: Registry,
     readonly topology: NetworkTopology,
-    private readonly meshNetworksFile: MeshNetworksFile | undefined,
+    /** Topology sources to stop with the relay. */
+    private readonly topologySources: Array<{ close(): void } | undefined>,
     private readonly log: Logger,
   ) {}
 
@@ -116,6 +118,15 @@ export class Relay {
       meshNetworksFile = new MeshNetworksFile(config.meshNetworksFile, topology, log.child({ component: 'mesh' }));
       meshNetworksFile.start();
       started.push(() => meshNetworksFile?.close());
+    }
+    let kubernetesTopology: KubernetesTopologyWatch | undefined;
+    if (config.kubernetesTopology) {
+      const watch = new KubernetesTopologyWatch(loadKubeConfig(config.kubeconfig), topology, {
+        istioNamespace: config.istioNamespace, clusterId: config.clusterId, domain: config.clusterDomain, backoff,
+      }, log.child({ component: 'k8s' }));
+      kubernetesTopology = watch;
+      started.push(() => watch.close());
+      await watch.start();
     }
     const groups = new GroupRegistry({
       pool,
@@ -159,7 +170,7 @@ export class Relay {
       addresses.tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
       serving.onChange((tls) => server.updateTls(tls));
     }
-    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, meshNetworksFile, log);
+    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, [meshNetworksFile, kubernetesTopology], log);
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       started.push(() => relay.admin?.close());
@@ -187,7 +198,7 @@ export class Relay {
     await this.embedded?.close();
     this.ca?.close();
     this.serving?.close();
-    this.meshNetworksFile?.close();
+    for (const source of this.topologySources) source?.close();
     this.topology.close();
     this.log.info('meshrelay stopped');
   }
