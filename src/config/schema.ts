@@ -95,11 +95,6 @@ export const tokenSchema = z.object({
 /** `meshrelay sim-istiod`: the simulated istiod on its own. */
 export const simSchema = z.object({
   listen: address.default('127.0.0.1:15010'),
-  network: z.string().default(''),
-  gateways: z.array(z.string()).default([]),
-  meshNetworksFile: z.string().default(''),
-  sharedUpstreamView: z.boolean().default(false),
-  repairSni: z.boolean().default(false),
   mesh: z.string().default(''),
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -2,8 +2,8 @@ import { Resolver } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { parseYamlDocument } from '../config/yaml-document.js';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NetworkGateway } from './split-horizon.js';
@@ -25,21 +25,11 @@ const meshNetworksSchema = z.object({
 export type MeshNetworks = z.infer<typeof meshNetworksSchema>;
 
 export function parseMeshNetworks(text: string, source: string): MeshNetworks {
-  let document: unknown;
-  try {
-    document = parseYaml(text) ?? {};
-  } catch (error) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `${source}: not valid YAML: ${(error as Error).message}`);
-  }
-  const parsed = meshNetworksSchema.safeParse(document);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `${source}: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
-  }
-  for (const [network, spec] of Object.entries(parsed.data.networks)) {
+  const parsed = parseYamlDocument(meshNetworksSchema, text, source);
+  for (const [network, spec] of Object.entries(parsed.networks)) {
     for (const entry of spec.endpoints) if ('fromCidr' in entry) cidr(entry.fromCidr, `${source}: networks.${network}`);
   }
-  return parsed.data;
+  return parsed;
 }
 
 function cidr(text: string, where: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { parseYamlDocument } from '../config/yaml-document.js';
 import { GrpcStatus, RelayError } from '../errors.js';
 
 const endpointSchema = z.object({
@@ -92,18 +92,7 @@ services:
 `;
 
 export function parseMesh(yamlText: string, source: string): MeshModel {
-  let document: unknown;
-  try {
-    document = parseYaml(yamlText) ?? {};
-  } catch (error) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `${source}: not valid YAML: ${(error as Error).message}`);
-  }
-  const parsed = meshSchema.safeParse(document);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `${source}: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
-  }
-  return parsed.data;
+  return parseYamlDocument(meshSchema, yamlText, source);
 }
 
 export function loadMesh(file: string | undefined): MeshModel {
