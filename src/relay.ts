@@ -15,6 +15,7 @@ import { loadMesh } from './sim/mesh-model.js';
 import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/network-topology.js';
 import { NetworkView } from './mesh/network-view.js';
 import { repairClusterSni } from './mesh/sni-repair.js';
+import { GlobalNames } from './mesh/global-names.js';
 import type { ResourceUpdate } from './xds/cache/resource-cache.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
@@ -25,11 +26,23 @@ import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
 import { TypeUrl, shortTypeName } from './xds/protocol/type-urls.js';
 
-/** SNI repair applies to CDS only; other resources pass as they are. */
-function repairClusters(typeUrl: string, update: ResourceUpdate): ResourceUpdate {
-  if (typeUrl !== TypeUrl.cluster) return update;
-  const body = repairClusterSni(update.body);
-  return body === update.body ? update : { ...update, body, version: update.version ? `${update.version}~sni` : '' };
+/**
+ * Rewrites applied to upstream resources as they enter a group's cache (once per group and
+ * version): SNI repair and the legacy `.global` bridge. Untouched resources keep their bytes.
+ */
+function upstreamRewrites(config: ServeConfig): ((typeUrl: string, update: ResourceUpdate) => ResourceUpdate) | undefined {
+  const globalNames = config.legacyGlobalNames ? new GlobalNames(config.clusterDomain) : undefined;
+  if (!config.repairSni && !globalNames) return undefined;
+  return (typeUrl, update) => {
+    let body = update.body;
+    if (typeUrl === TypeUrl.cluster) {
+      if (globalNames) body = globalNames.cluster(body);
+      if (config.repairSni) body = repairClusterSni(body);
+    } else if (typeUrl === TypeUrl.route && globalNames) {
+      body = globalNames.routes(body);
+    }
+    return body === update.body ? update : { ...update, body, version: update.version ? `${update.version}~relay` : '' };
+  };
 }
 
 export interface RelayAddresses {
@@ -128,6 +141,7 @@ export class Relay {
       started.push(() => watch.close());
       await watch.start();
     }
+    const rewrites = upstreamRewrites(config);
     const groups = new GroupRegistry({
       pool,
       protocol: config.upstreamProtocol,
@@ -136,7 +150,7 @@ export class Relay {
       rules: { perInstanceMetadata: config.perInstanceMetadata, perInstanceLabels: config.perInstanceLabels },
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
-      ...(config.repairSni ? { transformUpstream: repairClusters } : {}),
+      ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(config.sharedUpstreamView ? {
         sharedNetworks: { relayNetwork: config.network, viewFor: (group, network, nonces) => new NetworkView(group, network, topology, nonces) },
       } : {}),

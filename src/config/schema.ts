@@ -32,6 +32,7 @@ export const serveSchema = z.object({
   meshNetworksFile: z.string().default(''),
   sharedUpstreamView: z.boolean().default(false),
   repairSni: z.boolean().default(false),
+  legacyGlobalNames: z.boolean().default(false),
   mesh: z.string().default(''),
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

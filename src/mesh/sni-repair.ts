@@ -12,13 +12,14 @@ const tlsType = () => messageType(UPSTREAM_TLS_TYPE);
  * For `outbound|PORT|SUBSET|HOST` clusters, makes sure endpoints labelled tlsMode: istio get Istio
  * mTLS with SNI `outbound_.PORT_.SUBSET_.HOST` and Istio's ALPN — what the east-west gateway needs to
  * route them (DESIGN §5 (c)). A cluster that already has them is returned as the same bytes.
+ * `sniHost` maps the cluster's host to the one the SNI must name (legacy `.global` hosts).
  */
-export function repairClusterSni(body: Buffer): Buffer {
+export function repairClusterSni(body: Buffer, sniHost: (host: string) => string = (host) => host): Buffer {
   const type = clusterType();
   const cluster = type.toObject(type.decode(body), { longs: Number, enums: Number, defaults: false }) as Decoded;
   const parsed = parseClusterName(String(cluster.name ?? ''));
   if (!parsed) return body;
-  const sni = clusterSni(parsed.port, parsed.host, parsed.subset);
+  const sni = clusterSni(parsed.port, sniHost(parsed.host), parsed.subset);
   const matches: Decoded[] = cluster.transport_socket_matches ?? [];
   const istioIndex = matches.findIndex((entry) => structToJson(entry.match).tlsMode === 'istio');
   if (istioIndex === -1) {

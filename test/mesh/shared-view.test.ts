@@ -130,3 +130,26 @@ test('a changed meshNetworks file re-translates for every network; a broken one 
   t.deepEqual(networks.networks.net1.gateways.map((g: Decoded) => g.address), ['198.51.100.7']);
   t.deepEqual(networks.networks['vm-net'].registries, ['vm-cluster']);
 });
+
+test('the embedded istiod\'s default mesh through one upstream view: a vm-net VM gets the gateway on 15443, a net1 proxy gets pod addresses', async (t) => {
+  const sim = await startSim();
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'mesh-networks-')), 'meshNetworks.yaml');
+  // VMs are registered in the same cluster as the pods, so their subnet says which network they are on.
+  writeFileSync(file, 'networks:\n  net1:\n    endpoints: [{ fromRegistry: cluster1 }]\n  vm-net:\n    endpoints: [{ fromCidr: 172.16.0.0/16 }]\n');
+  const relay = await startRelay({ upstream: sim.target, sharedUpstreamView: true, network: 'net1', gateways: ['net1/cluster1=192.0.2.10:15443'], meshNetworksFile: file });
+  const vmNet = await edsFor(relay.target, 'vm-net', 'vm-a');
+  const net1 = await edsFor(relay.target, 'net1', 'pod-a');
+  t.teardown(async () => {
+    vmNet.vm.close();
+    net1.vm.close();
+    await relay.stop();
+    await sim.close();
+  });
+  t.is(sim.ads.connectedProxies, 1);
+  const endpoints = (cla: Decoded) => cla.endpoints.flatMap((l: Decoded) => l.lb_endpoints);
+  for (const ep of endpoints(vmNet.cla)) {
+    t.deepEqual(ep.endpoint.address.socket_address, { address: '192.0.2.10', port_value: 15443 });
+    t.deepEqual(structToJson(ep.metadata.filter_metadata['envoy.transport_socket_match']), { tlsMode: 'istio' });
+  }
+  t.deepEqual(endpoints(net1.cla).map((ep: Decoded) => ep.endpoint.address.socket_address.address).sort(), ['10.10.1.11', '10.10.1.12']);
+});
