@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
 import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
@@ -185,6 +185,7 @@ export class Relay {
       serving.onChange((tls) => server.updateTls(tls));
     }
     const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, [meshNetworksFile, kubernetesTopology], log);
+    relay.registerXdsMetrics();
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       started.push(() => relay.admin?.close());
@@ -215,6 +216,30 @@ export class Relay {
     for (const source of this.topologySources) source?.close();
     this.topology.close();
     this.log.info('meshrelay stopped');
+  }
+
+  /** Counted at scrape time from the groups, so the hot path does no bookkeeping for them. */
+  private registerXdsMetrics(): void {
+    const groups = this.groups;
+    new Gauge({
+      name: 'meshrelay_eds_translations', help: 'EDS split-horizon translations done for shared upstream views, by downstream network (one per resource version and network, not per VM)',
+      labelNames: ['network'], registers: [this.metrics],
+      collect() {
+        this.reset();
+        const totals = new Map<string, number>();
+        for (const group of groups.list()) for (const [network, view] of group.networkViews) totals.set(network, (totals.get(network) ?? 0) + view.translations);
+        for (const [network, count] of totals) this.set({ network }, count);
+      },
+    });
+    new Gauge({
+      name: 'meshrelay_upstream_streams', help: 'Upstream ADS streams open to the control plane', registers: [this.metrics],
+      collect() { this.set(groups.upstreamStreams()); },
+    });
+    const ads = this.ads;
+    new Gauge({
+      name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [this.metrics],
+      collect() { this.set(ads.connectedProxies); },
+    });
   }
 
   private registerAdminRoutes(admin: AdminServer): void {

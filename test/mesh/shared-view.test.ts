@@ -107,6 +107,10 @@ test('N VMs on M networks cost M translations per EDS version, not N', async (t)
   sim.sim.setEndpoints('httpbin', 'bar', mesh().services[0]!.endpoints.slice(1));
   await Promise.all(vms.map((vm) => vm.next()));
   t.deepEqual(await translations(), { 'vm-net': 2, net1: 2, edge: 2 }, 'one more per network for the new version');
+  const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+  t.regex(metrics, /meshrelay_eds_translations\{network="vm-net"\} 2/);
+  t.regex(metrics, /meshrelay_upstream_streams 1/);
+  t.regex(metrics, /meshrelay_xds_connected_proxies 30/);
 });
 
 test('a changed meshNetworks file re-translates for every network; a broken one is ignored', async (t) => {
