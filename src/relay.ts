@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
+import { authenticateCaller } from './ca/authenticator.js';
 import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
 import { CA_AUDIENCE } from './ca/identity.js';
 import { loadKubeConfig } from './k8s/kube-client.js';
@@ -21,6 +22,7 @@ import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
 import { AdsService } from './xds/downstream/ads-service.js';
+import type { StreamAuthenticator } from './xds/downstream/view.js';
 import { defaultBackoff, type BackoffPolicy } from './xds/upstream/backoff.js';
 import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
@@ -170,9 +172,9 @@ export class Relay {
     const servers: GrpcServer[] = [];
     const addresses: RelayAddresses = { upstream: upstreamTarget };
     // xDS and the CA share each listener, as on istiod's 15012 (and 15010 for local development).
-    const newServer = () => {
+    const newServer = (authenticate?: StreamAuthenticator) => {
       const server = new GrpcServer({ maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, log });
-      ads.register(server);
+      ads.register(server, authenticate);
       if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }));
       servers.push(server);
       started.push(() => server.close(0));
@@ -180,7 +182,13 @@ export class Relay {
     };
     if (config.xdsListen) addresses.xds = await newServer().listen(parseListenAddress(config.xdsListen));
     if (config.tlsListen && serving) {
-      const server = newServer();
+      // Like istiod's 15012: every xDS stream proves who it is (workload certificate, or a token),
+      // and may only ask for its own namespace and service account.
+      const tokens = ca?.tokens ?? tokenReview;
+      const authenticate: StreamAuthenticator | undefined = config.xdsIdentityCheck
+        ? async (call) => (await authenticateCaller(call, { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) })).identity
+        : undefined;
+      const server = newServer(authenticate);
       addresses.tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
       serving.onChange((tls) => server.updateTls(tls));
     }

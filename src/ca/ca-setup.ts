@@ -23,6 +23,8 @@ export interface CaSubsystem {
   metrics: CaMetrics;
   /** The relay's own serving certificate, when local mode issues it (no tlsCertFile given). */
   serving: ServingCertificate | undefined;
+  /** Verifies bearer tokens (TokenReview or the JWKS file), when one is configured. */
+  tokens: TokenVerifier | undefined;
   /** For people: where the root is, how tokens are checked. */
   summary: { mode: 'local' | 'forward'; rootCertFile?: string; caDir?: string; tokenIssuer?: string; upstream?: string };
   close(): void;
@@ -39,7 +41,12 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   const mode = resolveCaMode(config);
   if (mode === 'off') return undefined;
   const metrics = new CaMetrics(registry);
-  if (mode === 'forward') return setUpForward(config, metrics, backoff, log);
+  if (mode === 'forward') {
+    const tokens = tokenReview ?? (config.jwksFile
+      ? new JwtVerifier({ jwksFile: config.jwksFile, issuers: config.jwtIssuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain })
+      : undefined);
+    return { ...setUpForward(config, metrics, backoff, log), tokens };
+  }
 
   const devMode = !config.caDir;
   const caDir = config.caDir || path.join(config.stateDir, 'ca');
@@ -76,6 +83,7 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   return {
     service: { mode: 'local', signer, authentication: { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) } },
     metrics,
+    tokens,
     serving,
     summary: { mode, caDir, rootCertFile: path.resolve(caDir, CaFiles.root), ...(tokenReview ? { tokenIssuer: 'TokenReview' } : jwksFile ? { tokenIssuer: issuers.join(',') } : {}) },
     close: () => {
@@ -85,7 +93,7 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   };
 }
 
-function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffPolicy, log: Logger): CaSubsystem {
+function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffPolicy, log: Logger): Omit<CaSubsystem, 'tokens'> {
   const target = config.caUpstream || config.upstream;
   // No client certificate towards istiod: istiod takes identity from the first authenticator that
   // matches, and a relay certificate would make every VM the relay (DESIGN §3, XFCC).

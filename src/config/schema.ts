@@ -45,6 +45,8 @@ export const serveSchema = z.object({
   jwksFile: z.string().default(''),
   jwtIssuers: z.array(z.string()).default([]),
   tokenReview: z.boolean().default(false),
+  xdsIdentityCheck: z.boolean().default(true),
+  plaintextRemote: z.boolean().default(false),
   kubeconfig: z.string().default(''),
   kubernetesTopology: z.boolean().default(false),
   istioNamespace: z.string().min(1).default('istio-system'),
@@ -59,6 +61,9 @@ export const serveSchema = z.object({
 }).strict().superRefine((config, context) => {
   if (config.tlsListen && (!config.tlsCertFile || !config.tlsKeyFile) && resolveCaMode(config) !== 'local') {
     context.addIssue({ code: 'custom', path: ['tlsListen'], message: 'needs tlsCertFile and tlsKeyFile (only local CA mode issues its own serving certificate)' });
+  }
+  if (config.xdsListen && !config.plaintextRemote && !isLoopbackListen(config.xdsListen)) {
+    context.addIssue({ code: 'custom', path: ['xdsListen'], message: 'the plaintext listener serves unauthenticated xDS and certificates: keep it on loopback, or set plaintextRemote' });
   }
   if (config.sharedUpstreamView && !config.network) {
     context.addIssue({ code: 'custom', path: ['sharedUpstreamView'], message: 'needs network: the relay\'s own network, which its upstream node declares' });
@@ -78,6 +83,11 @@ export const serveSchema = z.object({
 });
 
 export type ServeConfig = z.infer<typeof serveSchema>;
+
+function isLoopbackListen(address: string): boolean {
+  const host = address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
 
 /** `auto`: sign locally in front of the embedded simulator, forward to a real istiod otherwise. */
 export function resolveCaMode(config: { caMode: string; upstream: string }): 'local' | 'forward' | 'off' {

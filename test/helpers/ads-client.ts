@@ -50,10 +50,12 @@ export class AdsTestClient<P extends 'sotw' | 'delta'> {
   private readonly client: grpc.Client;
   private consumed = 0;
 
-  constructor(target: string, readonly protocol: P, client?: grpc.Client) {
+  constructor(target: string, readonly protocol: P, client?: grpc.Client, headers: Record<string, string> = {}) {
     this.client = client ?? new grpc.Client(target, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
     const identity = (b: Buffer) => b;
-    this.stream = this.client.makeBidiStreamRequest(protocol === 'sotw' ? AdsMethod.sotw : AdsMethod.delta, identity, identity);
+    const metadata = new grpc.Metadata();
+    for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+    this.stream = this.client.makeBidiStreamRequest(protocol === 'sotw' ? AdsMethod.sotw : AdsMethod.delta, identity, identity, metadata);
     this.stream.on('data', (bytes: Buffer) => {
       this.responses.push((protocol === 'sotw' ? Envelopes.decodeResponse(bytes) : Envelopes.decodeDeltaResponse(bytes)) as Received<P>);
       for (const waiter of this.waiters.splice(0)) waiter();

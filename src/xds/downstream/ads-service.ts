@@ -5,7 +5,7 @@ import { shortTypeName } from '../protocol/type-urls.js';
 import type { AdsSession, SessionLimits } from './ads-session.js';
 import { DeltaSession } from './delta-session.js';
 import { SotwSession } from './sotw-session.js';
-import type { ViewProvider } from './view.js';
+import type { StreamAuthenticator, ViewProvider } from './view.js';
 
 export interface SyncStatus {
   stream: string;
@@ -38,9 +38,11 @@ export class AdsService {
     private readonly log: Logger,
   ) {}
 
-  register(server: GrpcServer): void {
-    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, this.limits, this.log, (s) => this.sessions.delete(s))));
-    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, this.limits, this.log, (s) => this.sessions.delete(s))));
+  /** Serves ADS on a server; with `authenticate`, every stream proves who it is first. */
+  register(server: GrpcServer, authenticate?: StreamAuthenticator): void {
+    const ended = (session: AdsSession) => this.sessions.delete(session);
+    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, this.limits, this.log, ended, authenticate)));
+    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, this.limits, this.log, ended, authenticate)));
   }
 
   get connectedProxies(): number {

@@ -6,7 +6,7 @@ import type { NodeMessage, RpcStatus } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
-import type { StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
+import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
 
 export interface SessionLimits {
   maxNamesPerRequest: number;
@@ -52,6 +52,7 @@ let sessionCounter = 0;
 /** CDS, EDS, LDS, RDS: the types whose initial push order matters for make-before-break. */
 const ORDERED_TYPES = 4;
 const INITIAL_ORDER_WAIT_MS = 2000;
+const MAX_REQUESTS_BEFORE_AUTHENTICATION = 32;
 
 /** The fields both request envelopes share. */
 export interface AdsRequest {
@@ -80,14 +81,32 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   private closed = false;
   abstract readonly protocol: SessionProtocol;
 
+  /** The authenticated caller, once known (TLS listener). */
+  caller: CallerIdentity | undefined;
+  /** Requests that arrived while the caller was being authenticated. */
+  private waitingForAuthentication: Buffer[] | undefined;
+
   constructor(
     protected readonly call: GrpcCall,
     private readonly provider: ViewProvider,
     protected readonly limits: SessionLimits,
     protected readonly log: Logger,
     private readonly onEnded: (session: AdsSession) => void,
+    authenticate?: StreamAuthenticator,
   ) {
-    call.onMessage((bytes) => this.receive(bytes));
+    call.onMessage((bytes) => {
+      if (this.waitingForAuthentication) this.bufferUntilAuthenticated(bytes);
+      else this.receive(bytes);
+    });
+    if (authenticate) {
+      this.waitingForAuthentication = [];
+      authenticate(call).then((caller) => {
+        this.caller = caller;
+        const waiting = this.waitingForAuthentication ?? [];
+        this.waitingForAuthentication = undefined;
+        for (const bytes of waiting) this.receive(bytes);
+      }, (error: unknown) => this.refuse(error));
+    }
     call.onDrain(() => {
       if (!this.waitingForDrain) return;
       this.waitingForDrain = false;
@@ -106,6 +125,22 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   /** Builds and writes the response for one dirty type; returns false when the stream is full. */
   protected abstract pushType(typeUrl: string, state: TypeState): boolean;
 
+  private bufferUntilAuthenticated(bytes: Buffer): void {
+    if (this.waitingForAuthentication!.length >= MAX_REQUESTS_BEFORE_AUTHENTICATION) {
+      this.refuse(new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, 'too many requests before the caller was authenticated'));
+      return;
+    }
+    this.waitingForAuthentication!.push(bytes);
+  }
+
+  private refuse(error: unknown): void {
+    if (this.closed) return;
+    const relayError = RelayError.from(error);
+    this.log.warn({ stream: this.id, node: this.node?.id, code: relayError.code, err: relayError.message }, 'refusing stream');
+    this.call.fail(relayError);
+    this.shutdown();
+  }
+
   private receive(bytes: Buffer): void {
     if (this.closed) return;
     try {
@@ -116,10 +151,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       if (this.isHealthReport(request.type_url, request.error_detail)) return;
       this.handleRequest(request);
     } catch (error) {
-      const relayError = RelayError.from(error);
-      this.log.warn({ stream: this.id, node: this.node?.id, code: relayError.code, err: relayError.message }, 'refusing stream');
-      this.call.fail(relayError);
-      this.shutdown();
+      this.refuse(error);
     }
   }
 
@@ -151,7 +183,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       throw new RelayError('MR_MISSING_NODE', GrpcStatus.INVALID_ARGUMENT, 'the first request on a stream must carry node with a non-empty id');
     }
     this.node = parseNode(node);
-    const identity: StreamIdentity = { streamId: this.id, callMetadata: callMetadata(this.call) };
+    if (this.caller) checkIdentity(this.node, this.caller);
+    const identity: StreamIdentity = { streamId: this.id, callMetadata: callMetadata(this.call), ...(this.caller ? { caller: this.caller } : {}) };
     this.attachment = this.provider.attach(this.node, identity);
     this.detachCache = this.attachment.view.cache.onChange((change) => this.onCacheChange(change));
     this.log.info({ stream: this.id, node: this.node.id, key: this.attachment.key, mode: this.attachment.mode, protocol: this.protocol }, 'proxy connected');
@@ -276,6 +309,18 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       this.log.info({ stream: this.id, node: this.node?.id }, 'proxy disconnected');
     }
     this.onEnded(this);
+  }
+}
+
+/**
+ * istiod's PILOT_ENABLE_XDS_IDENTITY_CHECK: a proxy may only ask for the config of its own
+ * namespace and service account (as its certificate or token proves them).
+ */
+function checkIdentity(node: ProxyNode, caller: CallerIdentity): void {
+  const serviceAccount = typeof node.metadata.SERVICE_ACCOUNT === 'string' ? node.metadata.SERVICE_ACCOUNT : '';
+  if (node.namespace !== caller.namespace || (serviceAccount && serviceAccount !== caller.serviceAccount)) {
+    throw new RelayError('MR_PERMISSION_DENIED', GrpcStatus.PERMISSION_DENIED,
+      `authenticated as ${caller.namespace}/${caller.serviceAccount}, but the node claims ${node.namespace || '(no namespace)'}/${serviceAccount || '(no service account)'}`);
   }
 }
 

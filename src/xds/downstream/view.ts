@@ -2,6 +2,7 @@ import type { ResourceCache } from '../cache/resource-cache.js';
 import type { ResponseMemo } from '../cache/response-memo.js';
 import type { RpcStatus } from '../protocol/envelopes.js';
 import type { ProxyNode } from '../protocol/node.js';
+import type { GrpcCall } from '../../transport/grpc-server.js';
 import type { InterestChange } from './subscription.js';
 
 /**
@@ -34,10 +35,22 @@ export interface ViewAttachment {
   release(): void;
 }
 
+/** Who a caller proved to be (a SPIFFE workload identity), as the CA's authenticators tell it. */
+export interface CallerIdentity {
+  trustDomain: string;
+  namespace: string;
+  serviceAccount: string;
+}
+
+/** Authenticates a stream before its first request is handled; undefined = no authentication. */
+export type StreamAuthenticator = (call: GrpcCall) => Promise<CallerIdentity>;
+
 export interface StreamIdentity {
   streamId: string;
   /** The caller's metadata as received (authorization, x-forwarded-client-cert, ...). */
   callMetadata: Record<string, string>;
+  /** Set on listeners that authenticate (the TLS one). */
+  caller?: CallerIdentity;
 }
 
 export interface ViewProvider {

@@ -1,0 +1,54 @@
+import * as grpc from '@grpc/grpc-js';
+import test from 'ava';
+import { formatAddress } from '../../src/transport/listen-address.js';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
+import { createCertificate, opensslCsr } from '../helpers/ca-client.js';
+import { caRig, type CaRig } from '../helpers/ca-rig.js';
+import { loadConfig } from '../../src/config/load.js';
+import { serveSchema } from '../../src/config/schema.js';
+
+const tlsOptions = { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc', 'grpc.default_authority': 'istiod.istio-system.svc' };
+
+/** A VM's workload certificate, obtained from the relay's CA with a dev token, as istio-agent does. */
+async function workloadCredentials(r: CaRig, namespace: string, serviceAccount: string) {
+  const csr = opensslCsr('ec-p256');
+  const chain = await createCertificate(r.client, csr.csr, r.bearer(namespace, serviceAccount));
+  return grpc.credentials.createSsl(Buffer.from(chain.at(-1)!), Buffer.from(csr.keyPem), Buffer.from(chain.slice(0, -1).join('')));
+}
+
+async function xdsStatus(r: CaRig, credentials: grpc.ChannelCredentials, node: ReturnType<typeof vmNode>, headers: Record<string, string> = {}) {
+  const target = formatAddress(r.relay.addresses.tls!);
+  const client = new grpc.Client(target, credentials, tlsOptions);
+  const vm = new AdsTestClient(target, 'delta', client, headers);
+  vm.send({ node, type_url: TypeUrl.cluster });
+  const outcome = await Promise.race([vm.next(5000).then(() => 'served'), vm.status.then((s) => grpc.status[s.code])]);
+  vm.close();
+  return outcome;
+}
+
+test('a VM authenticated by its workload certificate gets the config of its own namespace and service account only', async (t) => {
+  const r = await caRig('ec-p256', { tlsListen: '127.0.0.1:0' });
+  t.teardown(r.close);
+  const credentials = await workloadCredentials(r, 'vm', 'vm-sa');
+  t.is(await xdsStatus(r, credentials, vmNode({ namespace: 'vm', serviceAccount: 'vm-sa' })), 'served');
+  t.is(await xdsStatus(r, credentials, vmNode({ namespace: 'payments', serviceAccount: 'vm-sa' })), 'PERMISSION_DENIED', 'another namespace');
+  t.is(await xdsStatus(r, credentials, vmNode({ namespace: 'vm', serviceAccount: 'admin' })), 'PERMISSION_DENIED', 'another service account');
+});
+
+test('a VM authenticated by a bearer token is checked the same way; no credentials is UNAUTHENTICATED', async (t) => {
+  const r = await caRig('ec-p256', { tlsListen: '127.0.0.1:0' });
+  t.teardown(r.close);
+  const root = Buffer.from((await createCertificate(r.client, opensslCsr('ec-p256').csr, r.bearer())).at(-1)!);
+  const serverOnly = grpc.credentials.createSsl(root);
+  t.is(await xdsStatus(r, serverOnly, vmNode(), r.bearer('vm', 'vm-sa')), 'served');
+  t.is(await xdsStatus(r, serverOnly, vmNode(), r.bearer('other', 'vm-sa')), 'PERMISSION_DENIED');
+  t.is(await xdsStatus(r, serverOnly, vmNode()), 'UNAUTHENTICATED');
+  t.is(await xdsStatus(r, serverOnly, vmNode(), { authorization: 'Bearer forged.token.here' }), 'UNAUTHENTICATED');
+});
+
+test('the plaintext listener stays on loopback unless opened explicitly', (t) => {
+  t.throws(() => loadConfig(serveSchema, ['--xds-listen', '0.0.0.0:15010'], {}), { message: /plaintext listener.*loopback/ });
+  t.notThrows(() => loadConfig(serveSchema, ['--xds-listen', '[::1]:15010'], {}));
+  t.notThrows(() => loadConfig(serveSchema, ['--xds-listen', '0.0.0.0:15010', '--plaintext-remote'], {}));
+});
