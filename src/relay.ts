@@ -77,6 +77,8 @@ function upstreamCredentials(config: ServeConfig): grpc.ChannelCredentials {
  */
 export class Relay {
   private stopping = false;
+  /** How long /readyz reports 503 before connections are closed (endpoint removal takes time). */
+  readinessDrainMs = 0;
   private admin: AdminServer | undefined;
 
   private constructor(
@@ -194,6 +196,7 @@ export class Relay {
     }
     const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, [meshNetworksFile, kubernetesTopology], log);
     relay.registerXdsMetrics();
+    relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       started.push(() => relay.admin?.close());
@@ -212,9 +215,16 @@ export class Relay {
     return { ready, detail: { stopping: this.stopping, upstream: this.addresses.upstream, upstreamConnected, configReceived } };
   }
 
+  /**
+   * SIGTERM: not ready first (so load balancers stop sending new VMs), then GOAWAY, ADS streams
+   * ended with UNAVAILABLE (VMs reconnect to another replica), in-flight CSRs finished — all
+   * within the grace period.
+   */
   async stop(graceMs = 0): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.servers.map((server) => server.close(graceMs)));
+    const readinessWindow = Math.min(this.readinessDrainMs, graceMs / 2);
+    if (readinessWindow > 0) await new Promise((resolve) => setTimeout(resolve, readinessWindow));
+    await Promise.all(this.servers.map((server) => server.close(graceMs - readinessWindow)));
     this.groups.close();
     this.pool.close();
     await this.admin?.close();

@@ -37,6 +37,7 @@ export const serveSchema = z.object({
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   shutdownGraceSeconds: z.number().min(0).default(10),
+  readinessDrainSeconds: z.number().min(0).default(3),
   caMode: z.enum(['auto', 'local', 'forward', 'off']).default('auto'),
   caDir: z.string().default(''),
   caUpstream: z.union([z.literal(''), address]).default(''),

@@ -153,16 +153,21 @@ export interface TlsOptions {
  * dominates fan-out cost; writing one pre-framed buffer to every stream does not (DESIGN §7).
  */
 export class GrpcServer {
-  private readonly handlers = new Map<string, CallHandler>();
+  private readonly handlers = new Map<string, { handler: CallHandler; longLived: boolean }>();
   private readonly servers: Array<http2.Http2Server | http2.Http2SecureServer> = [];
   private readonly sessions = new Set<http2.Http2Session>();
   private readonly calls = new Set<GrpcCall>();
+  private readonly longLivedCalls = new WeakSet<GrpcCall>();
   private secureServer: http2.Http2SecureServer | undefined;
 
   constructor(private readonly options: GrpcServerOptions) {}
 
-  register(path: string, handler: CallHandler): void {
-    this.handlers.set(path, handler);
+  /**
+   * `longLived` calls (ADS streams) are ended on shutdown so clients reconnect elsewhere; others
+   * (unary CSRs) are left to finish within the grace period.
+   */
+  register(path: string, handler: CallHandler, options: { longLived?: boolean } = {}): void {
+    this.handlers.set(path, { handler, longLived: options.longLived ?? false });
   }
 
   get activeCalls(): number {
@@ -206,16 +211,19 @@ export class GrpcServer {
   }
 
   /**
-   * Stops accepting, ends open calls with UNAVAILABLE (so clients reconnect elsewhere), sends
-   * GOAWAY, and destroys what is left after the grace period.
+   * Graceful stop: no new connections, GOAWAY on every connection (no new streams), long-lived
+   * streams ended with UNAVAILABLE so clients reconnect to another replica, in-flight unary calls
+   * given until the grace period to finish; whatever is left is then destroyed.
    */
   async close(graceMs = 0): Promise<void> {
     const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-    for (const call of this.calls) call.end(GrpcStatus.UNAVAILABLE, 'server shutting down');
     for (const session of this.sessions) session.close();
-    const timer = setTimeout(() => { for (const session of this.sessions) session.destroy(); }, graceMs);
+    for (const call of this.calls) if (this.longLivedCalls.has(call)) call.end(GrpcStatus.UNAVAILABLE, 'server shutting down');
+    const deadline = Date.now() + graceMs;
+    while (this.calls.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    for (const call of this.calls) call.end(GrpcStatus.UNAVAILABLE, 'server shutting down');
+    for (const session of this.sessions) session.destroy();
     await closed;
-    clearTimeout(timer);
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -238,12 +246,14 @@ export class GrpcServer {
       ...(peerCertificate && Object.keys(peerCertificate).length > 0 ? { certificate: peerCertificate } : {}),
     };
     const call = new GrpcCall(stream, path, headers, peer, this.options.maxMessageBytes);
-    const handler = this.handlers.get(path);
-    if (!handler) {
+    const registered = this.handlers.get(path);
+    if (!registered) {
       call.end(GrpcStatus.UNIMPLEMENTED, `unknown method ${path}`);
       return;
     }
+    const { handler, longLived } = registered;
     this.calls.add(call);
+    if (longLived) this.longLivedCalls.add(call);
     call.onClose(() => this.calls.delete(call));
     try {
       handler(call);

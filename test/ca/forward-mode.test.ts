@@ -1,6 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { formatAddress } from '../../src/transport/listen-address.js';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
 import { createCertificatePath, createCertificateRaw, encodeCsrRequest, opensslCsr } from '../helpers/ca-client.js';
 import { startRelay, startSim } from '../helpers/harness.js';
 import { makeTestPki } from '../helpers/openssl-certs.js';
@@ -111,4 +113,29 @@ test('forward mode: a CSR storm beyond the queue gets RESOURCE_EXHAUSTED; queued
   t.is(results.filter((r) => r === 'ok').length, 5, results.join(','));
   t.is(results.filter((r) => r === 'RESOURCE_EXHAUSTED').length, 3);
   t.is(ca.recorded.length, 5);
+});
+
+test('graceful stop: not ready first, ADS streams told UNAVAILABLE, an in-flight CSR still answered', async (t) => {
+  const ca = await recordingCa(() => ({ response: cannedResponse }), 800);
+  t.teardown(ca.close);
+  const sim = await startSim();
+  const relay = await startRelay({ upstream: sim.target, caMode: 'forward', caUpstream: ca.target, readinessDrainSeconds: 0.3 });
+  const client = new grpc.Client(relay.target, grpc.credentials.createInsecure());
+  const vm = new AdsTestClient(relay.target, 'delta');
+  t.teardown(async () => {
+    vm.close();
+    client.close();
+    await sim.close();
+  });
+  vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+  await vm.next();
+  const csr = createCertificateRaw(client, encodeCsrRequest(opensslCsr('ec-p256').csr), { authorization: 'Bearer x' });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const adminUrl = relay.adminUrl;
+  const stopping = relay.stop(5000);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.is((await fetch(`${adminUrl}/readyz`)).status, 503, 'not ready while draining');
+  t.is((await vm.status).code, grpc.status.UNAVAILABLE);
+  t.deepEqual(await csr, cannedResponse, 'the CSR in flight was answered');
+  await stopping;
 });

@@ -41,8 +41,8 @@ export class AdsService {
   /** Serves ADS on a server; with `authenticate`, every stream proves who it is first. */
   register(server: GrpcServer, authenticate?: StreamAuthenticator): void {
     const ended = (session: AdsSession) => this.sessions.delete(session);
-    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, this.limits, this.log, ended, authenticate)));
-    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, this.limits, this.log, ended, authenticate)));
+    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, this.limits, this.log, ended, authenticate)), { longLived: true });
+    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, this.limits, this.log, ended, authenticate)), { longLived: true });
   }
 
   get connectedProxies(): number {
