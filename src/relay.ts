@@ -17,7 +17,8 @@ import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/networ
 import { NetworkView } from './mesh/network-view.js';
 import { repairClusterSni } from './mesh/sni-repair.js';
 import { GlobalNames } from './mesh/global-names.js';
-import type { ResourceUpdate } from './xds/cache/resource-cache.js';
+import type { ResourceCache, ResourceUpdate } from './xds/cache/resource-cache.js';
+import { CacheSnapshotStore, restoreInto, snapshotOf } from './persistence/cache-snapshot.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
@@ -77,6 +78,9 @@ function upstreamCredentials(config: ServeConfig): grpc.ChannelCredentials {
  */
 export class Relay {
   private stopping = false;
+  private snapshots: CacheSnapshotStore | undefined;
+  private snapshotTimer: NodeJS.Timeout | undefined;
+  private writeSnapshot: ((force: boolean) => void) | undefined;
   /** How long /readyz reports 503 before connections are closed (endpoint removal takes time). */
   readinessDrainMs = 0;
   private admin: AdminServer | undefined;
@@ -146,6 +150,8 @@ export class Relay {
       await watch.start();
     }
     const rewrites = upstreamRewrites(config);
+    const snapshots = config.cacheSnapshotDir ? new CacheSnapshotStore(config.cacheSnapshotDir, log.child({ component: 'snapshot' })) : undefined;
+    snapshots?.load();
     const groups = new GroupRegistry({
       pool,
       protocol: config.upstreamProtocol,
@@ -155,6 +161,12 @@ export class Relay {
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
       ...(rewrites ? { transformUpstream: rewrites } : {}),
+      ...(snapshots ? {
+        prepareCache: (key: string, cache: ResourceCache) => {
+          const saved = snapshots.restorable(key);
+          if (saved) restoreInto(cache, saved);
+        },
+      } : {}),
       ...(config.sharedUpstreamView ? {
         sharedNetworks: { relayNetwork: config.network, viewFor: (group, network, nonces) => new NetworkView(group, network, topology, nonces) },
       } : {}),
@@ -197,6 +209,7 @@ export class Relay {
     const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, [meshNetworksFile, kubernetesTopology], log);
     relay.registerXdsMetrics();
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
+    if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000);
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       started.push(() => relay.admin?.close());
@@ -207,12 +220,50 @@ export class Relay {
     return relay;
   }
 
-  /** Ready once the upstream has answered (a connection or any config) and we are not draining. */
+  /**
+   * Ready once the upstream has answered (a connection or any config), or a cache snapshot can be
+   * served, and not draining. Serving a snapshot with the upstream unreachable is "degraded".
+   */
   readiness(): { ready: boolean; detail: Record<string, unknown> } {
     const upstreamConnected = this.pool.isConnected();
     const configReceived = this.groups.hasReceivedConfig();
-    const ready = !this.stopping && (upstreamConnected || configReceived);
-    return { ready, detail: { stopping: this.stopping, upstream: this.addresses.upstream, upstreamConnected, configReceived } };
+    const snapshotFrom = this.snapshots?.loadedFrom;
+    const ready = !this.stopping && (upstreamConnected || configReceived || snapshotFrom !== undefined);
+    const degraded = !upstreamConnected && snapshotFrom !== undefined;
+    return {
+      ready,
+      detail: {
+        stopping: this.stopping, upstream: this.addresses.upstream, upstreamConnected, configReceived, degraded,
+        ...(this.snapshots ? { snapshot: { loadedFrom: snapshotFrom ?? null, writes: this.snapshots.writes, lastWriteError: this.snapshots.lastWriteError } } : {}),
+      },
+    };
+  }
+
+  /** Writes the group caches to disk when they changed, every `intervalMs`, and once on stop. */
+  private startSnapshots(store: CacheSnapshotStore, intervalMs: number): void {
+    this.snapshots = store;
+    let written = -1;
+    const generation = () => this.groups.list().reduce((sum, group) => sum + group.cache.typeUrls().reduce((s, t) => s + group.cache.generation(t), 0) + group.cache.typeUrls().length, 0);
+    this.writeSnapshot = (force: boolean) => {
+      const now = generation();
+      if (!force && now === written) return;
+      const current = this.groups.list().filter((group) => group.mode === 'group').map((group) => snapshotOf(group.key, group.cache));
+      // Groups restored from disk whose VMs have not come back yet are kept, not forgotten.
+      const keys = new Set(current.map((group) => group.key));
+      const kept = store.loadedGroups().filter((group) => !keys.has(group.key));
+      if (store.write([...current, ...kept])) written = now;
+    };
+    this.snapshotTimer = setInterval(() => this.writeSnapshot?.(false), intervalMs);
+    this.snapshotTimer.unref();
+    const readiness = () => this.readiness();
+    new Gauge({
+      name: 'meshrelay_degraded', help: '1 while serving VMs from the cache snapshot with the upstream unreachable', registers: [this.metrics],
+      collect() { this.set(readiness().detail.degraded ? 1 : 0); },
+    });
+    new Gauge({
+      name: 'meshrelay_cache_snapshot_writes', help: 'Cache snapshots written since start', registers: [this.metrics],
+      collect() { this.set(store.writes); },
+    });
   }
 
   /**
@@ -222,6 +273,8 @@ export class Relay {
    */
   async stop(graceMs = 0): Promise<void> {
     this.stopping = true;
+    clearInterval(this.snapshotTimer);
+    this.writeSnapshot?.(true);
     const readinessWindow = Math.min(this.readinessDrainMs, graceMs / 2);
     if (readinessWindow > 0) await new Promise((resolve) => setTimeout(resolve, readinessWindow));
     await Promise.all(this.servers.map((server) => server.close(graceMs - readinessWindow)));

@@ -38,6 +38,8 @@ export const serveSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   shutdownGraceSeconds: z.number().min(0).default(10),
   readinessDrainSeconds: z.number().min(0).default(3),
+  cacheSnapshotDir: z.string().default(''),
+  cacheSnapshotIntervalSeconds: z.number().min(0.05).default(10),
   caMode: z.enum(['auto', 'local', 'forward', 'off']).default('auto'),
   caDir: z.string().default(''),
   caUpstream: z.union([z.literal(''), address]).default(''),

@@ -31,6 +31,8 @@ export interface GroupRegistryOptions {
     relayNetwork: string;
     viewFor(group: XdsView, network: string, nonces: NonceSource): XdsView & { translations: number; close(): void };
   };
+  /** Fills a new group-mode group's cache before its upstream stream starts (edge snapshots). */
+  prepareCache?: (key: string, cache: UpstreamGroup['cache']) => void;
   /** Rewrites upstream resources as they enter a group's cache (a mesh-layer plug-in). */
   transformUpstream?: (typeUrl: string, update: ResourceUpdate) => ResourceUpdate;
   log: Logger;
@@ -101,6 +103,7 @@ export class GroupRegistry implements ViewProvider {
 
   private createGroup(key: string, mode: MultiplexMode, upstreamNode: NodeMessage, nodeId: string, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
     const group = new UpstreamGroup(key, mode, fields, this.nonces);
+    if (mode === 'group') this.options.prepareCache?.(key, group.cache);
     const metadata: Record<string, string> = {};
     if (mode === 'stream') {
       for (const name of forwardedCallMetadata) {

@@ -1,0 +1,63 @@
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
+import { startRelay, startSim } from '../helpers/harness.js';
+
+async function clusters(target: string): Promise<string[]> {
+  const vm = new AdsTestClient(target, 'delta');
+  try {
+    vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+    return (await vm.next()).resources.map((r) => r.name).sort();
+  } finally {
+    vm.close();
+  }
+}
+
+test('a relay restarted while istiod is unreachable serves the last config from disk and says it is degraded', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-'));
+  const sim = await startSim();
+  const upstream = sim.target;
+  const first = await startRelay({ upstream, cacheSnapshotDir: dir });
+  const live = await clusters(first.target);
+  await first.stop();
+  await sim.close();
+  t.true(JSON.parse(readFileSync(path.join(dir, 'upstream-cache.json'), 'utf8')).groups.length === 1, 'written on stop');
+
+  const second = await startRelay({ upstream, cacheSnapshotDir: dir });
+  t.teardown(() => second.stop());
+  t.deepEqual(await clusters(second.target), live, 'the same clusters, with istiod gone');
+  const readyz = await fetch(`${second.adminUrl}/readyz`);
+  const body = await readyz.json() as { ready: boolean; degraded: boolean; upstreamConnected: boolean };
+  t.is(readyz.status, 200);
+  t.true(body.degraded);
+  t.false(body.upstreamConnected);
+  t.regex(await (await fetch(`${second.adminUrl}/metrics`)).text(), /meshrelay_degraded 1/);
+});
+
+test('a damaged snapshot is ignored; a failed write keeps the previous snapshot', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-'));
+  const file = path.join(dir, 'upstream-cache.json');
+  const sim = await startSim();
+  t.teardown(() => sim.close());
+  const relay = await startRelay({ upstream: sim.target, cacheSnapshotDir: dir });
+  await clusters(relay.target);
+  await relay.stop();
+  const good = readFileSync(file, 'utf8');
+
+  // The temporary file's path is taken by a directory: the write fails, as on a full disk.
+  mkdirSync(`${file}.tmp-${process.pid}`);
+  const failing = await startRelay({ upstream: sim.target, cacheSnapshotDir: dir });
+  await clusters(failing.target);
+  await failing.stop();
+  t.is(readFileSync(file, 'utf8'), good, 'the previous snapshot is intact');
+
+  writeFileSync(file, good.replace('"format":1', '"format":1,"tampered":true').replace(/"checksum":"[0-9a-f]{4}/, '"checksum":"0000'));
+  const damaged = await startRelay({ upstream: '127.0.0.1:1', cacheSnapshotDir: dir });
+  t.teardown(() => damaged.stop());
+  const readyz = await (await fetch(`${damaged.adminUrl}/readyz`)).json() as { ready: boolean; snapshot: { loadedFrom: string | null } };
+  t.is(readyz.snapshot.loadedFrom, null, 'not loaded');
+  t.false(readyz.ready, 'nothing to serve and no upstream: not ready');
+});
