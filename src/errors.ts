@@ -20,6 +20,7 @@ export type RelayErrorCode =
   | 'MR_PERMISSION_DENIED'
   | 'MR_CA_OVERLOADED'
   | 'MR_CA_UNAVAILABLE'
+  | 'MR_OVERLOADED'
   | 'MR_INTERNAL';
 
 /** The project's one error type: a stable code plus the gRPC status it maps to. */

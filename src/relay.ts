@@ -27,6 +27,7 @@ import type { StreamAuthenticator } from './xds/downstream/view.js';
 import { defaultBackoff, type BackoffPolicy } from './xds/upstream/backoff.js';
 import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
+import { AdmissionControl } from './limits/admission-control.js';
 import { TypeUrl, shortTypeName } from './xds/protocol/type-urls.js';
 
 /**
@@ -53,6 +54,22 @@ export interface RelayAddresses {
   tls?: ListenAddress;
   admin?: ListenAddress;
   upstream: string;
+}
+
+interface RelayParts {
+  addresses: RelayAddresses;
+  ads: AdsService;
+  groups: GroupRegistry;
+  pool: ConnectionPool;
+  servers: GrpcServer[];
+  embedded: RunningSim | undefined;
+  ca: CaSubsystem | undefined;
+  serving: ServingCertificate | undefined;
+  metrics: Registry;
+  topology: NetworkTopology;
+  admission: { streams: AdmissionControl; csrs: AdmissionControl };
+  closables: Array<{ close(): void } | undefined>;
+  log: Logger;
 }
 
 export interface RelayOptions {
@@ -85,21 +102,36 @@ export class Relay {
   readinessDrainMs = 0;
   private admin: AdminServer | undefined;
 
-  private constructor(
-    readonly addresses: RelayAddresses,
-    readonly ads: AdsService,
-    readonly groups: GroupRegistry,
-    private readonly pool: ConnectionPool,
-    private readonly servers: GrpcServer[],
-    readonly embedded: RunningSim | undefined,
-    readonly ca: CaSubsystem | undefined,
-    private readonly serving: ServingCertificate | undefined,
-    readonly metrics: Registry,
-    readonly topology: NetworkTopology,
-    /** Topology sources to stop with the relay. */
-    private readonly topologySources: Array<{ close(): void } | undefined>,
-    private readonly log: Logger,
-  ) {}
+  readonly addresses: RelayAddresses;
+  readonly ads: AdsService;
+  readonly groups: GroupRegistry;
+  readonly embedded: RunningSim | undefined;
+  readonly ca: CaSubsystem | undefined;
+  readonly metrics: Registry;
+  readonly topology: NetworkTopology;
+  readonly admission: { streams: AdmissionControl; csrs: AdmissionControl };
+  private readonly pool: ConnectionPool;
+  private readonly servers: GrpcServer[];
+  private readonly serving: ServingCertificate | undefined;
+  /** Parts with timers or watches to stop with the relay. */
+  private readonly closables: Array<{ close(): void } | undefined>;
+  private readonly log: Logger;
+
+  private constructor(parts: RelayParts) {
+    this.addresses = parts.addresses;
+    this.ads = parts.ads;
+    this.groups = parts.groups;
+    this.embedded = parts.embedded;
+    this.ca = parts.ca;
+    this.metrics = parts.metrics;
+    this.topology = parts.topology;
+    this.admission = parts.admission;
+    this.pool = parts.pool;
+    this.servers = parts.servers;
+    this.serving = parts.serving;
+    this.closables = parts.closables;
+    this.log = parts.log;
+  }
 
   /** Starts everything; if any part fails, what was already started is stopped again. */
   static async start(options: RelayOptions): Promise<Relay> {
@@ -173,7 +205,13 @@ export class Relay {
       log: log.child({ component: 'upstream' }),
     });
     started.push(() => groups.close());
-    const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64 }, log.child({ component: 'ads' }));
+    const admissionPolicy = {
+      ratePerSecond: config.admissionRate, burst: config.admissionBurst, maxQueued: config.admissionQueue, maxWaitMs: config.admissionMaxWaitSeconds * 1000,
+    };
+    const streamAdmission = new AdmissionControl(admissionPolicy, 'new xDS stream');
+    const csrAdmission = new AdmissionControl(admissionPolicy, 'CSR');
+    started.push(() => { streamAdmission.close(); csrAdmission.close(); });
+    const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: streamAdmission }, log.child({ component: 'ads' }));
     const metrics = new Registry();
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }), tokenReview);
@@ -189,7 +227,7 @@ export class Relay {
     const newServer = (authenticate?: StreamAuthenticator) => {
       const server = new GrpcServer({ maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, log });
       ads.register(server, authenticate);
-      if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }));
+      if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }), csrAdmission);
       servers.push(server);
       started.push(() => server.close(0));
       return server;
@@ -206,7 +244,11 @@ export class Relay {
       addresses.tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
       serving.onChange((tls) => server.updateTls(tls));
     }
-    const relay = new Relay(addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, [meshNetworksFile, kubernetesTopology], log);
+    const relay = new Relay({
+      addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, log,
+      admission: { streams: streamAdmission, csrs: csrAdmission },
+      closables: [meshNetworksFile, kubernetesTopology, streamAdmission, csrAdmission],
+    });
     relay.registerXdsMetrics();
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
     if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000);
@@ -284,7 +326,7 @@ export class Relay {
     await this.embedded?.close();
     this.ca?.close();
     this.serving?.close();
-    for (const source of this.topologySources) source?.close();
+    for (const source of this.closables) source?.close();
     this.topology.close();
     this.log.info('meshrelay stopped');
   }
@@ -306,6 +348,16 @@ export class Relay {
       name: 'meshrelay_upstream_streams', help: 'Upstream ADS streams open to the control plane', registers: [this.metrics],
       collect() { this.set(groups.upstreamStreams()); },
     });
+    for (const [kind, limiter] of Object.entries(this.admission)) {
+      new Gauge({
+        name: `meshrelay_admission_${kind}_queued`, help: `${kind} waiting for admission`, registers: [this.metrics],
+        collect() { this.set(limiter.queued); },
+      });
+      new Gauge({
+        name: `meshrelay_admission_${kind}_refused`, help: `${kind} refused with UNAVAILABLE since start (overload)`, registers: [this.metrics],
+        collect() { this.set(limiter.refused); },
+      });
+    }
     const ads = this.ads;
     new Gauge({
       name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [this.metrics],

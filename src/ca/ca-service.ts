@@ -3,6 +3,7 @@ import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { GrpcCall, GrpcServer } from '../transport/grpc-server.js';
 import { unary } from '../transport/unary.js';
+import type { AdmissionControl } from '../limits/admission-control.js';
 import { messageType } from '../xds/protocol/protos.js';
 import { authenticateCaller, type AuthenticatorOptions } from './authenticator.js';
 import type { CaForwarder } from './ca-forwarder.js';
@@ -42,11 +43,12 @@ function decodeRequest(bytes: Buffer): IstioCertificateRequest {
  * `istio.v1.auth.IstioCertificateService/CreateCertificate` on the relay's listeners: local signing
  * for the authenticated identity, or forwarding to istiod with the VM's own credentials.
  */
-export function registerCaService(server: GrpcServer, service: CaService, metrics: CaMetrics, log: Logger): void {
+export function registerCaService(server: GrpcServer, service: CaService, metrics: CaMetrics, log: Logger, admission?: AdmissionControl): void {
   server.register(CreateCertificateMethod, unary(async (bytes, call) => {
     const started = performance.now();
     metrics.csrs.inc({ mode: service.mode });
     try {
+      await admission?.admit('new');
       const request = decodeRequest(bytes);
       const response = service.mode === 'local' ? await signLocally(service, request, call) : await forward(service, bytes, call);
       metrics.issued.inc({ mode: service.mode });

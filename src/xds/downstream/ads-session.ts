@@ -6,11 +6,14 @@ import type { NodeMessage, RpcStatus } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
+import type { AdmissionControl } from '../../limits/admission-control.js';
 import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
 
 export interface SessionLimits {
   maxNamesPerRequest: number;
   maxTypesPerStream: number;
+  /** Admission for new streams, consulted on a stream's first request. */
+  admission?: AdmissionControl;
 }
 
 export interface NackRecord {
@@ -52,7 +55,7 @@ let sessionCounter = 0;
 /** CDS, EDS, LDS, RDS: the types whose initial push order matters for make-before-break. */
 const ORDERED_TYPES = 4;
 const INITIAL_ORDER_WAIT_MS = 2000;
-const MAX_REQUESTS_BEFORE_AUTHENTICATION = 32;
+const MAX_HELD_REQUESTS = 32;
 
 /** The fields both request envelopes share. */
 export interface AdsRequest {
@@ -83,8 +86,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
 
   /** The authenticated caller, once known (TLS listener). */
   caller: CallerIdentity | undefined;
-  /** Requests that arrived while the caller was being authenticated. */
-  private waitingForAuthentication: Buffer[] | undefined;
+  /** Requests held while the stream waits to be authenticated or admitted. */
+  private held: Buffer[] | undefined;
+  private admissionAsked = false;
 
   constructor(
     protected readonly call: GrpcCall,
@@ -95,16 +99,14 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     authenticate?: StreamAuthenticator,
   ) {
     call.onMessage((bytes) => {
-      if (this.waitingForAuthentication) this.bufferUntilAuthenticated(bytes);
+      if (this.held) this.hold(bytes);
       else this.receive(bytes);
     });
     if (authenticate) {
-      this.waitingForAuthentication = [];
+      this.held = [];
       authenticate(call).then((caller) => {
         this.caller = caller;
-        const waiting = this.waitingForAuthentication ?? [];
-        this.waitingForAuthentication = undefined;
-        for (const bytes of waiting) this.receive(bytes);
+        this.releaseHeld();
       }, (error: unknown) => this.refuse(error));
     }
     call.onDrain(() => {
@@ -125,13 +127,25 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   /** Builds and writes the response for one dirty type; returns false when the stream is full. */
   protected abstract pushType(typeUrl: string, state: TypeState): boolean;
 
-  private bufferUntilAuthenticated(bytes: Buffer): void {
-    if (this.waitingForAuthentication!.length >= MAX_REQUESTS_BEFORE_AUTHENTICATION) {
-      this.refuse(new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, 'too many requests before the caller was authenticated'));
+  private hold(bytes: Buffer): void {
+    if (this.held!.length >= MAX_HELD_REQUESTS) {
+      this.refuse(new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, 'too many requests before the stream was authenticated and admitted'));
       return;
     }
-    this.waitingForAuthentication!.push(bytes);
+    this.held!.push(bytes);
   }
+
+  private releaseHeld(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const bytes of held) {
+      if (this.held) this.hold(bytes);
+      else this.receive(bytes);
+    }
+  }
+
+  /** Clients that come back with the versions they hold are cheap to serve (xds_protocol). */
+  protected abstract isReconnect(request: Request): boolean;
 
   private refuse(error: unknown): void {
     if (this.closed) return;
@@ -145,6 +159,14 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     if (this.closed) return;
     try {
       const request = this.decodeRequest(bytes);
+      const admission = this.limits.admission;
+      if (!this.attachment && admission && !this.admissionAsked) {
+        // A new stream waits for admission; its requests are held and replayed in order.
+        this.admissionAsked = true;
+        this.held = [bytes];
+        admission.admit(this.isReconnect(request) ? 'reconnect' : 'new').then(() => this.releaseHeld(), (error: unknown) => this.refuse(error));
+        return;
+      }
       this.ensureAttached(request.node);
       this.checkTypeUrl(request.type_url);
       this.checkNameCount(this.nameCount(request));

@@ -20,6 +20,10 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
       + Object.keys(request.initial_resource_versions ?? {}).length;
   }
 
+  protected isReconnect(request: DeltaDiscoveryRequest): boolean {
+    return Object.keys(request.initial_resource_versions ?? {}).length > 0;
+  }
+
   protected handleRequest(request: DeltaDiscoveryRequest): void {
     const typeUrl = request.type_url;
     const { state, created } = this.typeState(typeUrl);

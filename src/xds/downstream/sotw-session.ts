@@ -18,6 +18,10 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
     return request.resource_names.length;
   }
 
+  protected isReconnect(request: DiscoveryRequest): boolean {
+    return request.version_info !== '';
+  }
+
   protected handleRequest(request: DiscoveryRequest): void {
     const typeUrl = request.type_url;
     const existing = this.types.get(typeUrl);
