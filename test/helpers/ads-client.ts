@@ -49,8 +49,11 @@ export class AdsTestClient<P extends 'sotw' | 'delta'> {
   private readonly stream: grpc.ClientDuplexStream<Buffer, Buffer>;
   private readonly client: grpc.Client;
   private consumed = 0;
+  private readonly ownsClient: boolean;
 
-  constructor(target: string, readonly protocol: P, client?: grpc.Client, headers: Record<string, string> = {}) {
+  /** With a `client` of the caller's, the stream rides it and `close()` leaves it open unless `ownsClient`. */
+  constructor(target: string, readonly protocol: P, client?: grpc.Client, headers: Record<string, string> = {}, ownsClient = !client) {
+    this.ownsClient = ownsClient;
     this.client = client ?? new grpc.Client(target, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
     const identity = (b: Buffer) => b;
     const metadata = new grpc.Metadata();
@@ -111,8 +114,9 @@ export class AdsTestClient<P extends 'sotw' | 'delta'> {
     return this.responses.length - this.consumed;
   }
 
+  /** Cancels the stream; closes the connection only if this client opened it. */
   close(): void {
     this.stream.cancel();
-    this.client.close();
+    if (this.ownsClient) this.client.close();
   }
 }

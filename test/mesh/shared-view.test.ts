@@ -39,7 +39,7 @@ function decodeCla(bytes: Uint8Array): Decoded {
 }
 
 async function edsFor(target: string, network: string, name: string) {
-  const vm = new AdsTestClient(target, 'delta', new grpc.Client(target, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
+  const vm = new AdsTestClient(target, 'delta', new grpc.Client(target, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }), {}, true);
   vm.send({ node: vmNode({ name, network }), type_url: TypeUrl.endpoint, resource_names_subscribe: [httpbin] });
   const response = await vm.next();
   return { vm, cla: decodeCla(response.resources[0]!.resource!.value) };
@@ -92,6 +92,7 @@ test('N VMs on M networks cost M translations per EDS version, not N', async (t)
   const vms: Array<AdsTestClient<'delta'>> = [];
   t.teardown(async () => {
     for (const vm of vms) vm.close();
+    connection.close();
     await relay.stop();
     await sim.close();
   });

@@ -27,11 +27,11 @@ test('the TLS listener serves ADS under istiod\'s name to authenticated VMs only
   const options = { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc', 'grpc.default_authority': 'istiod.istio-system.svc' };
   const withClientCert = grpc.credentials.createSsl(pki.read(pki.caCert), pki.read(pki.clientKey), pki.read(pki.clientCert));
   const withoutClientCert = grpc.credentials.createSsl(pki.read(pki.caCert));
-  const served = new AdsTestClient(target, 'delta', new grpc.Client(target, withClientCert, options));
+  const served = new AdsTestClient(target, 'delta', new grpc.Client(target, withClientCert, options), {}, true);
   served.send({ node: vmNode(), type_url: TypeUrl.cluster });
   t.true((await served.next()).resources.length > 0, 'a VM with its workload certificate is served');
   served.close();
-  const anonymous = new AdsTestClient(target, 'delta', new grpc.Client(target, withoutClientCert, options));
+  const anonymous = new AdsTestClient(target, 'delta', new grpc.Client(target, withoutClientCert, options), {}, true);
   anonymous.send({ node: vmNode(), type_url: TypeUrl.cluster });
   t.is((await anonymous.status).code, grpc.status.UNAUTHENTICATED, 'no certificate and no token: refused, as istiod refuses on 15012');
   anonymous.close();
@@ -48,7 +48,7 @@ test('a client that does not trust the relay\'s certificate cannot connect', asy
   });
   const target = formatAddress(relay.addresses.tls!);
   const client = new grpc.Client(target, grpc.credentials.createSsl(other.read(other.caCert)), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
-  const vm = new AdsTestClient(target, 'delta', client);
+  const vm = new AdsTestClient(target, 'delta', client, {}, true);
   t.teardown(() => vm.close());
   vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
   t.is((await vm.status).code, grpc.status.UNAVAILABLE);
@@ -69,7 +69,7 @@ test('replaced certificate files are served to new connections without a restart
   const target = formatAddress(relay.addresses.tls!);
   const fetchClusters = async (pki: ReturnType<typeof makeTestPki>) => {
     const client = new grpc.Client(target, grpc.credentials.createSsl(pki.read(pki.caCert)), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
-    const vm = new AdsTestClient(target, 'delta', client);
+    const vm = new AdsTestClient(target, 'delta', client, {}, true);
     vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
     const outcome = await Promise.race([vm.next(3000).then(() => 'served'), vm.status.then((s) => grpc.status[s.code])]).catch(() => 'timeout');
     vm.close();

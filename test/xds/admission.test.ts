@@ -11,6 +11,7 @@ test('a connect storm beyond the admission queue is told UNAVAILABLE; admitted a
   const vms = Array.from({ length: 10 }, () => new AdsTestClient(relay.target, 'delta', connection));
   t.teardown(async () => {
     for (const vm of vms) vm.close();
+    connection.close();
     await relay.stop();
     await sim.close();
   });
@@ -28,6 +29,7 @@ test('VMs reconnecting with the versions they hold are admitted before new ones'
   const clients: Array<AdsTestClient<'delta'>> = [];
   t.teardown(async () => {
     for (const vm of clients) vm.close();
+    connection.close();
     await relay.stop();
     await sim.close();
   });

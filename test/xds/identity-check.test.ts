@@ -20,7 +20,7 @@ async function workloadCredentials(r: CaRig, namespace: string, serviceAccount: 
 async function xdsStatus(r: CaRig, credentials: grpc.ChannelCredentials, node: ReturnType<typeof vmNode>, headers: Record<string, string> = {}) {
   const target = formatAddress(r.relay.addresses.tls!);
   const client = new grpc.Client(target, credentials, tlsOptions);
-  const vm = new AdsTestClient(target, 'delta', client, headers);
+  const vm = new AdsTestClient(target, 'delta', client, headers, true);
   vm.send({ node, type_url: TypeUrl.cluster });
   const outcome = await Promise.race([vm.next(5000).then(() => 'served'), vm.status.then((s) => grpc.status[s.code])]);
   vm.close();
