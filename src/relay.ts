@@ -225,7 +225,20 @@ export class Relay {
     const addresses: RelayAddresses = { upstream: upstreamTarget };
     // xDS and the CA share each listener, as on istiod's 15012 (and 15010 for local development).
     const newServer = (authenticate?: StreamAuthenticator) => {
-      const server = new GrpcServer({ maxMessageBytes: config.maxMessageBytes, maxStreamsPerConnection: config.maxStreamsPerConnection, log });
+      const server = new GrpcServer({
+        maxMessageBytes: config.maxMessageBytes,
+        maxStreamsPerConnection: config.maxStreamsPerConnection,
+        maxConnectionMemoryMb: config.maxConnectionMemoryMb,
+        connections: {
+          keepaliveIntervalMs: config.keepaliveIntervalSeconds * 1000,
+          keepaliveTimeoutMs: config.keepaliveTimeoutSeconds * 1000,
+          idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+          maxConnectionAgeMs: config.maxConnectionAgeSeconds * 1000,
+          maxConnectionAgeJitter: 0.2,
+          maxConnectionAgeGraceMs: config.maxConnectionAgeGraceSeconds * 1000,
+        },
+        log,
+      });
       ads.register(server, authenticate);
       if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }), csrAdmission);
       servers.push(server);

@@ -5,6 +5,7 @@ import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageDeframer, encodeGrpcMessage, frameMessage } from './grpc-framing.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
+import { manageConnection, type ConnectionPolicy } from './connection-lifecycle.js';
 
 export interface PeerInfo {
   address: string;
@@ -55,6 +56,11 @@ export class GrpcCall {
 
   get closed(): boolean {
     return this.finished || this.stream.closed || this.stream.destroyed;
+  }
+
+  /** The HTTP/2 connection this call rides on. */
+  get session(): http2.Http2Session | undefined {
+    return this.stream.session;
   }
 
   /** True while the stream's write buffer is over its high-water mark. */
@@ -132,12 +138,15 @@ function secureContextOptions(tls: TlsOptions) {
   return { key: tls.key, cert: tls.cert, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}) };
 }
 
-const SESSION_MEMORY_MB = 512;
+const DEFAULT_SESSION_MEMORY_MB = 512;
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
   maxStreamsPerConnection: number;
+  /** Node's maxSessionMemory, in MB: data queued on one connection beyond it refuses new streams. */
+  maxConnectionMemoryMb?: number;
+  connections?: ConnectionPolicy;
   log: Logger;
 }
 
@@ -183,7 +192,7 @@ export class GrpcServer {
     const settings = { maxConcurrentStreams: this.options.maxStreamsPerConnection };
     // Node counts every byte queued on a connection against maxSessionMemory (10 MB by default) and
     // refuses new streams past it; a fan-out to many streams of one connection queues far more.
-    const maxSessionMemory = SESSION_MEMORY_MB;
+    const maxSessionMemory = this.options.maxConnectionMemoryMb ?? DEFAULT_SESSION_MEMORY_MB;
     const server = tls
       ? http2.createSecureServer({ ...secureContextOptions(tls), settings, maxSessionMemory })
       : http2.createServer({ settings, maxSessionMemory });
@@ -191,6 +200,11 @@ export class GrpcServer {
       this.sessions.add(session);
       session.on('error', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
       session.on('close', () => this.sessions.delete(session));
+      if (this.options.connections) {
+        manageConnection(session, this.options.connections, () => {
+          for (const call of this.calls) if (this.longLivedCalls.has(call) && call.session === session) call.end(GrpcStatus.UNAVAILABLE, 'connection reached its maximum age');
+        });
+      }
     });
     server.on('stream', (stream, headers) => this.onStream(stream, headers));
     server.on('sessionError', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
