@@ -3,6 +3,7 @@ import { Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
 import { authenticateCaller } from './ca/authenticator.js';
+import { xfccHeader } from './ca/ca-forwarder.js';
 import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
 import { CA_AUDIENCE } from './ca/identity.js';
 import { loadKubeConfig } from './k8s/kube-client.js';
@@ -251,7 +252,10 @@ export class Relay {
       // and may only ask for its own namespace and service account.
       const tokens = ca?.tokens ?? tokenReview;
       const authenticate: StreamAuthenticator | undefined = config.xdsIdentityCheck
-        ? async (call) => (await authenticateCaller(call, { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) })).identity
+        ? async (call) => {
+          const caller = await authenticateCaller(call, { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) });
+          return { ...caller.identity, ...(caller.via === 'client-certificate' ? { forwardedClientCert: xfccHeader(caller) } : {}) };
+        }
         : undefined;
       const server = newServer(authenticate);
       addresses.tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());

@@ -1,7 +1,8 @@
 import { ResourceCache, type ResourceUpdate } from '../../src/xds/cache/resource-cache.js';
 import { NonceSource, ResponseMemo } from '../../src/xds/cache/response-memo.js';
 import { AdsService } from '../../src/xds/downstream/ads-service.js';
-import type { ViewAttachment, ViewProvider, XdsView } from '../../src/xds/downstream/view.js';
+import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../../src/xds/downstream/view.js';
+import type { ProxyNode } from '../../src/xds/protocol/node.js';
 import { GrpcServer } from '../../src/transport/grpc-server.js';
 import { formatAddress, type ListenAddress } from '../../src/transport/listen-address.js';
 import { testLog } from './harness.js';
@@ -25,13 +26,18 @@ class StaticProvider implements ViewProvider, XdsView {
 
   report(): void {}
 
-  attach(): ViewAttachment {
+  /** What each proxy stream arrived with: node id and call metadata (headers). */
+  readonly attachments: Array<{ node: string; metadata: Record<string, string> }> = [];
+
+  attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
+    this.attachments.push({ node: node.id, metadata: stream.callMetadata });
     return { view: this, key: 'static', mode: 'static', release: () => {} };
   }
 }
 
 export interface StaticUpstream {
   cache: ResourceCache;
+  attachments: StaticProvider['attachments'];
   ads: AdsService;
   server: GrpcServer;
   target: string;
@@ -65,6 +71,7 @@ export async function startStaticUpstream(port = 0): Promise<StaticUpstream> {
   const address = await server.listen({ host: '127.0.0.1', port });
   return {
     cache: provider.cache,
+    attachments: provider.attachments,
     ads,
     server,
     address,

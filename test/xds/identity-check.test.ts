@@ -7,6 +7,7 @@ import { createCertificate, opensslCsr } from '../helpers/ca-client.js';
 import { caRig, type CaRig } from '../helpers/ca-rig.js';
 import { loadConfig } from '../../src/config/load.js';
 import { serveSchema } from '../../src/config/schema.js';
+import { startStaticUpstream } from '../helpers/static-upstream.js';
 
 const tlsOptions = { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc', 'grpc.default_authority': 'istiod.istio-system.svc' };
 
@@ -52,3 +53,19 @@ test('the plaintext listener stays on loopback unless opened explicitly', (t) =>
   t.notThrows(() => loadConfig(serveSchema, ['--xds-listen', '[::1]:15010'], {}));
   t.notThrows(() => loadConfig(serveSchema, ['--xds-listen', '0.0.0.0:15010', '--plaintext-remote'], {}));
 });
+
+for (const mode of ['stream', 'group'] as const) {
+  test(`[${mode} mode] a VM authenticated by its certificate is vouched for upstream with x-forwarded-client-cert`, async (t) => {
+    const upstream = await startStaticUpstream();
+    upstream.set(TypeUrl.cluster, { a: 'A' });
+    const r = await caRig('ec-p256', { tlsListen: '127.0.0.1:0', upstream: upstream.target, mode });
+    t.teardown(async () => {
+      await r.close();
+      await upstream.close();
+    });
+    const credentials = await workloadCredentials(r, 'vm', 'vm-sa');
+    t.is(await xdsStatus(r, credentials, vmNode()), 'served');
+    const seen = upstream.attachments.at(-1)!;
+    t.regex(seen.metadata['x-forwarded-client-cert'] ?? '', /^Hash=[0-9a-f]{64};Subject="";URI=spiffe:\/\/cluster\.local\/ns\/vm\/sa\/vm-sa$/);
+  });
+}

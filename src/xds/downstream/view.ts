@@ -40,6 +40,8 @@ export interface CallerIdentity {
   trustDomain: string;
   namespace: string;
   serviceAccount: string;
+  /** How to vouch for this caller to istiod (`x-forwarded-client-cert`), when it proved itself with a certificate. */
+  forwardedClientCert?: string;
 }
 
 /** Authenticates a stream before its first request is handled; undefined = no authentication. */

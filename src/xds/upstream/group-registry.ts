@@ -111,6 +111,10 @@ export class GroupRegistry implements ViewProvider {
         if (value) metadata[name] = value;
       }
     }
+    // A VM that proved itself with its workload certificate is vouched for to istiod (its XFCC
+    // authenticator, from TRUSTED_GATEWAY_CIDR). In group mode every member shares the namespace and
+    // service account (both are in the key), so the first verified member speaks for the group.
+    if (stream.caller?.forwardedClientCert) metadata['x-forwarded-client-cert'] = stream.caller.forwardedClientCert;
     group.connect(new UpstreamAdsStream({
       pool: this.options.pool,
       protocol: this.options.protocol,
