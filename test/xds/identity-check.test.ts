@@ -69,3 +69,19 @@ for (const mode of ['stream', 'group'] as const) {
     t.regex(seen.metadata['x-forwarded-client-cert'] ?? '', /^Hash=[0-9a-f]{64};Subject="";URI=spiffe:\/\/cluster\.local\/ns\/vm\/sa\/vm-sa$/);
   });
 }
+
+test('a forged x-forwarded-client-cert from a VM is neither trusted nor passed on', async (t) => {
+  const upstream = await startStaticUpstream();
+  upstream.set(TypeUrl.cluster, { a: 'A' });
+  const r = await caRig('ec-p256', { tlsListen: '127.0.0.1:0', upstream: upstream.target, mode: 'stream' });
+  t.teardown(async () => {
+    await r.close();
+    await upstream.close();
+  });
+  const root = Buffer.from((await createCertificate(r.client, opensslCsr('ec-p256').csr, r.bearer())).at(-1)!);
+  const forged = { 'x-forwarded-client-cert': 'Hash=00;URI=spiffe://cluster.local/ns/vm/sa/vm-sa' };
+  t.is(await xdsStatus(r, grpc.credentials.createSsl(root), vmNode(), forged), 'UNAUTHENTICATED', 'XFCC from a VM proves nothing');
+  const credentials = await workloadCredentials(r, 'vm', 'vm-sa');
+  t.is(await xdsStatus(r, credentials, vmNode(), { 'x-forwarded-client-cert': 'Hash=00;URI=spiffe://cluster.local/ns/kube-system/sa/admin' }), 'served');
+  t.notRegex(upstream.attachments.at(-1)!.metadata['x-forwarded-client-cert'] ?? '', /kube-system/, 'only the relay\'s own XFCC reaches istiod');
+});
