@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
 import { authenticateCaller } from './ca/authenticator.js';
@@ -12,7 +12,7 @@ import { KubernetesTopologyWatch } from './k8s/topology-watch.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
 import { readConfiguredFile } from './config/files.js';
 import type { ServeConfig } from './config/schema.js';
-import type { Logger } from './log.js';
+import { LOG_LEVELS, setLogLevel, type Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
 import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/network-topology.js';
 import { NetworkView } from './mesh/network-view.js';
@@ -30,6 +30,7 @@ import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
 import { AdmissionControl } from './limits/admission-control.js';
 import { TypeUrl, shortTypeName } from './xds/protocol/type-urls.js';
+import { messageType } from './xds/protocol/protos.js';
 
 /**
  * Rewrites applied to upstream resources as they enter a group's cache (once per group and
@@ -48,6 +49,21 @@ function upstreamRewrites(config: ServeConfig): ((typeUrl: string, update: Resou
     }
     return body === update.body ? update : { ...update, body, version: update.version ? `${update.version}~relay` : '' };
   };
+}
+
+const dumpTypes: Record<string, string> = {
+  [TypeUrl.cluster]: 'envoy.config.cluster.v3.Cluster',
+  [TypeUrl.endpoint]: 'envoy.config.endpoint.v3.ClusterLoadAssignment',
+  [TypeUrl.listener]: 'envoy.config.listener.v3.Listener',
+  [TypeUrl.route]: 'envoy.config.route.v3.RouteConfiguration',
+};
+
+/** Resources of known types as JSON for /debug/config_dump; others by size only. */
+function decodeForDump(typeUrl: string, body: Buffer): unknown {
+  const typeName = dumpTypes[typeUrl];
+  if (!typeName) return { typeUrl, bytes: body.length };
+  const type = messageType(typeName);
+  return type.toObject(type.decode(body), { longs: String, enums: String, bytes: String, defaults: false });
 }
 
 export interface RelayAddresses {
@@ -375,6 +391,25 @@ export class Relay {
         collect() { this.set(limiter.refused); },
       });
     }
+    const counters = this.ads.counters;
+    new Counter({
+      name: 'meshrelay_xds_pushes_total', help: 'xDS responses written to proxies, by type (istiod: pilot_xds_pushes)', labelNames: ['type'], registers: [this.metrics],
+      collect() {
+        this.reset();
+        for (const [typeUrl, count] of counters.pushes) this.inc({ type: shortTypeName(typeUrl) }, count);
+      },
+    });
+    new Counter({
+      name: 'meshrelay_xds_nacks_total', help: 'NACKs received from proxies, by type (istiod: pilot_total_xds_rejects)', labelNames: ['type'], registers: [this.metrics],
+      collect() {
+        this.reset();
+        for (const [typeUrl, count] of counters.nacks) this.inc({ type: shortTypeName(typeUrl) }, count);
+      },
+    });
+    new Gauge({
+      name: 'meshrelay_cache_resources', help: 'Resources held in the upstream group caches', registers: [this.metrics],
+      collect() { this.set(groups.list().reduce((sum, group) => sum + group.cache.size(), 0)); },
+    });
     const ads = this.ads;
     new Gauge({
       name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [this.metrics],
@@ -395,6 +430,20 @@ export class Relay {
       return { status: 200, body: proxy ? all.filter((entry) => entry.proxy === proxy) : all };
     });
     admin.route('/debug/networks', () => ({ status: 200, body: this.topology.describe() }));
+    admin.route('/debug/config_dump', (url) => {
+      const proxy = url.searchParams.get('proxy');
+      if (!proxy) return { status: 400, body: { error: 'name the proxy: /debug/config_dump?proxy=<node id>' } };
+      const dump = this.ads.configDump(proxy, decodeForDump);
+      return dump.length > 0 ? { status: 200, body: dump } : { status: 404, body: { error: `no connected proxy ${proxy}` } };
+    });
+    admin.route('/logging', () => ({ status: 200, body: { level: this.log.level } }));
+    admin.putRoute('/logging', (url) => {
+      const level = url.searchParams.get('level') ?? '';
+      if (!LOG_LEVELS.includes(level as never)) return { status: 400, body: { error: `level must be one of ${LOG_LEVELS.join(', ')}` } };
+      setLogLevel(this.log, level as (typeof LOG_LEVELS)[number]);
+      this.log.info({ level }, 'log level changed');
+      return { status: 200, body: { level } };
+    });
     admin.route('/debug/groups', () => ({
       status: 200,
       body: this.groups.list().map((group) => ({

@@ -12,12 +12,18 @@ export type AdminRoute = (url: URL) => { status: number; body: unknown; contentT
  */
 export class AdminServer {
   private readonly routes = new Map<string, AdminRoute>();
+  private readonly putRoutes = new Map<string, AdminRoute>();
   private server: http.Server | undefined;
 
   constructor(private readonly log: Logger) {}
 
   route(path: string, handler: AdminRoute): void {
     this.routes.set(path, handler);
+  }
+
+  /** A page that changes something (PUT), kept apart so a GET can never change state. */
+  putRoute(path: string, handler: AdminRoute): void {
+    this.putRoutes.set(path, handler);
   }
 
   async listen(address: ListenAddress): Promise<ListenAddress> {
@@ -40,8 +46,8 @@ export class AdminServer {
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
     const url = new URL(request.url ?? '/', 'http://admin');
-    const handler = this.routes.get(url.pathname);
-    if (!handler || request.method !== 'GET') {
+    const handler = request.method === 'PUT' ? this.putRoutes.get(url.pathname) : request.method === 'GET' ? this.routes.get(url.pathname) : undefined;
+    if (!handler) {
       response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: `no such page ${url.pathname}`, pages: [...this.routes.keys()] }));
       return;
     }

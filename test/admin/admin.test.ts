@@ -65,3 +65,50 @@ test('groups shows each group\'s members, key fields, upstream state and subscri
   t.true(group.upstream.responses >= 1);
   t.deepEqual(group.subscriptions.CDS, { wildcard: true, names: 0, resources: 1 });
 });
+
+test('config_dump shows what one proxy was sent, decoded; unknown proxies are 404', async (t) => {
+  const r = await rig();
+  t.teardown(r.close);
+  const vm = r.sotw();
+  r.upstream.set(TypeUrl.endpoint, { e1: 'E1' }, 'v7');
+  vm.send({ node: vmNode({ name: 'dumped' }), type_url: TypeUrl.endpoint, resource_names: ['e1'] });
+  await vm.next();
+  const proxy = 'sidecar~172.16.0.5~dumped.vm~vm.svc.cluster.local';
+  const dump = await get(`${r.relay.adminUrl}/debug/config_dump?proxy=${encodeURIComponent(proxy)}`);
+  t.is(dump.status, 200);
+  const eds = dump.body[0].types.EDS;
+  t.is(eds.versionSent, 'v7');
+  t.is(eds.resources[0].name, 'e1');
+  t.is(eds.resources[0].resource.cluster_name, 'e1', 'decoded as a ClusterLoadAssignment');
+  t.is((await get(`${r.relay.adminUrl}/debug/config_dump?proxy=nobody`)).status, 404);
+  t.is((await get(`${r.relay.adminUrl}/debug/config_dump`)).status, 400);
+});
+
+test('the log level can be read and changed at runtime; a bad level is refused', async (t) => {
+  const r = await rig();
+  t.teardown(r.close);
+  t.is((await get(`${r.relay.adminUrl}/logging`)).body.level, 'silent');
+  const changed = await fetch(`${r.relay.adminUrl}/logging?level=debug`, { method: 'PUT' });
+  t.is(changed.status, 200);
+  t.is((await get(`${r.relay.adminUrl}/logging`)).body.level, 'debug');
+  t.is((await fetch(`${r.relay.adminUrl}/logging?level=loud`, { method: 'PUT' })).status, 400);
+  t.is((await fetch(`${r.relay.adminUrl}/logging?level=info`)).status, 200, 'a GET never changes it');
+  t.is((await get(`${r.relay.adminUrl}/logging`)).body.level, 'debug');
+  await fetch(`${r.relay.adminUrl}/logging?level=silent`, { method: 'PUT' });
+});
+
+test('metrics count pushes and NACKs by type, and cached resources', async (t) => {
+  const r = await rig();
+  t.teardown(r.close);
+  r.upstream.set(TypeUrl.cluster, { a: 'A' });
+  const vm = r.sotw();
+  vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+  const first = await vm.next();
+  vm.send({ type_url: TypeUrl.cluster, response_nonce: first.nonce, error_detail: { code: 3, message: 'no' } });
+  await vm.quietFor(100);
+  const metrics = await (await fetch(`${r.relay.adminUrl}/metrics`)).text();
+  t.regex(metrics, /meshrelay_xds_pushes_total\{type="CDS"\} 1/);
+  t.regex(metrics, /meshrelay_xds_nacks_total\{type="CDS"\} 1/);
+  t.regex(metrics, /meshrelay_cache_resources 1/);
+  t.regex(metrics, /meshrelay_xds_connected_proxies 1/);
+});

@@ -28,9 +28,20 @@ export interface SyncStatus {
   }>;
 }
 
+/** Counters kept across sessions (Prometheus counters must not drop when a VM leaves). */
+export class PushCounters {
+  readonly pushes = new Map<string, number>();
+  readonly nacks = new Map<string, number>();
+
+  count(map: Map<string, number>, typeUrl: string): void {
+    map.set(typeUrl, (map.get(typeUrl) ?? 0) + 1);
+  }
+}
+
 /** Serves both ADS methods from one ViewProvider and keeps the live sessions for the admin views. */
 export class AdsService {
   private readonly sessions = new Set<AdsSession>();
+  readonly counters = new PushCounters();
 
   constructor(
     private readonly provider: ViewProvider,
@@ -41,8 +52,9 @@ export class AdsService {
   /** Serves ADS on a server; with `authenticate`, every stream proves who it is first. */
   register(server: GrpcServer, authenticate?: StreamAuthenticator): void {
     const ended = (session: AdsSession) => this.sessions.delete(session);
-    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, this.limits, this.log, ended, authenticate)), { longLived: true });
-    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, this.limits, this.log, ended, authenticate)), { longLived: true });
+    const limits = { ...this.limits, counters: this.counters };
+    server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, limits, this.log, ended, authenticate)), { longLived: true });
+    server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, limits, this.log, ended, authenticate)), { longLived: true });
   }
 
   get connectedProxies(): number {
@@ -68,6 +80,28 @@ export class AdsService {
         acks: state.acks,
         nacks: state.nacks,
         ...(state.lastNack ? { lastNack: state.lastNack } : {}),
+      }])),
+    }));
+  }
+
+  /**
+   * What one proxy was sent, per type: versions and the resources it holds as far as the relay
+   * knows (decoded where the type is known), like istiod's /debug/config_dump?proxyID=.
+   */
+  configDump(proxy: string, decode: (typeUrl: string, body: Buffer) => unknown): unknown[] {
+    return [...this.sessions].filter((session) => session.node?.id === proxy).map((session) => ({
+      stream: session.id,
+      protocol: session.protocol,
+      key: session.attachment?.key ?? '',
+      types: Object.fromEntries([...session.types].map(([typeUrl, state]) => [shortTypeName(typeUrl), {
+        typeUrl,
+        versionSent: state.versionSent,
+        versionAcked: state.versionAcked,
+        ...(state.lastNack ? { lastNack: state.lastNack } : {}),
+        resources: [...state.sent].map(([name, version]) => {
+          const cached = session.attachment?.view.cache.get(typeUrl, name);
+          return { name, version, ...(cached && cached.version === version ? { resource: decode(cached.typeUrl, cached.body) } : {}) };
+        }),
       }])),
     }));
   }

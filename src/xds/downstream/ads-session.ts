@@ -14,6 +14,8 @@ export interface SessionLimits {
   maxTypesPerStream: number;
   /** Admission for new streams, consulted on a stream's first request. */
   admission?: AdmissionControl;
+  /** Push and NACK counts by type, for the metrics. */
+  counters?: { pushes: Map<string, number>; nacks: Map<string, number>; count(map: Map<string, number>, typeUrl: string): void };
 }
 
 export interface NackRecord {
@@ -230,6 +232,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
 
   protected recordNack(typeUrl: string, state: TypeState, nonce: string, error: RpcStatus): void {
     state.nacks++;
+    const counters = this.limits.counters;
+    counters?.count(counters.nacks, typeUrl);
     state.lastNack = { nonce, message: error.message ?? '', code: error.code ?? 0, at: new Date().toISOString() };
     this.attachment!.view.report({ kind: 'nack', typeUrl, error });
     this.log.warn({ stream: this.id, node: this.node?.id, type: shortTypeName(typeUrl), nonce, error: state.lastNack.message }, 'proxy NACKed config');
@@ -283,7 +287,10 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       }
       if (this.mustWaitForEarlierType(typeUrl)) continue;
       this.dirty.delete(typeUrl);
+      const sentBefore = state.lastNonce;
       const writable = this.pushType(typeUrl, state);
+      const counters = this.limits.counters;
+      if (counters && state.lastNonce !== sentBefore) counters.count(counters.pushes, typeUrl);
       if (!writable) {
         this.waitingForDrain = true;
         return;
