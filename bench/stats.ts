@@ -12,10 +12,6 @@ export function summarize(samplesMs: number[]): LatencySummary {
   return { count: sorted.length, p50: rank(50), p99: rank(99), max: sorted.at(-1) ?? 0 };
 }
 
-export function median(values: number[]): number {
-  return summarize(values).p50;
-}
-
 /** Prints rows as an aligned plain-text table (also valid Markdown). */
 export function table(headers: string[], rows: Array<Array<string | number>>): string {
   const cells = [headers, ...rows.map((row) => row.map(String))];

@@ -20,6 +20,7 @@ export const serveSchema = z.object({
   adminListen: optionalAddress.default('127.0.0.1:15014'),
   mode: mode.default('group'),
   modeByNamespace: z.record(z.string(), mode).default({}),
+  // Node metadata that differs per VM without changing what istiod computes (DESIGN §3).
   perInstanceMetadata: z.array(z.string()).default(['INSTANCE_IPS', 'NAME', 'WORKLOAD_NAME', 'WORKLOAD_ENTRY', 'POD_NAME', 'HOSTNAME']),
   perInstanceLabels: z.array(z.string()).default([]),
   groupLingerSeconds: z.number().min(0).default(60),
@@ -123,8 +124,6 @@ export const simSchema = z.object({
   churnRate: z.number().min(0).default(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 }).strict();
-
-export type SimConfig = z.infer<typeof simSchema>;
 
 /** `meshrelay bench csr`: CSR throughput and latency of local signing. */
 export const benchCsrSchema = z.object({

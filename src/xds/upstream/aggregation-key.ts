@@ -14,11 +14,6 @@ export interface AggregationRules {
   perInstanceLabels: string[];
 }
 
-export const defaultAggregationRules: AggregationRules = {
-  perInstanceMetadata: ['INSTANCE_IPS', 'NAME', 'WORKLOAD_NAME', 'WORKLOAD_ENTRY', 'POD_NAME', 'HOSTNAME'],
-  perInstanceLabels: [],
-};
-
 export interface AggregationKey {
   /** Readable prefix plus a hash of every field; equal for nodes istiod would configure alike. */
   key: string;
