@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
 import { authenticateCaller } from './ca/authenticator.js';
@@ -16,9 +16,10 @@ import { LOG_LEVELS, setLogLevel, type Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
 import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/network-topology.js';
 import { NetworkView } from './mesh/network-view.js';
-import { repairClusterSni } from './mesh/sni-repair.js';
-import { GlobalNames } from './mesh/global-names.js';
-import type { ResourceCache, ResourceUpdate } from './xds/cache/resource-cache.js';
+import { upstreamRewrites } from './mesh/upstream-rewrites.js';
+import { decodeForDump } from './admin/config-dump.js';
+import { registerRelayMetrics } from './admin/relay-metrics.js';
+import type { ResourceCache } from './xds/cache/resource-cache.js';
 import { CacheSnapshotStore, restoreInto, snapshotOf } from './persistence/cache-snapshot.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
@@ -29,42 +30,7 @@ import { defaultBackoff, type BackoffPolicy } from './xds/upstream/backoff.js';
 import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
 import { AdmissionControl } from './limits/admission-control.js';
-import { TypeUrl, shortTypeName } from './xds/protocol/type-urls.js';
-import { messageType } from './xds/protocol/protos.js';
-
-/**
- * Rewrites applied to upstream resources as they enter a group's cache (once per group and
- * version): SNI repair and the legacy `.global` bridge. Untouched resources keep their bytes.
- */
-function upstreamRewrites(config: ServeConfig): ((typeUrl: string, update: ResourceUpdate) => ResourceUpdate) | undefined {
-  const globalNames = config.legacyGlobalNames ? new GlobalNames(config.clusterDomain) : undefined;
-  if (!config.repairSni && !globalNames) return undefined;
-  return (typeUrl, update) => {
-    let body = update.body;
-    if (typeUrl === TypeUrl.cluster) {
-      if (globalNames) body = globalNames.cluster(body);
-      if (config.repairSni) body = repairClusterSni(body);
-    } else if (typeUrl === TypeUrl.route && globalNames) {
-      body = globalNames.routes(body);
-    }
-    return body === update.body ? update : { ...update, body, version: update.version ? `${update.version}~relay` : '' };
-  };
-}
-
-const dumpTypes: Record<string, string> = {
-  [TypeUrl.cluster]: 'envoy.config.cluster.v3.Cluster',
-  [TypeUrl.endpoint]: 'envoy.config.endpoint.v3.ClusterLoadAssignment',
-  [TypeUrl.listener]: 'envoy.config.listener.v3.Listener',
-  [TypeUrl.route]: 'envoy.config.route.v3.RouteConfiguration',
-};
-
-/** Resources of known types as JSON for /debug/config_dump; others by size only. */
-function decodeForDump(typeUrl: string, body: Buffer): unknown {
-  const typeName = dumpTypes[typeUrl];
-  if (!typeName) return { typeUrl, bytes: body.length };
-  const type = messageType(typeName);
-  return type.toObject(type.decode(body), { longs: String, enums: String, bytes: String, defaults: false });
-}
+import { shortTypeName } from './xds/protocol/type-urls.js';
 
 export interface RelayAddresses {
   xds?: ListenAddress;
@@ -282,7 +248,7 @@ export class Relay {
       admission: { streams: streamAdmission, csrs: csrAdmission },
       closables: [meshNetworksFile, kubernetesTopology, streamAdmission, csrAdmission],
     });
-    relay.registerXdsMetrics();
+    registerRelayMetrics(metrics, { groups, ads, admission: relay.admission });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
     if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000);
     if (config.adminListen) {
@@ -362,59 +328,6 @@ export class Relay {
     for (const source of this.closables) source?.close();
     this.topology.close();
     this.log.info('meshrelay stopped');
-  }
-
-  /** Counted at scrape time from the groups, so the hot path does no bookkeeping for them. */
-  private registerXdsMetrics(): void {
-    const groups = this.groups;
-    new Gauge({
-      name: 'meshrelay_eds_translations', help: 'EDS split-horizon translations done for shared upstream views, by downstream network (one per resource version and network, not per VM)',
-      labelNames: ['network'], registers: [this.metrics],
-      collect() {
-        this.reset();
-        const totals = new Map<string, number>();
-        for (const group of groups.list()) for (const [network, view] of group.networkViews) totals.set(network, (totals.get(network) ?? 0) + view.translations);
-        for (const [network, count] of totals) this.set({ network }, count);
-      },
-    });
-    new Gauge({
-      name: 'meshrelay_upstream_streams', help: 'Upstream ADS streams open to the control plane', registers: [this.metrics],
-      collect() { this.set(groups.upstreamStreams()); },
-    });
-    for (const [kind, limiter] of Object.entries(this.admission)) {
-      new Gauge({
-        name: `meshrelay_admission_${kind}_queued`, help: `${kind} waiting for admission`, registers: [this.metrics],
-        collect() { this.set(limiter.queued); },
-      });
-      new Gauge({
-        name: `meshrelay_admission_${kind}_refused`, help: `${kind} refused with UNAVAILABLE since start (overload)`, registers: [this.metrics],
-        collect() { this.set(limiter.refused); },
-      });
-    }
-    const counters = this.ads.counters;
-    new Counter({
-      name: 'meshrelay_xds_pushes_total', help: 'xDS responses written to proxies, by type (istiod: pilot_xds_pushes)', labelNames: ['type'], registers: [this.metrics],
-      collect() {
-        this.reset();
-        for (const [typeUrl, count] of counters.pushes) this.inc({ type: shortTypeName(typeUrl) }, count);
-      },
-    });
-    new Counter({
-      name: 'meshrelay_xds_nacks_total', help: 'NACKs received from proxies, by type (istiod: pilot_total_xds_rejects)', labelNames: ['type'], registers: [this.metrics],
-      collect() {
-        this.reset();
-        for (const [typeUrl, count] of counters.nacks) this.inc({ type: shortTypeName(typeUrl) }, count);
-      },
-    });
-    new Gauge({
-      name: 'meshrelay_cache_resources', help: 'Resources held in the upstream group caches', registers: [this.metrics],
-      collect() { this.set(groups.list().reduce((sum, group) => sum + group.cache.size(), 0)); },
-    });
-    const ads = this.ads;
-    new Gauge({
-      name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [this.metrics],
-      collect() { this.set(ads.connectedProxies); },
-    });
   }
 
   private registerAdminRoutes(admin: AdminServer): void {

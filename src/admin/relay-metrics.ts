@@ -1,0 +1,61 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { AdmissionControl } from '../limits/admission-control.js';
+import type { AdsService } from '../xds/downstream/ads-service.js';
+import { shortTypeName } from '../xds/protocol/type-urls.js';
+import type { GroupRegistry } from '../xds/upstream/group-registry.js';
+
+/**
+ * The xDS side's metrics, named like istiod's where they mean the same. Values are read from the
+ * live objects at scrape time, so the hot path does no bookkeeping for them.
+ */
+export function registerRelayMetrics(registry: Registry, parts: { groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl> }): void {
+  const groups = parts.groups;
+  new Gauge({
+    name: 'meshrelay_eds_translations', help: 'EDS split-horizon translations done for shared upstream views, by downstream network (one per resource version and network, not per VM)',
+    labelNames: ['network'], registers: [registry],
+    collect() {
+      this.reset();
+      const totals = new Map<string, number>();
+      for (const group of groups.list()) for (const [network, view] of group.networkViews) totals.set(network, (totals.get(network) ?? 0) + view.translations);
+      for (const [network, count] of totals) this.set({ network }, count);
+    },
+  });
+  new Gauge({
+    name: 'meshrelay_upstream_streams', help: 'Upstream ADS streams open to the control plane', registers: [registry],
+    collect() { this.set(groups.upstreamStreams()); },
+  });
+  for (const [kind, limiter] of Object.entries(parts.admission)) {
+    new Gauge({
+      name: `meshrelay_admission_${kind}_queued`, help: `${kind} waiting for admission`, registers: [registry],
+      collect() { this.set(limiter.queued); },
+    });
+    new Gauge({
+      name: `meshrelay_admission_${kind}_refused`, help: `${kind} refused with UNAVAILABLE since start (overload)`, registers: [registry],
+      collect() { this.set(limiter.refused); },
+    });
+  }
+  const counters = parts.ads.counters;
+  new Counter({
+    name: 'meshrelay_xds_pushes_total', help: 'xDS responses written to proxies, by type (istiod: pilot_xds_pushes)', labelNames: ['type'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [typeUrl, count] of counters.pushes) this.inc({ type: shortTypeName(typeUrl) }, count);
+    },
+  });
+  new Counter({
+    name: 'meshrelay_xds_nacks_total', help: 'NACKs received from proxies, by type (istiod: pilot_total_xds_rejects)', labelNames: ['type'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [typeUrl, count] of counters.nacks) this.inc({ type: shortTypeName(typeUrl) }, count);
+    },
+  });
+  new Gauge({
+    name: 'meshrelay_cache_resources', help: 'Resources held in the upstream group caches', registers: [registry],
+    collect() { this.set(groups.list().reduce((sum, group) => sum + group.cache.size(), 0)); },
+  });
+  const ads = parts.ads;
+  new Gauge({
+    name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [registry],
+    collect() { this.set(ads.connectedProxies); },
+  });
+}
