@@ -27,6 +27,8 @@ export class ConnectionPool {
       'grpc.max_reconnect_backoff_ms': 10_000,
     }));
     this.load = this.clients.map(() => 0);
+    // Connect now rather than on the first stream, so readiness reflects the upstream at once.
+    for (const client of this.clients) client.getChannel().getConnectivityState(true);
   }
 
   get target(): string {
