@@ -1,0 +1,108 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const kubeApiServerBinary = path.join(root, '.cache/peers/kube-apiserver-for-tests');
+
+/** Why the real kube-apiserver tests cannot run here, or undefined when they can. */
+export function kubeApiServerUnavailable(): string | undefined {
+  if (existsSync(kubeApiServerBinary)) return undefined;
+  return 'real kube-apiserver not built (needs Go and its module proxy): run scripts/build-test-peers.sh';
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface KubeApiServer {
+  url: string;
+  /** A kubeconfig with a cluster-admin token, as the relay would be given. */
+  kubeconfig: string;
+  request(method: string, apiPath: string, body?: unknown): Promise<any>;
+  /** A service-account token from the TokenRequest API. */
+  token(namespace: string, serviceAccount: string, audiences: string[]): Promise<string>;
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A real kube-apiserver (with embedded etcd) on loopback, with service-account issuer keys. */
+export async function startKubeApiServer(): Promise<KubeApiServer> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kube-apiserver-'));
+  execFileSync('openssl', ['genrsa', '-out', path.join(dir, 'sa.key'), '2048'], { stdio: 'ignore' });
+  writeFileSync(path.join(dir, 'tokens.csv'), 'admin-token,admin,admin,system:masters\n');
+  const [port, etcdClient, etcdPeer] = [await freePort(), await freePort(), await freePort()];
+  const url = `https://127.0.0.1:${port}`;
+  const args = [
+    '--data-dir', path.join(dir, 'data'), '--etcd-client-port', String(etcdClient), '--etcd-peer-port', String(etcdPeer), '--',
+    `--secure-port=${port}`, '--bind-address=127.0.0.1', `--cert-dir=${path.join(dir, 'certs')}`,
+    '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+    `--service-account-key-file=${path.join(dir, 'sa.key')}`, `--service-account-signing-key-file=${path.join(dir, 'sa.key')}`,
+    '--api-audiences=https://kubernetes.default.svc.cluster.local,istio-ca',
+    `--token-auth-file=${path.join(dir, 'tokens.csv')}`, '--authorization-mode=RBAC', '--service-cluster-ip-range=10.96.0.0/16',
+  ];
+  let child: ChildProcess | undefined;
+  // The API server's certificate is self-signed for the test, so the test client does not verify it.
+  const request = (method: string, apiPath: string, body?: unknown) => new Promise<any>((resolve, reject) => {
+    const req = https.request(`${url}${apiPath}`, {
+      method, rejectUnauthorized: false, headers: { authorization: 'Bearer admin-token', 'content-type': 'application/json' },
+    }, (response) => {
+      let text = '';
+      response.on('data', (chunk) => { text += chunk; });
+      response.on('end', () => {
+        if ((response.statusCode ?? 500) >= 300) reject(new Error(`${method} ${apiPath}: ${response.statusCode} ${text.slice(0, 300)}`));
+        else resolve(text && text.trim().startsWith('{') ? JSON.parse(text) : text);
+      });
+    });
+    req.on('error', reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+  const start = async () => {
+    child = spawn(kubeApiServerBinary, args, { stdio: 'ignore' });
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        await request('GET', '/readyz');
+        return;
+      } catch (error) {
+        if (Date.now() > deadline) throw new Error(`kube-apiserver did not become ready: ${(error as Error).message}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+  };
+  const stop = async () => {
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child!.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child?.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  await start();
+  const kubeconfig = path.join(dir, 'kubeconfig');
+  writeFileSync(kubeconfig, `apiVersion: v1
+kind: Config
+clusters: [{ name: test, cluster: { server: "${url}", insecure-skip-tls-verify: true } }]
+users: [{ name: admin, user: { token: admin-token } }]
+contexts: [{ name: test, context: { cluster: test, user: admin } }]
+current-context: test
+`);
+  return {
+    url, kubeconfig, request,
+    token: async (namespace, serviceAccount, audiences) =>
+      (await request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${serviceAccount}/token`, { spec: { audiences, expirationSeconds: 3600 } })).status.token,
+    restart: async () => { await stop(); await start(); },
+    close: stop,
+  };
+}
+
