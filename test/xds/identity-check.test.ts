@@ -1,4 +1,7 @@
+import { generateKeyPairSync } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import { loadCaBundle } from '../../src/ca/ca-bundle.js';
+import { Oid, derToPem, issueCertificate } from '../../src/ca/x509.js';
 import test from 'ava';
 import { formatAddress } from '../../src/transport/listen-address.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
@@ -84,4 +87,25 @@ test('a forged x-forwarded-client-cert from a VM is neither trusted nor passed o
   const credentials = await workloadCredentials(r, 'vm', 'vm-sa');
   t.is(await xdsStatus(r, credentials, vmNode(), { 'x-forwarded-client-cert': 'Hash=00;URI=spiffe://cluster.local/ns/kube-system/sa/admin' }), 'served');
   t.notRegex(upstream.attachments.at(-1)!.metadata['x-forwarded-client-cert'] ?? '', /kube-system/, 'only the relay\'s own XFCC reaches istiod');
+});
+
+test('expired or foreign workload certificates are refused on the TLS listener (UNAUTHENTICATED)', async (t) => {
+  const r = await caRig('ec-p256', { tlsListen: '127.0.0.1:0' });
+  t.teardown(r.close);
+  const foreign = await caRig('ec-p256');
+  t.teardown(foreign.close);
+  const bundle = loadCaBundle(r.caDir);
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const expired = issueCertificate({
+    subject: [], spki: publicKey.export({ type: 'spki', format: 'der' }),
+    notBefore: new Date(Date.now() - 2 * 3600_000), notAfter: new Date(Date.now() - 3600_000),
+    isCa: false, keyUsage: ['digitalSignature', 'keyEncipherment'], extendedKeyUsage: [Oid.serverAuth, Oid.clientAuth], uris: ['spiffe://cluster.local/ns/vm/sa/vm-sa'],
+  }, bundle.issuer);
+  const key = Buffer.from(privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  const expiredCredentials = grpc.credentials.createSsl(Buffer.from(bundle.rootPem), key, Buffer.from([derToPem(expired), ...bundle.chainPems].join('')));
+  t.is(await xdsStatus(r, expiredCredentials, vmNode()), 'UNAUTHENTICATED', 'expired');
+  const foreignCsr = opensslCsr('ec-p256');
+  const foreignChain = await createCertificate(foreign.client, foreignCsr.csr, foreign.bearer('vm', 'vm-sa'));
+  const foreignCredentials = grpc.credentials.createSsl(Buffer.from(bundle.rootPem), Buffer.from(foreignCsr.keyPem), Buffer.from(foreignChain.slice(0, -1).join('')));
+  t.is(await xdsStatus(r, foreignCredentials, vmNode()), 'UNAUTHENTICATED', 'chained to another root');
 });
