@@ -85,35 +85,24 @@ export class Relay {
   readinessDrainMs = 0;
   private admin: AdminServer | undefined;
 
-  readonly addresses: RelayAddresses;
-  readonly ads: AdsService;
-  readonly groups: GroupRegistry;
-  readonly embedded: RunningSim | undefined;
-  readonly ca: CaSubsystem | undefined;
-  readonly metrics: Registry;
-  readonly topology: NetworkTopology;
-  readonly admission: { streams: AdmissionControl; csrs: AdmissionControl };
-  private readonly pool: ConnectionPool;
-  private readonly servers: GrpcServer[];
-  private readonly serving: ServingCertificate | undefined;
+  // Assigned from RelayParts in the constructor (declare: no field initialisers to overwrite them).
+  declare readonly addresses: RelayAddresses;
+  declare readonly ads: AdsService;
+  declare readonly groups: GroupRegistry;
+  declare readonly embedded: RunningSim | undefined;
+  declare readonly ca: CaSubsystem | undefined;
+  declare readonly metrics: Registry;
+  declare readonly topology: NetworkTopology;
+  declare readonly admission: { streams: AdmissionControl; csrs: AdmissionControl };
+  declare private readonly pool: ConnectionPool;
+  declare private readonly servers: GrpcServer[];
+  declare private readonly serving: ServingCertificate | undefined;
   /** Parts with timers or watches to stop with the relay. */
-  private readonly closables: Array<{ close(): void } | undefined>;
-  private readonly log: Logger;
+  declare private readonly closables: Array<{ close(): void } | undefined>;
+  declare private readonly log: Logger;
 
   private constructor(parts: RelayParts) {
-    this.addresses = parts.addresses;
-    this.ads = parts.ads;
-    this.groups = parts.groups;
-    this.embedded = parts.embedded;
-    this.ca = parts.ca;
-    this.metrics = parts.metrics;
-    this.topology = parts.topology;
-    this.admission = parts.admission;
-    this.pool = parts.pool;
-    this.servers = parts.servers;
-    this.serving = parts.serving;
-    this.closables = parts.closables;
-    this.log = parts.log;
+    Object.assign(this, parts);
   }
 
   /** Starts everything; if any part fails, what was already started is stopped again. */

@@ -63,27 +63,37 @@ function translate(proxyNetwork: string, cla = assignment()) {
   };
 }
 
-test('istiod vector from_network1: local endpoints direct, network2 per-cluster gateways, gateway-less network4 direct (weights ×6)', (t) => {
-  const got = translate('network1');
-  t.deepEqual(got.byAddress, [
-    { address: '10.0.0.1', weight: 6 }, { address: '10.0.0.2', weight: 6 },
-    { address: '2.2.2.2', weight: 6 }, { address: '2.2.2.20', weight: 6 }, { address: '2.2.2.21', weight: 6 },
-    { address: '40.0.0.1', weight: 6 },
-  ]);
-  t.is(got.localityWeight, 36);
-  t.deepEqual(got.workloads, [';ns;example;;cluster1a', ';ns;example;;cluster1b', ';ns;example;;cluster4', ';;;;cluster2a', ';;;;cluster2b', ';;;;cluster2b']);
-});
+const vectors: Array<{ proxy: string; what: string; want: Array<{ address: string; weight: number }>; workloads: string[] }> = [
+  {
+    proxy: 'network1',
+    what: 'local endpoints direct, network2 per-cluster gateways, gateway-less network4 direct (weights ×6)',
+    want: [
+      { address: '10.0.0.1', weight: 6 }, { address: '10.0.0.2', weight: 6 },
+      { address: '2.2.2.2', weight: 6 }, { address: '2.2.2.20', weight: 6 }, { address: '2.2.2.21', weight: 6 },
+      { address: '40.0.0.1', weight: 6 },
+    ],
+    workloads: [';ns;example;;cluster1a', ';ns;example;;cluster1b', ';ns;example;;cluster4', ';;;;cluster2a', ';;;;cluster2b', ';;;;cluster2b'],
+  },
+  {
+    proxy: 'network2',
+    what: 'network1 endpoints aggregate on its single gateway (cluster fallback to network)',
+    want: [
+      { address: '1.1.1.1', weight: 12 },
+      { address: '20.0.0.1', weight: 6 }, { address: '20.0.0.2', weight: 6 }, { address: '20.0.0.3', weight: 6 },
+      { address: '40.0.0.1', weight: 6 },
+    ],
+    workloads: [';ns;example;;cluster2a', ';ns;example;;cluster2b', ';ns;example;;cluster2b', ';ns;example;;cluster4', ';;;;cluster1a'],
+  },
+];
 
-test('istiod vector from_network2: network1 endpoints aggregate on its single gateway (cluster fallback to network)', (t) => {
-  const got = translate('network2');
-  t.deepEqual(got.byAddress, [
-    { address: '1.1.1.1', weight: 12 },
-    { address: '20.0.0.1', weight: 6 }, { address: '20.0.0.2', weight: 6 }, { address: '20.0.0.3', weight: 6 },
-    { address: '40.0.0.1', weight: 6 },
-  ]);
-  t.is(got.localityWeight, 36);
-  t.deepEqual(got.workloads, [';ns;example;;cluster2a', ';ns;example;;cluster2b', ';ns;example;;cluster2b', ';ns;example;;cluster4', ';;;;cluster1a']);
-});
+for (const vector of vectors) {
+  test(`istiod vector from_${vector.proxy}: ${vector.what}`, (t) => {
+    const got = translate(vector.proxy);
+    t.deepEqual(got.byAddress, vector.want);
+    t.is(got.localityWeight, 36);
+    t.deepEqual(got.workloads, vector.workloads);
+  });
+}
 
 for (const network of ['network3', 'network4']) {
   test(`istiod vector from_${network}: every remote network through its gateways`, (t) => {
