@@ -21,6 +21,7 @@ export type RelayErrorCode =
   | 'MR_CA_OVERLOADED'
   | 'MR_CA_UNAVAILABLE'
   | 'MR_OVERLOADED'
+  | 'MR_REGISTRATION_FAILED'
   | 'MR_INTERNAL';
 
 /** The project's one error type: a stable code plus the gRPC status it maps to. */

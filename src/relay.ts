@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
@@ -9,6 +10,9 @@ import { CA_AUDIENCE } from './ca/identity.js';
 import { loadKubeConfig } from './k8s/kube-client.js';
 import { TokenReviewVerifier } from './k8s/token-review.js';
 import { KubernetesTopologyWatch } from './k8s/topology-watch.js';
+import { WorkloadEntryController } from './k8s/workload-entry-controller.js';
+import { WorkloadEntryStore } from './k8s/workload-entry-store.js';
+import { WorkloadRegisteringProvider } from './k8s/workload-registration.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
 import { readConfiguredFile } from './config/files.js';
 import type { ServeConfig } from './config/schema.js';
@@ -25,7 +29,7 @@ import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
 import { AdsService } from './xds/downstream/ads-service.js';
-import type { StreamAuthenticator } from './xds/downstream/view.js';
+import type { StreamAuthenticator, ViewProvider } from './xds/downstream/view.js';
 import { defaultBackoff, type BackoffPolicy } from './xds/upstream/backoff.js';
 import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
@@ -48,6 +52,7 @@ interface RelayParts {
   embedded: RunningSim | undefined;
   ca: CaSubsystem | undefined;
   serving: ServingCertificate | undefined;
+  workloadEntries: WorkloadEntryController | undefined;
   metrics: Registry;
   topology: NetworkTopology;
   admission: { streams: AdmissionControl; csrs: AdmissionControl };
@@ -97,6 +102,7 @@ export class Relay {
   declare private readonly pool: ConnectionPool;
   declare private readonly servers: GrpcServer[];
   declare private readonly serving: ServingCertificate | undefined;
+  declare readonly workloadEntries: WorkloadEntryController | undefined;
   /** Parts with timers or watches to stop with the relay. */
   declare private readonly closables: Array<{ close(): void } | undefined>;
   declare private readonly log: Logger;
@@ -183,8 +189,23 @@ export class Relay {
     const streamAdmission = new AdmissionControl(admissionPolicy, 'new xDS stream');
     const csrAdmission = new AdmissionControl(admissionPolicy, 'CSR');
     started.push(() => { streamAdmission.close(); csrAdmission.close(); });
-    const ads = new AdsService(groups, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: streamAdmission }, log.child({ component: 'ads' }));
     const metrics = new Registry();
+    let workloadEntries: WorkloadEntryController | undefined;
+    let provider: ViewProvider = groups;
+    if (config.autoRegistration) {
+      const graceMs = config.workloadEntryGracePeriodSeconds * 1000;
+      const controller = new WorkloadEntryController(new WorkloadEntryStore(loadKubeConfig(config.kubeconfig)), {
+        instanceId: config.instanceId || process.env.POD_NAME || hostname(),
+        gracePeriodMs: graceMs,
+        sweepIntervalMs: Math.max(10 * graceMs, 1000),
+        maxConnectionAgeMs: config.maxConnectionAgeSeconds * 1000,
+        backoff,
+      }, metrics, log.child({ component: 'workload-entries' }));
+      workloadEntries = controller;
+      started.push(() => controller.close(0));
+      provider = new WorkloadRegisteringProvider(groups, controller, log.child({ component: 'workload-entries' }));
+    }
+    const ads = new AdsService(provider, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: streamAdmission }, log.child({ component: 'ads' }));
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) started.push(() => ca.close());
@@ -233,7 +254,7 @@ export class Relay {
       serving.onChange((tls) => server.updateTls(tls));
     }
     const relay = new Relay({
-      addresses, ads, groups, pool, servers, embedded, ca, serving, metrics, topology, log,
+      addresses, ads, groups, pool, servers, embedded, ca, serving, workloadEntries, metrics, topology, log,
       admission: { streams: streamAdmission, csrs: csrAdmission },
       closables: [meshNetworksFile, kubernetesTopology, streamAdmission, csrAdmission],
     });
@@ -308,6 +329,8 @@ export class Relay {
     const readinessWindow = Math.min(this.readinessDrainMs, graceMs / 2);
     if (readinessWindow > 0) await new Promise((resolve) => setTimeout(resolve, readinessWindow));
     await Promise.all(this.servers.map((server) => server.close(graceMs - readinessWindow)));
+    // The VMs' disconnects are recorded on their WorkloadEntries before the process goes.
+    await this.workloadEntries?.close(Math.max(1000, graceMs - readinessWindow));
     this.groups.close();
     this.pool.close();
     await this.admin?.close();

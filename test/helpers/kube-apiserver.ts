@@ -1,10 +1,11 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const kubeApiServerBinary = path.join(root, '.cache/peers/kube-apiserver-for-tests');
@@ -32,6 +33,8 @@ export interface KubeApiServer {
   request(method: string, apiPath: string, body?: unknown): Promise<any>;
   /** A service-account token from the TokenRequest API. */
   token(namespace: string, serviceAccount: string, audiences: string[]): Promise<string>;
+  /** Installs the Istio CRDs the relay uses (test/kube-apiserver/istio-crds.yaml) and waits until they are served. */
+  installIstioCrds(): Promise<void>;
   restart(): Promise<void>;
   close(): Promise<void>;
 }
@@ -101,6 +104,25 @@ current-context: test
     url, kubeconfig, request,
     token: async (namespace, serviceAccount, audiences) =>
       (await request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${serviceAccount}/token`, { spec: { audiences, expirationSeconds: 3600 } })).status.token,
+    installIstioCrds: async () => {
+      const text = readFileSync(path.join(root, 'test/kube-apiserver/istio-crds.yaml'), 'utf8');
+      for (const document of parseAllDocuments(text, { merge: true })) {
+        await request('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', document.toJS()).catch((error: Error) => {
+          if (!/: 409 /.test(error.message)) throw error;
+        });
+      }
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          await request('GET', '/apis/networking.istio.io/v1/workloadentries');
+          await request('GET', '/apis/networking.istio.io/v1/workloadgroups');
+          return;
+        } catch (error) {
+          if (Date.now() > deadline) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
+    },
     restart: async () => { await stop(); await start(); },
     close: stop,
   };

@@ -208,7 +208,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     }
     this.node = parseNode(node);
     if (this.caller) checkIdentity(this.node, this.caller);
-    const identity: StreamIdentity = { streamId: this.id, callMetadata: callMetadata(this.call), ...(this.caller ? { caller: this.caller } : {}) };
+    const identity: StreamIdentity = {
+      streamId: this.id, callMetadata: callMetadata(this.call), refuse: (error) => this.refuse(error), ...(this.caller ? { caller: this.caller } : {}),
+    };
     this.attachment = this.provider.attach(this.node, identity);
     this.detachCache = this.attachment.view.cache.onChange((change) => this.onCacheChange(change));
     this.log.info({ stream: this.id, node: this.node.id, key: this.attachment.key, mode: this.attachment.mode, protocol: this.protocol }, 'proxy connected');

@@ -53,6 +53,8 @@ export interface StreamIdentity {
   callMetadata: Record<string, string>;
   /** Set on listeners that authenticate (the TLS one). */
   caller?: CallerIdentity;
+  /** Ends the stream with this error (e.g. the VM may not register its WorkloadEntry). */
+  refuse(error: unknown): void;
 }
 
 export interface ViewProvider {

@@ -1,0 +1,282 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Counter, type Registry } from 'prom-client';
+import { GrpcStatus, RelayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { CallerIdentity } from '../xds/downstream/view.js';
+import { Backoff, type BackoffPolicy } from '../xds/upstream/backoff.js';
+import { isConflict, isRetryable, type WorkloadEntryStore } from './workload-entry-store.js';
+import {
+  Annotation, workloadEntryFromGroup, workloadEntryName, type IstioCondition, type RegisteringProxy, type WorkloadEntry,
+} from './workload-entry-template.js';
+
+export interface WorkloadEntryControllerOptions {
+  /** Written to `istio.io/workloadController`: the relay pod's name. */
+  instanceId: string;
+  /** How long a disconnected VM's entry is kept for it to come back (istiod: 10 s). */
+  gracePeriodMs: number;
+  /** Period of the sweep for stale entries (istiod: 10 × the grace period). */
+  sweepIntervalMs: number;
+  /** VMs' maximum connection age; connected entries older than 2.25× this are stale (0 = never). */
+  maxConnectionAgeMs: number;
+  backoff: BackoffPolicy;
+  /** Attempts per write before giving up (the sweep catches what is left). */
+  maxAttempts?: number;
+}
+
+/** One VM stream's claim on its WorkloadEntry. */
+export interface Registration {
+  readonly proxy: RegisteringProxy;
+  readonly name: string;
+  readonly connectedAt: Date;
+  /** Settles when the entry is written; rejects with a RelayError when the VM may not register. */
+  readonly done: Promise<void>;
+}
+
+/** istiod's time format (Go RFC3339Nano: trailing fractional zeros dropped). */
+export function formatTime(date: Date): string {
+  return date.toISOString().replace(/\.?0+Z$/, 'Z');
+}
+
+function parseTime(value: string | undefined): number | undefined {
+  if (!value) return undefined;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** Like istiod (ValidateWorkloadEntryIdentity): only a VM proven to be the entry's namespace and service account may control it. */
+function checkCanControl(caller: CallerIdentity | undefined, entry: WorkloadEntry): void {
+  const deny = (message: string) => new RelayError('MR_PERMISSION_DENIED', GrpcStatus.PERMISSION_DENIED, message);
+  if (!caller) throw deny('registration of WorkloadEntry requires a verified identity (connect on the TLS listener with a workload certificate or token)');
+  if (caller.namespace !== entry.metadata.namespace) {
+    throw deny(`registration of WorkloadEntry namespace mismatch: "${caller.namespace}" vs "${entry.metadata.namespace}"`);
+  }
+  const serviceAccount = entry.spec.serviceAccount;
+  if (serviceAccount && caller.serviceAccount !== serviceAccount) {
+    throw deny(`registration of WorkloadEntry service account mismatch: "${caller.serviceAccount}" vs "${serviceAccount}"`);
+  }
+}
+
+const entryKey = (namespace: string, name: string) => `${namespace}/${name}`;
+
+/**
+ * WorkloadEntry auto-registration and health for VMs the relay serves in group mode, where istiod
+ * never sees them (DESIGN §4). It follows istiod's controller: the entry is created from the
+ * WorkloadGroup on connect, marked disconnected on the last disconnect and deleted after the grace
+ * period unless the VM came back; `istio.io/workloadController` and `istio.io/connectedAt` decide
+ * which relay replica (or istiod) controls an entry, so replicas never fight over one. Writes to one
+ * entry run in order; conflicts and outages are retried with backoff.
+ */
+export class WorkloadEntryController {
+  /** Live VM streams per entry on this replica. */
+  private readonly connections = new Map<string, number>();
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly cleanupTimers = new Set<NodeJS.Timeout>();
+  private readonly sweepTimer: NodeJS.Timeout;
+  private closed = false;
+  private readonly counters;
+
+  constructor(
+    private readonly store: WorkloadEntryStore,
+    private readonly options: WorkloadEntryControllerOptions,
+    metrics: Registry,
+    private readonly log: Logger,
+  ) {
+    const counter = (name: string, help: string) => new Counter({ name: `meshrelay_${name}`, help, registers: [metrics] });
+    // Named after istiod's auto_registration_* metrics.
+    this.counters = {
+      success: counter('auto_registration_success_total', 'WorkloadEntries created by auto-registration'),
+      updates: counter('auto_registration_updates_total', 'WorkloadEntries taken over or refreshed on connect'),
+      unregistrations: counter('auto_registration_unregister_total', 'WorkloadEntries marked disconnected'),
+      deletes: counter('auto_registration_deletes_total', 'WorkloadEntries deleted after the grace period or by the sweep'),
+      errors: counter('auto_registration_errors_total', 'Auto-registration writes that failed'),
+      health: counter('workload_entry_health_updates_total', 'Healthy conditions written to WorkloadEntries'),
+    };
+    this.sweepTimer = setInterval(() => void this.sweep().catch((error: unknown) => this.log.warn({ err: (error as Error).message }, 'WorkloadEntry sweep failed')), options.sweepIntervalMs);
+    this.sweepTimer.unref();
+  }
+
+  /** A VM stream asking for auto-registration arrived; its entry is created or taken over. */
+  connect(proxy: RegisteringProxy, caller: CallerIdentity | undefined, connectedAt = new Date()): Registration {
+    const name = workloadEntryName(proxy);
+    const key = entryKey(proxy.namespace, name);
+    this.connections.set(key, (this.connections.get(key) ?? 0) + 1);
+    const done = this.serialize(key, 'register', () => this.register(name, proxy, caller, connectedAt));
+    done.catch(() => this.counters.errors.inc());
+    return { proxy, name, connectedAt, done };
+  }
+
+  /** The VM's stream ended; on its last stream here the entry is marked disconnected, then cleaned up. */
+  disconnect(registration: Registration, disconnectedAt = new Date()): void {
+    const key = entryKey(registration.proxy.namespace, registration.name);
+    const remaining = (this.connections.get(key) ?? 1) - 1;
+    if (remaining > 0) {
+      this.connections.set(key, remaining);
+      return;
+    }
+    this.connections.delete(key);
+    void this.serialize(key, 'unregister', () => this.unregister(registration, disconnectedAt)).catch(() => this.counters.errors.inc());
+  }
+
+  /** istio-agent's health report (sent on transitions) becomes the entry's Healthy condition. */
+  reportHealth(registration: Registration, healthy: boolean, message: string, at = new Date()): void {
+    const key = entryKey(registration.proxy.namespace, registration.name);
+    void this.serialize(key, 'health', () => this.writeHealth(registration, healthy, message, at)).catch(() => this.counters.errors.inc());
+  }
+
+  /** Waits (at most `timeoutMs`) for queued writes, so a stopping replica records its disconnects. */
+  async close(timeoutMs = 5000): Promise<void> {
+    clearInterval(this.sweepTimer);
+    for (const timer of this.cleanupTimers) clearTimeout(timer);
+    this.cleanupTimers.clear();
+    await Promise.race([Promise.allSettled([...this.chains.values()]), sleep(timeoutMs, undefined, { ref: false })]);
+    this.closed = true;
+  }
+
+  /** Deletes auto-registered entries that nobody will clean up otherwise; returns how many. */
+  async sweep(now = Date.now()): Promise<number> {
+    let deleted = 0;
+    for (const entry of await this.store.listAll()) {
+      if (!this.isStale(entry, now)) continue;
+      await this.serialize(entryKey(entry.metadata.namespace, entry.metadata.name), 'sweep', () => this.deleteIfStale(entry.metadata.namespace, entry.metadata.name))
+        .then((removed) => { if (removed) deleted++; }, () => this.counters.errors.inc());
+    }
+    return deleted;
+  }
+
+  private async register(name: string, proxy: RegisteringProxy, caller: CallerIdentity | undefined, connectedAt: Date): Promise<void> {
+    const existing = await this.store.getEntry(proxy.namespace, name);
+    if (existing) {
+      checkCanControl(caller, existing);
+      // The VM has since connected elsewhere (another replica, or istiod): that one controls it.
+      if ((parseTime(existing.metadata.annotations?.[Annotation.connectedAt]) ?? 0) > connectedAt.getTime()) return;
+      await this.store.replace(this.withConnectMeta(existing, connectedAt));
+      this.counters.updates.inc();
+      this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id }, 'took over auto-registered WorkloadEntry');
+      return;
+    }
+    const group = await this.store.getGroup(proxy.namespace, proxy.group);
+    if (!group) {
+      throw new RelayError('MR_REGISTRATION_FAILED', GrpcStatus.FAILED_PRECONDITION,
+        `auto-registration WorkloadEntry of ${proxy.id} failed: cannot find WorkloadGroup ${proxy.namespace}/${proxy.group}`);
+    }
+    const entry = workloadEntryFromGroup(name, proxy, group);
+    checkCanControl(caller, entry);
+    await this.store.create(this.withConnectMeta(entry, connectedAt));
+    this.counters.success.inc();
+    this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id, healthChecks: proxy.healthChecked }, 'auto-registered WorkloadEntry');
+  }
+
+  private withConnectMeta(entry: WorkloadEntry, connectedAt: Date): WorkloadEntry {
+    const annotations: Record<string, string> = { ...entry.metadata.annotations, [Annotation.workloadController]: this.options.instanceId, [Annotation.connectedAt]: formatTime(connectedAt) };
+    delete annotations[Annotation.disconnectedAt];
+    return { ...entry, metadata: { ...entry.metadata, annotations } };
+  }
+
+  private async unregister(registration: Registration, disconnectedAt: Date): Promise<void> {
+    const { proxy, name, connectedAt } = registration;
+    // A VM that came back to this replica while the write was queued keeps its entry.
+    if (this.connections.has(entryKey(proxy.namespace, name))) return;
+    const entry = await this.store.getEntry(proxy.namespace, name);
+    if (!entry) return;
+    const annotations = { ...entry.metadata.annotations };
+    const lastConnected = parseTime(annotations[Annotation.connectedAt]);
+    if (lastConnected !== undefined && lastConnected > connectedAt.getTime()) return;
+    if (annotations[Annotation.workloadController] !== this.options.instanceId) return;
+    if (lastConnected !== undefined && disconnectedAt.getTime() < lastConnected) return;
+    delete annotations[Annotation.connectedAt];
+    annotations[Annotation.disconnectedAt] = formatTime(disconnectedAt);
+    await this.store.replace({ ...entry, metadata: { ...entry.metadata, annotations } });
+    this.counters.unregistrations.inc();
+    this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id, graceMs: this.options.gracePeriodMs }, 'VM disconnected; WorkloadEntry kept for the grace period');
+    if (this.closed) return;
+    const timer = setTimeout(() => {
+      this.cleanupTimers.delete(timer);
+      void this.serialize(entryKey(proxy.namespace, name), 'cleanup', () => this.deleteIfStale(proxy.namespace, name)).catch(() => this.counters.errors.inc());
+    }, this.options.gracePeriodMs);
+    timer.unref();
+    this.cleanupTimers.add(timer);
+  }
+
+  private async deleteIfStale(namespace: string, name: string): Promise<boolean> {
+    const entry = await this.store.getEntry(namespace, name);
+    if (!entry || !this.isStale(entry, Date.now())) return false;
+    await this.store.delete(entry);
+    this.counters.deletes.inc();
+    this.log.info({ entry: `${namespace}/${name}` }, 'deleted auto-registered WorkloadEntry');
+    return true;
+  }
+
+  /**
+   * istiod's rules (disconnected longer than the grace period; connected for longer than 2.25×
+   * the maximum connection age), plus one for this replica: an entry it controls but holds no
+   * stream for (a disconnect write that was lost) is stale after the grace period.
+   */
+  private isStale(entry: WorkloadEntry, now: number): boolean {
+    const annotations = entry.metadata.annotations ?? {};
+    if (!annotations[Annotation.autoRegistrationGroup]) return false;
+    const connectedAt = annotations[Annotation.connectedAt];
+    if (connectedAt) {
+      const since = now - (parseTime(connectedAt) ?? now);
+      const maxAge = this.options.maxConnectionAgeMs;
+      if (maxAge > 0 && since > maxAge * 2.25) return true;
+      return annotations[Annotation.workloadController] === this.options.instanceId
+        && !this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))
+        && since > this.options.gracePeriodMs;
+    }
+    const disconnectedAt = parseTime(annotations[Annotation.disconnectedAt]);
+    if (annotations[Annotation.disconnectedAt] === undefined) return false;
+    return disconnectedAt === undefined || now - disconnectedAt >= this.options.gracePeriodMs;
+  }
+
+  private async writeHealth(registration: Registration, healthy: boolean, message: string, at: Date): Promise<void> {
+    const { proxy, name } = registration;
+    await registration.done;
+    const entry = await this.store.getEntry(proxy.namespace, name);
+    if (!entry) throw new RelayError('MR_REGISTRATION_FAILED', GrpcStatus.NOT_FOUND, `health of ${proxy.id}: WorkloadEntry ${proxy.namespace}/${name} not found`);
+    // Only the controlling replica speaks for the VM's health.
+    if (entry.metadata.annotations?.[Annotation.workloadController] !== this.options.instanceId) return;
+    const conditions = entry.status?.conditions ?? [];
+    const previous = conditions.find((condition) => condition.type === 'Healthy');
+    if (previous && (parseTime(previous.lastProbeTime) ?? 0) > at.getTime()) return;
+    const status = healthy ? 'True' : 'False';
+    const condition: IstioCondition = {
+      type: 'Healthy',
+      status,
+      lastProbeTime: at.toISOString(),
+      lastTransitionTime: previous?.status === status ? previous.lastTransitionTime : at.toISOString(),
+      ...(healthy || !message ? {} : { message }),
+    };
+    const newStatus = { ...entry.status, conditions: [...conditions.filter((c) => c.type !== 'Healthy'), condition] };
+    await this.store.replaceStatus({ ...entry, status: newStatus });
+    this.counters.health.inc();
+    this.log.info({ entry: `${proxy.namespace}/${name}`, healthy, message }, 'WorkloadEntry health updated');
+  }
+
+  /** Runs writes to one entry in order; retries conflicts and outages with backoff. */
+  private serialize<T>(key: string, what: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.chains.get(key) ?? Promise.resolve();
+    const result = previous.then(() => this.withRetries(key, what, task));
+    const settled = result.then(() => undefined, () => undefined);
+    this.chains.set(key, settled);
+    void settled.then(() => {
+      if (this.chains.get(key) === settled) this.chains.delete(key);
+    });
+    return result;
+  }
+
+  private async withRetries<T>(key: string, what: string, task: () => Promise<T>): Promise<T> {
+    const backoff = new Backoff(this.options.backoff);
+    const maxAttempts = this.options.maxAttempts ?? 6;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await task();
+      } catch (error) {
+        const retry = !(error instanceof RelayError) && isRetryable(error) && attempt < maxAttempts && !this.closed;
+        const level = isConflict(error) && retry ? 'debug' : 'warn';
+        this.log[level]({ entry: key, op: what, attempt, err: (error as Error).message, willRetry: retry }, 'WorkloadEntry write failed');
+        if (!retry) throw error instanceof RelayError ? error : new RelayError('MR_UPSTREAM_UNAVAILABLE', GrpcStatus.UNAVAILABLE, `WorkloadEntry ${key}: ${(error as Error).message}`, { cause: error });
+        await sleep(backoff.nextDelayMs());
+      }
+    }
+  }
+}
