@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { AdmissionControl } from '../limits/admission-control.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
@@ -52,6 +52,30 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
   new Gauge({
     name: 'meshrelay_cache_resources', help: 'Resources held in the upstream group caches', registers: [registry],
     collect() { this.set(groups.list().reduce((sum, group) => sum + group.cache.size(), 0)); },
+  });
+  const pushTime = new Histogram({
+    name: 'meshrelay_xds_push_time_seconds', help: 'Time to build and write one xDS response to a proxy, by type (istiod: pilot_xds_push_time)',
+    labelNames: ['type'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1], registers: [registry],
+  });
+  const convergence = new Histogram({
+    name: 'meshrelay_proxy_convergence_time_seconds', help: 'From a change reaching the relay\'s cache to the response carrying it written to a proxy (istiod: pilot_proxy_convergence_time)',
+    labelNames: ['type'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3, 5, 10, 30], registers: [registry],
+  });
+  const byType = new Map<string, { type: string }>();
+  counters.onPush = (typeUrl, pushSeconds, convergenceSeconds) => {
+    let labels = byType.get(typeUrl);
+    if (!labels) byType.set(typeUrl, labels = { type: shortTypeName(typeUrl) });
+    pushTime.observe(labels, pushSeconds);
+    if (convergenceSeconds !== undefined) convergence.observe(labels, convergenceSeconds);
+  };
+  new Gauge({
+    name: 'meshrelay_upstream_stream_state', help: 'Upstream ADS streams by state (streaming, backoff, idle, closed)', labelNames: ['state'], registers: [registry],
+    collect() {
+      this.reset();
+      const counts = new Map<string, number>();
+      for (const group of groups.list()) counts.set(group.upstream.stats.state, (counts.get(group.upstream.stats.state) ?? 0) + 1);
+      for (const [state, count] of counts) this.set({ state }, count);
+    },
   });
   const ads = parts.ads;
   new Gauge({

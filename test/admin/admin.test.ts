@@ -97,7 +97,7 @@ test('the log level can be read and changed at runtime; a bad level is refused',
   await fetch(`${r.relay.adminUrl}/logging?level=silent`, { method: 'PUT' });
 });
 
-test('metrics count pushes and NACKs by type, and cached resources', async (t) => {
+test('metrics count pushes and NACKs by type, push and convergence times, upstream stream state, and cached resources', async (t) => {
   const r = await rig();
   t.teardown(r.close);
   r.upstream.set(TypeUrl.cluster, { a: 'A' });
@@ -111,4 +111,15 @@ test('metrics count pushes and NACKs by type, and cached resources', async (t) =
   t.regex(metrics, /meshrelay_xds_nacks_total\{type="CDS"\} 1/);
   t.regex(metrics, /meshrelay_cache_resources 1/);
   t.regex(metrics, /meshrelay_xds_connected_proxies 1/);
+  t.regex(metrics, /meshrelay_xds_push_time_seconds_count\{type="CDS"\} 1/);
+  t.regex(metrics, /meshrelay_upstream_stream_state\{state="streaming"\} 1/);
+
+  // A change upstream reaches the VM: one convergence sample, from cache to the proxy's stream.
+  const samples = (text: string) => Number(/meshrelay_proxy_convergence_time_seconds_count\{type="CDS"\} (\d+)/.exec(text)?.[1] ?? 0);
+  r.upstream.set(TypeUrl.cluster, { a: 'A2' });
+  await vm.next();
+  const after = await (await fetch(`${r.relay.adminUrl}/metrics`)).text();
+  t.is(samples(after), samples(metrics) + 1);
+  const sum = Number(/meshrelay_proxy_convergence_time_seconds_sum\{type="CDS"\} (\S+)/.exec(after)?.[1]);
+  t.true(sum > 0 && sum < 5, `convergence ${sum}s`);
 });

@@ -9,6 +9,7 @@ import { parseAllDocuments } from 'yaml';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const kubeApiServerBinary = path.join(root, '.cache/peers/kube-apiserver-for-tests');
+export const kubectlBinary = path.join(root, '.cache/peers/kubectl');
 
 /** Why the real kube-apiserver tests cannot run here, or undefined when they can. */
 export function kubeApiServerUnavailable(): string | undefined {
@@ -114,8 +115,7 @@ current-context: test
       const deadline = Date.now() + 30_000;
       for (;;) {
         try {
-          await request('GET', '/apis/networking.istio.io/v1/workloadentries');
-          await request('GET', '/apis/networking.istio.io/v1/workloadgroups');
+          for (const plural of ['workloadentries', 'workloadgroups', 'gateways', 'virtualservices']) await request('GET', `/apis/networking.istio.io/v1/${plural}`);
           return;
         } catch (error) {
           if (Date.now() > deadline) throw error;

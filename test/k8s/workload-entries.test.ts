@@ -1,12 +1,10 @@
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type { ServeConfig } from '../../src/config/schema.js';
-import { formatAddress } from '../../src/transport/listen-address.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
-import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
 import { caRig, type CaRig } from '../helpers/ca-rig.js';
 import { eventually } from '../helpers/harness.js';
+import { connectRegisteringVm, type RegisteringVmOptions } from '../helpers/registering-vm.js';
 import { kubeApiServerUnavailable, startKubeApiServer, type KubeApiServer } from '../helpers/kube-apiserver.js';
 
 const unavailable = kubeApiServerUnavailable();
@@ -44,23 +42,7 @@ async function replica(instanceId: string, overrides: Partial<ServeConfig> = {})
   });
 }
 
-/** A VM as istio-agent connects it: TLS to the relay, a projected token for istio-ca, AUTO_REGISTER_GROUP. */
-async function connectVm(r: CaRig, options: { serviceAccount?: string; group?: string; readinessProbe?: boolean } = {}) {
-  const { serviceAccount = 'vm-sa', group = 'vm-app' } = options;
-  const root = readFileSync(r.rootFile);
-  const target = formatAddress(r.relay.addresses.tls!);
-  const client = new grpc.Client(target, grpc.credentials.createSsl(root), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
-  const token = await api!.token('vm', serviceAccount, ['istio-ca']);
-  const vm = new AdsTestClient(target, 'delta', client, { authorization: `Bearer ${token}` }, true);
-  vm.send({
-    node: vmNode({
-      serviceAccount, labels: { app: 'vm-app', version: 'v2' },
-      extra: { AUTO_REGISTER_GROUP: group, ...(options.readinessProbe ? { PROXY_CONFIG: { readinessProbe: { httpGet: { port: 8080, path: '/ready' } } } } : {}) },
-    }),
-    type_url: TypeUrl.cluster,
-  });
-  return vm;
-}
+const connectVm = (r: CaRig, options: RegisteringVmOptions = {}) => connectRegisteringVm(r, api!, options);
 
 const getEntry = () => api!.request('GET', `${entries}/${ENTRY}`).catch(() => undefined);
 const annotations = (entry: any): Record<string, string | undefined> => entry?.metadata?.annotations ?? {};

@@ -7,6 +7,7 @@ import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
 import type { AdmissionControl } from '../../limits/admission-control.js';
+import type { PushCounters } from './ads-service.js';
 import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
 
 export interface SessionLimits {
@@ -15,7 +16,7 @@ export interface SessionLimits {
   /** Admission for new streams, consulted on a stream's first request. */
   admission?: AdmissionControl;
   /** Push and NACK counts by type, for the metrics. */
-  counters?: { pushes: Map<string, number>; nacks: Map<string, number>; count(map: Map<string, number>, typeUrl: string): void };
+  counters?: PushCounters;
 }
 
 export interface NackRecord {
@@ -42,6 +43,8 @@ export class TypeState {
   lastNack: NackRecord | undefined;
   /** Delta: responses not yet acknowledged, nonce → system version. */
   readonly pending = new Map<string, string>();
+  /** When the oldest change not yet pushed reached the cache (performance.now()), for convergence time. */
+  changedAt: number | undefined;
 }
 
 export interface HealthReport {
@@ -271,7 +274,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       || state.initialResponseDue
       || change.changed.some((name) => subscription.names.has(name))
       || change.removed.some((name) => state.sent.has(name));
-    if (affected) this.markDirty(change.typeUrl);
+    if (!affected) return;
+    state.changedAt ??= performance.now();
+    this.markDirty(change.typeUrl);
   }
 
   private flush(): void {
@@ -290,9 +295,17 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
       if (this.mustWaitForEarlierType(typeUrl)) continue;
       this.dirty.delete(typeUrl);
       const sentBefore = state.lastNonce;
+      const started = performance.now();
       const writable = this.pushType(typeUrl, state);
       const counters = this.limits.counters;
-      if (counters && state.lastNonce !== sentBefore) counters.count(counters.pushes, typeUrl);
+      if (state.lastNonce !== sentBefore) {
+        if (counters) {
+          counters.count(counters.pushes, typeUrl);
+          const now = performance.now();
+          counters.onPush?.(typeUrl, (now - started) / 1000, state.changedAt === undefined ? undefined : (now - state.changedAt) / 1000);
+        }
+        state.changedAt = undefined;
+      }
       if (!writable) {
         this.waitingForDrain = true;
         return;
