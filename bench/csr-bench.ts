@@ -1,10 +1,8 @@
-import { execFileSync, spawn } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import forge from 'node-forge';
 import { loadCaBundle } from '../src/ca/ca-bundle.js';
@@ -14,6 +12,8 @@ import { CreateCertificateMethod } from '../src/ca/ca-forwarder.js';
 import { Oid, issueCertificate, parseCsr, type Issuer } from '../src/ca/x509.js';
 import { messageType } from '../src/xds/protocol/protos.js';
 import { makeCsr } from './csr-factory.js';
+import { cpuSeconds } from './process-stats.js';
+import { startRelayProcess } from './relay-process.js';
 import { summarize, table, type LatencySummary } from './stats.js';
 
 export interface CsrBenchOptions {
@@ -45,40 +45,6 @@ export interface SigningPathResult {
   perSecond: number;
 }
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
-const clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-/** utime + stime of a process, from /proc (the relay's own CPU, not the load generator's). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-}
-
-/** Starts `meshrelay serve` as its own process, signing locally with the given CA directory. */
-async function startRelayProcess(caDir: string, jwksFile: string, stateDir: string, cpuProfileDir: string) {
-  const profiling = cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`] : [];
-  const child = spawn(process.execPath, [...profiling, cli, 'serve', '--ca-mode', 'local', '--ca-dir', caDir, '--jwks-file', jwksFile, '--jwt-issuers', DEV_ISSUER,
-    '--xds-listen', '127.0.0.1:0', '--admin-listen', '', '--log-level', 'error', '--state-dir', stateDir], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(out);
-      if (match) resolve(match[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`relay exited with ${code}: ${out}`)));
-  });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  return {
-    address,
-    pid: child.pid!,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 function encodeRequest(csr: string): Buffer {
   const type = messageType('istio.v1.auth.IstioCertificateRequest');
   return Buffer.from(type.encode(type.fromObject({ csr, validity_duration: 0 })).finish());
@@ -90,7 +56,8 @@ async function endToEnd(caKey: CaKeyType, options: CsrBenchOptions): Promise<End
   try {
     createDevCa(path.join(base, 'ca'), { keyType: caKey });
     const issuer = ensureDevTokenIssuer(path.join(base, 'issuer'));
-    const relay = await startRelayProcess(path.join(base, 'ca'), issuer.jwksFile, base, options.relayCpuProfileDir);
+    const relay = await startRelayProcess(['--ca-mode', 'local', '--ca-dir', path.join(base, 'ca'), '--jwks-file', issuer.jwksFile, '--jwt-issuers', DEV_ISSUER,
+      '--admin-listen', '', '--state-dir', base], { cpuProfileDir: options.relayCpuProfileDir });
     const clients = Array.from({ length: 4 }, () => new grpc.Client(relay.address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
     const requests = Array.from({ length: 16 }, () => encodeRequest(makeCsr(options.csrKey)));
     const metadata = new grpc.Metadata();

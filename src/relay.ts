@@ -343,7 +343,7 @@ export class Relay {
   }
 
   private registerAdminRoutes(admin: AdminServer): void {
-    admin.route('/healthz', () => ({ status: 200, body: { status: 'ok' } }));
+    admin.route('/healthz', () => ({ status: 200, body: { status: 'ok', pid: process.pid } }));
     admin.route('/metrics', async () => ({ status: 200, body: await this.metrics.metrics(), contentType: this.metrics.contentType }));
     admin.route('/readyz', () => {
       const { ready, detail } = this.readiness();

@@ -1,22 +1,53 @@
 import { writeFileSync } from 'node:fs';
 import { runCsrBench } from '../../bench/csr-bench.js';
+import { htmlReport, passed, resultTable } from '../../bench/xds/report.js';
+import { runXdsBench, type TargetKind, type XdsBenchOptions } from '../../bench/xds/xds-bench.js';
 import { loadConfig } from '../config/load.js';
-import { benchCsrSchema } from '../config/schema.js';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { benchCsrSchema, benchXdsSchema } from '../config/schema.js';
 
-const scenarios: Record<string, (argv: string[]) => Promise<void>> = {
-  csr: async (argv) => {
-    const config = loadConfig(benchCsrSchema, argv);
-    const result = await runCsrBench({ concurrency: config.concurrency, seconds: config.seconds, caKeys: config.caKeys, csrKey: config.csrKey, relayCpuProfileDir: config.relayCpuProf });
-    process.stdout.write(`${result.report}\n`);
-    if (config.json) writeFileSync(config.json, `${JSON.stringify({ endToEnd: result.endToEnd, signing: result.signing }, null, 2)}\n`);
-  },
-};
+async function csr(argv: string[]): Promise<void> {
+  const config = loadConfig(benchCsrSchema, argv);
+  const result = await runCsrBench({ concurrency: config.concurrency, seconds: config.seconds, caKeys: config.caKeys, csrKey: config.csrKey, relayCpuProfileDir: config.relayCpuProf });
+  process.stdout.write(`${result.report}\n`);
+  if (config.json) writeFileSync(config.json, `${JSON.stringify({ endToEnd: result.endToEnd, signing: result.signing }, null, 2)}\n`);
+}
 
-/** `meshrelay bench <scenario>`: load tests; `csr` measures the CA (the xDS scenarios are coming). */
+/** The pid behind an admin URL on this host (for CPU and memory), from its /healthz. */
+async function pidOf(adminUrl: string): Promise<number | undefined> {
+  const health = await (await fetch(`${adminUrl}/healthz`)).json() as { pid?: number };
+  return health.pid;
+}
+
+async function xds(argv: string[]): Promise<void> {
+  const config = loadConfig(benchXdsSchema, argv);
+  const targets: TargetKind[] = config.target ? ['external'] : config.compare ? ['direct', 'group', 'stream', 'baseline'] : [config.mode];
+  const live = process.stderr.isTTY;
+  let lastLine = 0;
+  const options: XdsBenchOptions = {
+    ...config,
+    targets,
+    ...(config.target ? { external: { target: config.target, ...(config.adminUrl ? { adminUrl: config.adminUrl, pid: await pidOf(config.adminUrl) } : {}) } } : {}),
+    relayCpuProfileDir: config.relayCpuProf,
+    onProgress: (line) => {
+      // One rewritten line on a terminal; a line every 5 s in logs.
+      if (live) process.stderr.write(`\r${line.padEnd(150).slice(0, 150)}`);
+      else if (Date.now() - lastLine > 5000) {
+        lastLine = Date.now();
+        process.stderr.write(`${line}\n`);
+      }
+    },
+  };
+  const results = await runXdsBench(options);
+  if (live) process.stderr.write('\n');
+  process.stdout.write(`${resultTable(results, options)}\n`);
+  const command = `meshrelay bench ${argv.join(' ')}`;
+  if (config.json) writeFileSync(config.json, `${JSON.stringify({ command, options: config, results }, null, 2)}\n`);
+  if (config.report) writeFileSync(config.report, htmlReport(results, options, command));
+  if (!passed(results)) process.exitCode = 1;
+}
+
+/** `meshrelay bench [flags]`: simulated VM Envoys (xDS); `meshrelay bench csr [flags]`: the CA. */
 export async function runBench(argv: string[]): Promise<void> {
-  const [scenario, ...rest] = argv;
-  const run = scenario ? scenarios[scenario] : undefined;
-  if (!run) throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `bench needs a scenario: ${Object.keys(scenarios).join(', ')}`);
-  await run(rest);
+  if (argv[0] === 'csr') await csr(argv.slice(1));
+  else await xds(argv[0] === 'xds' ? argv.slice(1) : argv);
 }

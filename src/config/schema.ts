@@ -137,3 +137,28 @@ export const benchCsrSchema = z.object({
   json: z.string().default(''),
   relayCpuProf: z.string().default(''),
 }).strict();
+
+/** `meshrelay bench` (xDS): simulated VM Envoys against the relay, the upstream or the raw baseline. */
+export const benchXdsSchema = z.object({
+  clients: z.number().int().min(1).max(100_000).default(1000),
+  groups: z.number().int().min(1).default(4),
+  protocol: z.enum(['delta', 'sotw']).default('delta'),
+  workers: z.number().int().min(1).max(64).default(2),
+  profile: z.enum(['S', 'M', 'L']).default('S'),
+  nackFraction: z.number().min(0).max(1).default(0.01),
+  mode: z.enum(['group', 'stream', 'direct', 'baseline']).default('group'),
+  compare: z.boolean().default(false),
+  target: z.union([z.literal(''), address]).default(''),
+  adminUrl: z.string().default(''),
+  connectRate: z.number().min(0).default(0),
+  scenarios: z.array(z.enum(['connect', 'eds', 'cds', 'churn', 'upstream-restart', 'reconnect'])).default(['connect', 'eds', 'cds', 'churn', 'upstream-restart', 'reconnect']),
+  churnRate: z.number().min(0.1).default(20),
+  churnSeconds: z.number().min(0).default(5),
+  timeoutSeconds: z.number().min(1).default(120),
+  json: z.string().default(''),
+  report: z.string().default(''),
+  relayCpuProf: z.string().default(''),
+}).strict().superRefine((config, context) => {
+  if (config.clients < config.groups) context.addIssue({ code: 'custom', path: ['groups'], message: 'cannot exceed clients' });
+  if (config.target && config.compare) context.addIssue({ code: 'custom', path: ['compare'], message: 'starts its own targets; it cannot be combined with target' });
+});

@@ -165,3 +165,4 @@ test('an unknown type is passed through byte for byte with the upstream version'
   t.is(response.resources[0]!.resource!.type_url, customType);
   t.is(response.resources[0]!.version, upstreamCopy.version);
 });
+

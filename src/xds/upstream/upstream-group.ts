@@ -10,6 +10,8 @@ class TypeInterest {
   wildcard = 0;
   upstreamWildcard = false;
   readonly names = new Map<string, number>();
+  /** Names whose last subscriber left in this tick: forgotten unless someone subscribes again first. */
+  readonly leaving = new Set<string>();
 }
 
 /**
@@ -23,6 +25,7 @@ export class UpstreamGroup implements XdsView {
   readonly createdAt = new Date().toISOString();
   private readonly interest = new Map<string, TypeInterest>();
   private lingerTimer: NodeJS.Timeout | undefined;
+  private forgetScheduled = false;
   upstream!: UpstreamAdsStream;
   /** Per downstream network, when the group's upstream view is shared across networks. */
   readonly networkViews = new Map<string, XdsView & { translations: number; close(): void }>();
@@ -70,11 +73,27 @@ export class UpstreamGroup implements XdsView {
     const wildcardBefore = interest.upstreamWildcard;
     interest.upstreamWildcard ||= interest.wildcard > 0;
     // A named resource nobody subscribes to is dropped: nobody holds it, and the upstream would not
-    // tell us if it were deleted while unsubscribed.
-    if (!interest.upstreamWildcard) this.cache.forget(typeUrl, dropped);
+    // tell us if it were deleted while unsubscribed. Only at the end of the tick, as the upstream
+    // unsubscribe is sent then: VMs reconnecting together leave and rejoin within one tick, and the
+    // upstream, never told of it, would not send the resources again.
+    for (const name of dropped) interest.leaving.add(name);
+    if (dropped.length > 0) this.scheduleForget();
     if (namesChanged || wildcardBefore !== interest.upstreamWildcard) {
       this.upstream.setDesired(typeUrl, { wildcard: interest.upstreamWildcard, names: new Set(interest.names.keys()) });
     }
+  }
+
+  private scheduleForget(): void {
+    if (this.forgetScheduled) return;
+    this.forgetScheduled = true;
+    setImmediate(() => {
+      this.forgetScheduled = false;
+      for (const [typeUrl, interest] of this.interest) {
+        const gone = [...interest.leaving].filter((name) => !interest.names.has(name));
+        interest.leaving.clear();
+        if (!interest.upstreamWildcard && gone.length > 0) this.cache.forget(typeUrl, gone);
+      }
+    });
   }
 
   /** Stream mode forwards the one VM's NACKs and health to istiod; group mode keeps them here. */

@@ -1,0 +1,43 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+
+export interface RelayProcess {
+  /** The plaintext xDS address. */
+  address: string;
+  /** The admin base URL, when the admin port is on. */
+  adminUrl: string | undefined;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * `meshrelay serve` as its own process (so its CPU and memory are its own, read from /proc), on
+ * loopback ports it picks; resolves once it prints what it serves. `serveArgs` are serve's flags.
+ */
+export async function startRelayProcess(serveArgs: string[], options: { cpuProfileDir?: string } = {}): Promise<RelayProcess> {
+  const profiling = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
+  const child = spawn(process.execPath, [...profiling, cli, 'serve', '--xds-listen', '127.0.0.1:0', '--log-level', 'error', ...serveArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const started = await new Promise<{ address: string; adminUrl: string | undefined }>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const xds = /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(out);
+      if (!xds || !/\n\s+upstream:/.test(out)) return;
+      const admin = /admin:\s+(http:\/\/[^/\s]+)/.exec(out);
+      resolve({ address: xds[1]!, adminUrl: admin?.[1] });
+    });
+    child.on('exit', (code) => reject(new Error(`relay exited with ${code}: ${out}`)));
+  });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  return {
+    ...started,
+    pid: child.pid!,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

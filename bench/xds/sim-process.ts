@@ -1,0 +1,50 @@
+/**
+ * The simulated istiod in its own process for the bench (so its CPU is not the load generator's
+ * and a restart is a real one), driven by its parent over IPC: mesh changes, churn, restart on the
+ * same port. Churn is driven by the parent, so the baseline can be churned identically.
+ */
+import { createLogger } from '../../src/log.js';
+import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { startSimIstiod, type RunningSim } from '../../src/sim/sim-server.js';
+
+export type SimCommand =
+  | { type: 'start'; mesh: MeshModel; port: number }
+  | { type: 'mesh'; mesh: MeshModel }
+  | { type: 'restart'; downMs: number };
+export type SimMessage = { type: 'listening'; port: number } | { type: 'pushed'; push: number } | { type: 'restarted' };
+
+const log = createLogger('error');
+let running: RunningSim | undefined;
+let mesh: MeshModel | undefined;
+
+const pushNumber = () => Number(running?.sim.stats.lastVersion.split('/').at(-1) ?? 0);
+
+async function start(port: number): Promise<number> {
+  running = await startSimIstiod(mesh!, { host: '127.0.0.1', port }, log);
+  return running.address.port;
+}
+
+process.on('message', (command: SimCommand) => {
+  void (async () => {
+    switch (command.type) {
+      case 'start':
+        mesh = command.mesh;
+        process.send?.({ type: 'listening', port: await start(command.port) } satisfies SimMessage);
+        break;
+      case 'mesh':
+        mesh = command.mesh;
+        running?.sim.updateMesh(mesh);
+        process.send?.({ type: 'pushed', push: pushNumber() } satisfies SimMessage);
+        break;
+      case 'restart': {
+        const port = running!.address.port;
+        mesh = running!.sim.meshModel;
+        await running!.close();
+        await new Promise((resolve) => setTimeout(resolve, command.downMs));
+        await start(port);
+        process.send?.({ type: 'restarted' } satisfies SimMessage);
+        break;
+      }
+    }
+  })();
+});

@@ -1,0 +1,130 @@
+/**
+ * A bench worker process: hosts a share of the simulated VM Envoys, so the load generator spreads
+ * over processes and is not the bottleneck on its own. Driven by its parent over IPC.
+ */
+import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
+import { EnvoyClient, ResourceDecoder, type Protocol } from './envoy-client.js';
+
+export type WorkerCommand =
+  | { type: 'init'; target: string; protocol: Protocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean }> }
+  | { type: 'connect'; ratePerSecond: number }
+  | { type: 'reconnect-all' }
+  | { type: 'watch'; typeUrl: string; push: number }
+  | { type: 'collect' }
+  | { type: 'stop' };
+
+export interface WorkerProgress {
+  type: 'progress';
+  connected: number;
+  configured: number;
+  responses: number;
+  bytes: number;
+  errors: number;
+  nacks: number;
+  reconnects: number;
+  /** Clients that have seen the watched push (or a later one) of the watched type. */
+  watched: number;
+}
+
+export interface WorkerSamples {
+  type: 'samples';
+  /** Milliseconds from connect to full config, per client configured since the last collect. */
+  timeToConfigMs: number[];
+  /** Milliseconds from the upstream's push stamp to receipt and to the ACK, per update received. */
+  receiveMs: number[];
+  ackMs: number[];
+  hashes: Array<{ index: number; hash: string; configured: boolean }>;
+  errorMessages: string[];
+}
+
+const send = (message: WorkerProgress | WorkerSamples) => process.send?.(message);
+
+const decoder = new ResourceDecoder();
+let clients: EnvoyClient[] = [];
+let target = '';
+let timeToConfigMs: number[] = [];
+let receiveMs: number[] = [];
+let ackMs: number[] = [];
+let errors = 0;
+const errorMessages: string[] = [];
+let watch: { typeUrl: string; push: number } | undefined;
+const latestPush = new Map<EnvoyClient, Map<string, number>>();
+let connectTimer: NodeJS.Timeout | undefined;
+
+const events = {
+  configured: (_client: EnvoyClient, elapsedMs: number) => { timeToConfigMs.push(elapsedMs); },
+  update: (client: EnvoyClient, typeUrl: string, stamp: { ms: number; push: number }, receivedMs: number, ackedMs: number) => {
+    receiveMs.push(receivedMs - stamp.ms);
+    ackMs.push(ackedMs - stamp.ms);
+    let pushes = latestPush.get(client);
+    if (!pushes) latestPush.set(client, pushes = new Map());
+    if ((pushes.get(typeUrl) ?? 0) < stamp.push) pushes.set(typeUrl, stamp.push);
+  },
+  error: (_client: EnvoyClient, message: string) => {
+    errors++;
+    if (errorMessages.length < 20) errorMessages.push(message);
+  },
+};
+
+function progress(): WorkerProgress {
+  let connected = 0, configured = 0, responses = 0, bytes = 0, nacks = 0, reconnects = 0, watched = 0;
+  for (const client of clients) {
+    if (client.connected) connected++;
+    if (client.configuredAt !== undefined) configured++;
+    responses += client.responses;
+    bytes += client.bytesReceived;
+    nacks += client.nacksSent;
+    reconnects += client.reconnects;
+    if (watch && (latestPush.get(client)?.get(watch.typeUrl) ?? 0) >= watch.push) watched++;
+  }
+  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched };
+}
+
+const progressTimer = setInterval(() => send(progress()), 100);
+
+process.on('message', (command: WorkerCommand) => {
+  switch (command.type) {
+    case 'init':
+      target = command.target;
+      clients = command.clients.map((spec) => new EnvoyClient(spec.index, target, command.protocol, spec.node, spec.nack, decoder, events));
+      break;
+    case 'connect': {
+      if (command.ratePerSecond <= 0) {
+        for (const client of clients) client.connect();
+        break;
+      }
+      let next = 0;
+      const perTick = Math.max(1, Math.round(command.ratePerSecond / 100));
+      connectTimer = setInterval(() => {
+        for (let i = 0; i < perTick && next < clients.length; i++) clients[next++]!.connect();
+        if (next >= clients.length) clearInterval(connectTimer);
+      }, 10);
+      break;
+    }
+    case 'reconnect-all':
+      for (const client of clients) {
+        client.close();
+        client.connect(true);
+      }
+      break;
+    case 'watch':
+      watch = { typeUrl: command.typeUrl, push: command.push };
+      break;
+    case 'collect':
+      send({
+        type: 'samples', timeToConfigMs, receiveMs, ackMs, errorMessages: errorMessages.splice(0),
+        hashes: clients.map((client) => ({ index: client.index, hash: client.configHash(), configured: client.configuredAt !== undefined })),
+      });
+      timeToConfigMs = [];
+      receiveMs = [];
+      ackMs = [];
+      break;
+    case 'stop':
+      clearInterval(progressTimer);
+      clearInterval(connectTimer);
+      for (const client of clients) client.close();
+      send(progress());
+      setTimeout(() => process.exit(0), 50);
+      break;
+  }
+});

@@ -1,0 +1,51 @@
+import test from 'ava';
+import { NonceSource } from '../../src/xds/cache/response-memo.js';
+import type { UpstreamAdsStream } from '../../src/xds/upstream/upstream-ads-stream.js';
+import { UpstreamGroup } from '../../src/xds/upstream/upstream-group.js';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+
+const EDS = TypeUrl.endpoint;
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A group whose upstream records the subscriptions it is asked for (sent at the end of the tick). */
+function groupWithRecordedUpstream() {
+  const group = new UpstreamGroup('key', 'group', {}, new NonceSource());
+  const desired: Array<{ wildcard: boolean; names: string[] }> = [];
+  let pending: { wildcard: boolean; names: Set<string> } | undefined;
+  const upstream = {
+    start() {},
+    setDesired(_typeUrl: string, subscription: { wildcard: boolean; names: Set<string> }) {
+      if (!pending) setImmediate(() => { desired.push({ wildcard: pending!.wildcard, names: [...pending!.names].sort() }); pending = undefined; });
+      pending = subscription;
+    },
+  };
+  group.connect(upstream as unknown as UpstreamAdsStream);
+  return { group, desired };
+}
+
+test('VMs that leave and rejoin within one tick keep the group\'s cached resources (the upstream is never told)', async (t) => {
+  const { group, desired } = groupWithRecordedUpstream();
+  group.changeInterest(EDS, { wildcard: 0, added: ['e1', 'e2'], removed: [] });
+  await tick();
+  group.cache.apply(EDS, [{ name: 'e1', body: Buffer.from('1') }, { name: 'e2', body: Buffer.from('2') }], []);
+  group.changeInterest(EDS, { wildcard: 0, added: [], removed: ['e1', 'e2'] });
+  group.changeInterest(EDS, { wildcard: 0, added: ['e1', 'e2'], removed: [] });
+  await tick();
+  await tick();
+  t.deepEqual(desired.map((d) => d.names), [['e1', 'e2'], ['e1', 'e2']], 'the upstream subscription never lost them');
+  t.truthy(group.cache.get(EDS, 'e1'));
+  t.truthy(group.cache.get(EDS, 'e2'));
+});
+
+test('a resource nobody subscribes to any more is forgotten once the upstream is unsubscribed', async (t) => {
+  const { group, desired } = groupWithRecordedUpstream();
+  group.changeInterest(EDS, { wildcard: 0, added: ['e1', 'e2'], removed: [] });
+  await tick();
+  group.cache.apply(EDS, [{ name: 'e1', body: Buffer.from('1') }, { name: 'e2', body: Buffer.from('2') }], []);
+  group.changeInterest(EDS, { wildcard: 0, added: [], removed: ['e2'] });
+  await tick();
+  await tick();
+  t.deepEqual(desired.at(-1)?.names, ['e1']);
+  t.truthy(group.cache.get(EDS, 'e1'));
+  t.is(group.cache.get(EDS, 'e2'), undefined);
+});
