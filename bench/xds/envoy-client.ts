@@ -73,7 +73,7 @@ export class ResourceDecoder {
 export interface ClientEvents {
   configured(client: EnvoyClient, elapsedMs: number): void;
   /** A response arrived carrying the upstream's push stamp (`<RFC3339>/<n>`) for the given type. */
-  update(client: EnvoyClient, typeUrl: string, stamp: { ms: number; push: number }, receivedMs: number, ackedMs: number): void;
+  update(client: EnvoyClient, typeUrl: string, stamp: PushStamp, receivedMs: number, ackedMs: number): void;
   error(client: EnvoyClient, message: string): void;
 }
 
@@ -90,12 +90,24 @@ interface TypeHold {
   received: boolean;
 }
 
+/** When the upstream pushed (wall clock) and its push counter, from a version `<RFC3339>/<n>`. */
+export interface PushStamp {
+  ms: number;
+  push: number;
+}
+
+/** Whether push `a` is `b` or later (a restarted upstream counts again from 1, but later in time). */
+export function notBefore(a: PushStamp, b: PushStamp): boolean {
+  return a.ms > b.ms || (a.ms === b.ms && a.push >= b.push);
+}
+
 /** The upstream's push stamp `<RFC3339>/<push number>` (the simulated istiod and the baseline write it). */
-export function stampOf(version: string): { ms: number; push: number } | undefined {
+export function stampOf(version: string): PushStamp | undefined {
   const slash = version.lastIndexOf('/');
   if (slash <= 0) return undefined;
   const ms = Date.parse(version.slice(0, slash));
-  const push = Number(version.slice(slash + 1));
+  // The relay may append its own revision (`.<n>`) when its cache changed without an upstream push.
+  const push = Number.parseInt(version.slice(slash + 1), 10);
   return Number.isNaN(ms) || !Number.isInteger(push) ? undefined : { ms, push };
 }
 

@@ -15,7 +15,7 @@ import type { ResourceUpdate } from '../../src/xds/cache/resource-cache.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 
 export type BaselineCommand = { type: 'mesh'; mesh: MeshModel; network: string };
-export type BaselineMessage = { type: 'listening'; port: number } | { type: 'pushed'; push: number; streams: number };
+export type BaselineMessage = { type: 'listening'; port: number } | { type: 'pushed'; version: string; streams: number };
 
 const ORDER = [TypeUrl.cluster, TypeUrl.endpoint, TypeUrl.listener, TypeUrl.route];
 const FULL_STATE = new Set<string>([TypeUrl.cluster, TypeUrl.listener]);
@@ -56,7 +56,7 @@ function setMesh(mesh: MeshModel, network: string): void {
   }
   rendered = next;
   initialFrames = new Map((['delta', 'sotw'] as const).map((protocol) => [protocol, ORDER.map((typeUrl) => response(protocol, typeUrl, rendered.get(typeUrl) ?? [], version))]));
-  process.send?.({ type: 'pushed', push, streams: streams.size } satisfies BaselineMessage);
+  process.send?.({ type: 'pushed', version, streams: streams.size } satisfies BaselineMessage);
 }
 
 const server = http2.createServer({ settings: { maxConcurrentStreams: 1_000_000 } });

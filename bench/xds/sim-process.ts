@@ -11,13 +11,11 @@ export type SimCommand =
   | { type: 'start'; mesh: MeshModel; port: number }
   | { type: 'mesh'; mesh: MeshModel }
   | { type: 'restart'; downMs: number };
-export type SimMessage = { type: 'listening'; port: number } | { type: 'pushed'; push: number } | { type: 'restarted' };
+export type SimMessage = { type: 'listening'; port: number } | { type: 'pushed'; version: string } | { type: 'restarted' };
 
 const log = createLogger('error');
 let running: RunningSim | undefined;
 let mesh: MeshModel | undefined;
-
-const pushNumber = () => Number(running?.sim.stats.lastVersion.split('/').at(-1) ?? 0);
 
 async function start(port: number): Promise<number> {
   running = await startSimIstiod(mesh!, { host: '127.0.0.1', port }, log);
@@ -34,7 +32,7 @@ process.on('message', (command: SimCommand) => {
       case 'mesh':
         mesh = command.mesh;
         running?.sim.updateMesh(mesh);
-        process.send?.({ type: 'pushed', push: pushNumber() } satisfies SimMessage);
+        process.send?.({ type: 'pushed', version: running?.sim.stats.lastVersion ?? '' } satisfies SimMessage);
         break;
       case 'restart': {
         const port = running!.address.port;

@@ -3,13 +3,13 @@
  * over processes and is not the bottleneck on its own. Driven by its parent over IPC.
  */
 import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
-import { EnvoyClient, ResourceDecoder, type Protocol } from './envoy-client.js';
+import { EnvoyClient, ResourceDecoder, notBefore, type Protocol, type PushStamp } from './envoy-client.js';
 
 export type WorkerCommand =
   | { type: 'init'; target: string; protocol: Protocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean }> }
   | { type: 'connect'; ratePerSecond: number }
   | { type: 'reconnect-all' }
-  | { type: 'watch'; typeUrl: string; push: number }
+  | { type: 'watch'; typeUrl: string; stamp: PushStamp }
   | { type: 'collect' }
   | { type: 'stop' };
 
@@ -47,18 +47,19 @@ let receiveMs: number[] = [];
 let ackMs: number[] = [];
 let errors = 0;
 const errorMessages: string[] = [];
-let watch: { typeUrl: string; push: number } | undefined;
-const latestPush = new Map<EnvoyClient, Map<string, number>>();
+let watch: { typeUrl: string; stamp: PushStamp } | undefined;
+const latestPush = new Map<EnvoyClient, Map<string, PushStamp>>();
 let connectTimer: NodeJS.Timeout | undefined;
 
 const events = {
   configured: (_client: EnvoyClient, elapsedMs: number) => { timeToConfigMs.push(elapsedMs); },
-  update: (client: EnvoyClient, typeUrl: string, stamp: { ms: number; push: number }, receivedMs: number, ackedMs: number) => {
+  update: (client: EnvoyClient, typeUrl: string, stamp: PushStamp, receivedMs: number, ackedMs: number) => {
     receiveMs.push(receivedMs - stamp.ms);
     ackMs.push(ackedMs - stamp.ms);
     let pushes = latestPush.get(client);
     if (!pushes) latestPush.set(client, pushes = new Map());
-    if ((pushes.get(typeUrl) ?? 0) < stamp.push) pushes.set(typeUrl, stamp.push);
+    const latest = pushes.get(typeUrl);
+    if (!latest || notBefore(stamp, latest)) pushes.set(typeUrl, stamp);
   },
   error: (_client: EnvoyClient, message: string) => {
     errors++;
@@ -75,7 +76,8 @@ function progress(): WorkerProgress {
     bytes += client.bytesReceived;
     nacks += client.nacksSent;
     reconnects += client.reconnects;
-    if (watch && (latestPush.get(client)?.get(watch.typeUrl) ?? 0) >= watch.push) watched++;
+    const latest = watch && latestPush.get(client)?.get(watch.typeUrl);
+    if (watch && latest && notBefore(latest, watch.stamp)) watched++;
   }
   return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched };
 }
@@ -108,7 +110,7 @@ process.on('message', (command: WorkerCommand) => {
       }
       break;
     case 'watch':
-      watch = { typeUrl: command.typeUrl, push: command.push };
+      watch = { typeUrl: command.typeUrl, stamp: command.stamp };
       break;
     case 'collect':
       send({

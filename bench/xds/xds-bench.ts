@@ -9,7 +9,7 @@ import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { cpuSeconds, rssBytes, RssSampler } from '../process-stats.js';
 import { startRelayProcess, type RelayProcess } from '../relay-process.js';
 import { summarize, type LatencySummary } from '../stats.js';
-import { EnvoyClient, ResourceDecoder, type Protocol } from './envoy-client.js';
+import { EnvoyClient, ResourceDecoder, stampOf, type Protocol, type PushStamp } from './envoy-client.js';
 import { profileMesh, type ProfileName } from './profiles.js';
 import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
 import type { SimCommand, SimMessage } from './sim-process.js';
@@ -60,7 +60,7 @@ export interface TargetResult {
   /** Samples for the report's CDF plots. */
   samples: { timeToConfigMs: number[]; edsReceiveMs: number[] };
   server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number };
-  upstream?: { streams: number; bytesReceived: number };
+  upstream?: { streams: number; notStreaming: number; bytesReceived: number };
   downstreamBytes: number;
   nacksSent: number;
   correctness: { checked: number; matching: number; expectedHashes: number };
@@ -81,8 +81,8 @@ interface Endpoint {
 
 /** A server the bench drives: the simulated istiod or the baseline. */
 interface Server extends Endpoint {
-  /** Applies a mesh; resolves with the push number its clients will see. */
-  apply(mesh: MeshModel): Promise<number>;
+  /** Applies a mesh; resolves with the push stamp its clients will see. */
+  apply(mesh: MeshModel): Promise<PushStamp>;
   restart?(downMs: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -94,6 +94,12 @@ interface Topology {
   driven: Server[];
   /** The upstream (simulated istiod): restarted by that scenario, and the correctness reference. */
   upstream: Server | undefined;
+}
+
+function parseStamp(version: string): PushStamp {
+  const stamp = stampOf(version);
+  if (!stamp) throw new Error(`the upstream's version "${version}" carries no push stamp`);
+  return stamp;
 }
 
 function once<T>(child: ChildProcess, accept: (message: T) => boolean): Promise<T> {
@@ -121,7 +127,7 @@ async function startSim(mesh: MeshModel): Promise<Server & { port: number }> {
     adminUrl: undefined,
     apply: async (next) => {
       child.send({ type: 'mesh', mesh: next } satisfies SimCommand);
-      return (await once<SimMessage>(child, (m) => m.type === 'pushed') as { push: number }).push;
+      return parseStamp((await once<SimMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
     },
     restart: async (downMs) => {
       child.send({ type: 'restart', downMs } satisfies SimCommand);
@@ -138,7 +144,7 @@ async function startBaseline(mesh: MeshModel): Promise<Server> {
   const { port } = await once<BaselineMessage>(child, (m) => m.type === 'listening') as { port: number };
   const apply = async (next: MeshModel) => {
     child.send({ type: 'mesh', mesh: next, network: 'vm-net' } satisfies BaselineCommand);
-    return (await once<BaselineMessage>(child, (m) => m.type === 'pushed') as { push: number }).push;
+    return parseStamp((await once<BaselineMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
   };
   await apply(mesh);
   return { target: `127.0.0.1:${port}`, pid: child.pid, adminUrl: undefined, apply, close: async () => { child.kill(); } };
@@ -220,7 +226,7 @@ class Run {
   }
 
   /** Waits until `done()` or the timeout, reporting progress; returns the elapsed ms or undefined on timeout. */
-  private async until(phase: string, done: () => boolean, started: number): Promise<number | undefined> {
+  private async until(phase: string, done: () => boolean, started: number, pollMs = 20): Promise<number | undefined> {
     const deadline = started + this.options.timeoutSeconds * 1000;
     let lastReport = 0;
     for (;;) {
@@ -233,7 +239,7 @@ class Run {
         this.options.onProgress?.(`[${this.kind}] ${phase}: connected ${this.total('connected')}/${this.options.clients}, configured ${this.total('configured')}, `
           + `watched ${this.total('watched')}, responses ${this.total('responses')}, ${(this.total('bytes') / 1048576).toFixed(1)} MiB, errors ${this.total('errors')}, ${elapsed}s`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
     }
   }
 
@@ -271,16 +277,16 @@ class Run {
   private edsReceive: number[] = [];
   private timeToConfig: number[] = [];
 
-  /** Applies a mesh change everywhere and returns the push number the clients must reach. */
-  private async push(next: MeshModel): Promise<number> {
+  /** Applies a mesh change everywhere and returns the push stamp the clients must reach. */
+  private async push(next: MeshModel): Promise<PushStamp> {
     this.mesh = next;
     const pushes = await Promise.all(this.servers.driven.map((server) => server.apply(next)));
-    return pushes.at(-1) ?? 0;
+    return pushes.at(-1)!;
   }
 
   private async watchPush(typeUrl: string, next: MeshModel): Promise<void> {
-    const push = await this.push(next);
-    this.broadcast({ type: 'watch', typeUrl, push });
+    const stamp = await this.push(next);
+    this.broadcast({ type: 'watch', typeUrl, stamp });
     for (const worker of this.workers) worker.progress = { ...worker.progress, watched: 0 };
   }
 
@@ -340,9 +346,21 @@ class Run {
     result.samples = { timeToConfigMs: this.timeToConfig, edsReceiveMs: this.edsReceive };
     result.downstreamBytes = this.total('bytes');
     result.nacksSent = this.total('nacks');
+    await this.quiet();
     if (this.servers.target.adminUrl) result.upstream = await upstreamCounters(this.servers.target.adminUrl);
     result.correctness = await this.checkCorrectness();
     return result;
+  }
+
+  /** Waits until no client has received anything for a second (at most the timeout), so hashes compare settled config. */
+  private async quiet(): Promise<void> {
+    let last = -1;
+    await this.until('settling', () => {
+      const responses = this.total('responses');
+      if (responses === last) return true;
+      last = responses;
+      return false;
+    }, performance.now(), 1000);
   }
 
   /**
@@ -397,9 +415,10 @@ async function referenceHash(target: string, protocol: Protocol, node: ReturnTyp
   });
 }
 
-async function upstreamCounters(adminUrl: string): Promise<{ streams: number; bytesReceived: number }> {
+async function upstreamCounters(adminUrl: string): Promise<NonNullable<TargetResult['upstream']>> {
   const groups = await (await fetch(`${adminUrl}/debug/groups`)).json() as Array<{ upstream: { state: string; bytesReceived: number } }>;
-  return { streams: groups.filter((g) => g.upstream.state === 'streaming').length, bytesReceived: groups.reduce((sum, g) => sum + g.upstream.bytesReceived, 0) };
+  const streams = groups.filter((g) => g.upstream.state === 'streaming').length;
+  return { streams, notStreaming: groups.length - streams, bytesReceived: groups.reduce((sum, g) => sum + g.upstream.bytesReceived, 0) };
 }
 
 /** Runs every requested target one after the other, each with a fresh upstream and identical clients. */
