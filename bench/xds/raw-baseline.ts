@@ -8,6 +8,7 @@
  */
 import http2 from 'node:http2';
 import { frameMessage } from '../../src/transport/grpc-framing.js';
+import { LISTEN_BACKLOG } from '../../src/transport/grpc-server.js';
 import { renderMesh } from '../../src/sim/config-generators.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
 import { AdsMethod, Envelopes } from '../../src/xds/protocol/envelopes.js';
@@ -78,6 +79,6 @@ server.on('sessionError', () => {});
 process.on('message', (command: BaselineCommand) => {
   if (command.type === 'mesh') setMesh(command.mesh, command.network);
 });
-server.listen(0, '127.0.0.1', () => {
+server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, () => {
   process.send?.({ type: 'listening', port: (server.address() as { port: number }).port } satisfies BaselineMessage);
 });

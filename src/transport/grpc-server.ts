@@ -139,6 +139,7 @@ function secureContextOptions(tls: TlsOptions) {
 }
 
 const DEFAULT_SESSION_MEMORY_MB = 512;
+export const LISTEN_BACKLOG = 4096;
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;
@@ -210,7 +211,9 @@ export class GrpcServer {
     server.on('sessionError', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+      // A reconnect storm opens thousands of connections at once: Node's default backlog (511)
+      // drops SYNs, which clients retry only after 1, 3, 7, 15… s. The kernel caps it at somaxconn.
+      server.listen({ port: address.port, host: address.host, backlog: LISTEN_BACKLOG }, () => { server.off('error', reject); resolve(); });
     });
     this.servers.push(server);
     if (tls) this.secureServer = server as http2.Http2SecureServer;
