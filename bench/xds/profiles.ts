@@ -4,7 +4,7 @@ import { meshSchema, type MeshModel } from '../../src/sim/mesh-model.js';
 export const PROFILES = {
   S: { services: 10, endpointsPerService: 12 },
   M: { services: 300, endpointsPerService: 6 },
-  L: { services: 3000, endpointsPerService: 10 },
+  L: { services: 3000, endpointsPerService: 25 },
 } as const;
 
 export type ProfileName = keyof typeof PROFILES;

@@ -1,0 +1,68 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+
+function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, 'bench', ...args], { maxBuffer: 16 << 20, timeout: 240_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('meshrelay bench --compare runs identical simulated VMs against direct, group, stream and the raw baseline, and every VM ends with the right config', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-test-'));
+  const json = path.join(dir, 'out.json');
+  const html = path.join(dir, 'out.html');
+  const result = await bench(['--clients', '24', '--groups', '3', '--workers', '2', '--compare', '--nack-fraction', '0.1',
+    '--churn-rate', '10', '--churn-seconds', '1', '--timeout-seconds', '60', '--json', json, '--report', html]);
+  t.is(result.code, 0, result.stderr.slice(-2000));
+  const report = JSON.parse(readFileSync(json, 'utf8'));
+  t.deepEqual(report.results.map((r: any) => r.target), ['direct', 'group', 'stream', 'baseline']);
+  for (const r of report.results) {
+    t.deepEqual(r.correctness, { checked: 24, matching: 24, expectedHashes: 1 }, r.target);
+    t.is(r.phases.connect.complete, 24, `${r.target}: all configured`);
+    t.is(r.phases.eds.complete, 24, `${r.target}: all got the EDS update`);
+    t.is(r.phases.eds.receive.count >= 24, true);
+    t.true(r.nacksSent > 0, `${r.target}: the NACKing VMs NACKed`);
+    t.true(r.phases.connect.serverCpuSeconds > 0);
+  }
+  const [, group, stream] = report.results;
+  // Group mode: one upstream stream per group; stream mode: one per VM.
+  t.is(group.upstream.streams, 3);
+  t.is(stream.upstream.streams, 24);
+  t.true(group.downstreamBytes / group.upstream.bytesReceived > 4, 'group mode fans one upstream byte out to many VMs');
+  // The VMs' ADS streams survive an upstream restart behind the relay; direct VMs reconnect.
+  t.is(group.phases['upstream-restart'].reconnects, 0);
+  t.true(report.results[0].phases['upstream-restart'].reconnects >= 24);
+  t.regex(result.stdout, /group ÷ baseline/);
+  t.regex(result.stdout, /stream: correctness 24\/24 VMs match the reference ✔/);
+  const page = readFileSync(html, 'utf8');
+  t.is((page.match(/<svg /g) ?? []).length, 2, 'two CDF plots');
+  t.notRegex(page, /https?:\/\/(?!www\.w3\.org)/, 'no network needed to view it');
+});
+
+test('meshrelay bench --target measures an already running relay (npm start) through its admin port', async (t) => {
+  const relay = spawn(process.execPath, [cli, 'serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off', '--log-level', 'error',
+    '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-target-'))], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => relay.kill());
+  const out = await new Promise<string>((resolve) => {
+    let text = '';
+    relay.stdout!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (/upstream:/.test(text)) resolve(text);
+    });
+  });
+  const target = /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(out)![1]!;
+  const adminUrl = /admin:\s+(http:\/\/[^/\s]+)/.exec(out)![1]!;
+  const result = await bench(['--target', target, '--admin-url', adminUrl, '--clients', '20', '--groups', '2', '--timeout-seconds', '60']);
+  t.is(result.code, 0, result.stderr.slice(-2000));
+  t.regex(result.stdout, /external: correctness 20\/20 VMs match the reference ✔/);
+  t.regex(result.stdout, /upstream streams \(streaming\)\s+\|\s+2\s/);
+  t.regex(result.stdout, /idle server memory per VM/);
+});
