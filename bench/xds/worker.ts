@@ -9,7 +9,7 @@ export type WorkerCommand =
   | { type: 'init'; target: string; protocol: Protocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean }> }
   | { type: 'connect'; ratePerSecond: number }
   | { type: 'reconnect-all' }
-  | { type: 'watch'; typeUrl: string; stamp: PushStamp }
+  | { type: 'watch'; id: number; typeUrl: string; stamp: PushStamp }
   | { type: 'collect' }
   | { type: 'stop' };
 
@@ -24,6 +24,8 @@ export interface WorkerProgress {
   reconnects: number;
   /** Clients that have seen the watched push (or a later one) of the watched type. */
   watched: number;
+  /** Which watch `watched` counts for (a report sent before a new watch arrived counts the old one). */
+  watchId: number;
 }
 
 export interface WorkerSamples {
@@ -47,7 +49,7 @@ let receiveMs: number[] = [];
 let ackMs: number[] = [];
 let errors = 0;
 const errorMessages: string[] = [];
-let watch: { typeUrl: string; stamp: PushStamp } | undefined;
+let watch: { id: number; typeUrl: string; stamp: PushStamp } | undefined;
 const latestPush = new Map<EnvoyClient, Map<string, PushStamp>>();
 let connectTimer: NodeJS.Timeout | undefined;
 
@@ -79,7 +81,7 @@ function progress(): WorkerProgress {
     const latest = watch && latestPush.get(client)?.get(watch.typeUrl);
     if (watch && latest && notBefore(latest, watch.stamp)) watched++;
   }
-  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched };
+  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0 };
 }
 
 const progressTimer = setInterval(() => send(progress()), 100);
@@ -110,7 +112,7 @@ process.on('message', (command: WorkerCommand) => {
       }
       break;
     case 'watch':
-      watch = { typeUrl: command.typeUrl, stamp: command.stamp };
+      watch = { id: command.id, typeUrl: command.typeUrl, stamp: command.stamp };
       break;
     case 'collect':
       send({

@@ -200,7 +200,7 @@ class Run {
     const nackEvery = nackFraction > 0 ? Math.max(1, Math.round(1 / nackFraction)) : 0;
     for (let w = 0; w < workers; w++) {
       const child = fork(path.join(here, 'worker.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      const worker: Worker = { child, progress: { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0 } };
+      const worker: Worker = { child, progress: { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0, watchId: 0 } };
       child.on('message', (message: WorkerProgress | WorkerSamples) => { if (message.type === 'progress') worker.progress = message; });
       const specs = [];
       for (let i = w; i < clients; i += workers) specs.push({ index: i, node: clientNode(i, groups), nack: nackEvery > 0 && i % nackEvery === nackEvery - 1 });
@@ -209,7 +209,8 @@ class Run {
     }
   }
 
-  private total(field: keyof Omit<WorkerProgress, 'type'>): number {
+  private total(field: keyof Omit<WorkerProgress, 'type' | 'watchId'>): number {
+    if (field === 'watched') return this.workers.reduce((sum, worker) => sum + (worker.progress.watchId === this.watchId ? worker.progress.watched : 0), 0);
     return this.workers.reduce((sum, worker) => sum + worker.progress[field], 0);
   }
 
@@ -275,6 +276,7 @@ class Run {
   }
 
   private edsReceive: number[] = [];
+  private watchId = 0;
   private timeToConfig: number[] = [];
 
   /** Applies a mesh change everywhere and returns the push stamp the clients must reach. */
@@ -286,8 +288,7 @@ class Run {
 
   private async watchPush(typeUrl: string, next: MeshModel): Promise<void> {
     const stamp = await this.push(next);
-    this.broadcast({ type: 'watch', typeUrl, stamp });
-    for (const worker of this.workers) worker.progress = { ...worker.progress, watched: 0 };
+    this.broadcast({ type: 'watch', id: ++this.watchId, typeUrl, stamp });
   }
 
   async execute(): Promise<TargetResult> {
