@@ -20,7 +20,7 @@ export type BaselineMessage = { type: 'listening'; port: number } | { type: 'pus
 
 const ORDER = [TypeUrl.cluster, TypeUrl.endpoint, TypeUrl.listener, TypeUrl.route];
 const FULL_STATE = new Set<string>([TypeUrl.cluster, TypeUrl.listener]);
-const streams = new Set<http2.ServerHttp2Stream>();
+const streams = new Map<http2.ServerHttp2Stream, 'delta' | 'sotw'>();
 let rendered = new Map<string, ResourceUpdate[]>();
 let initialFrames = new Map<string, Buffer[]>();
 let push = 0;
@@ -51,7 +51,7 @@ function setMesh(mesh: MeshModel, network: string): void {
       if (changed.length === 0) continue;
       for (const protocol of ['delta', 'sotw'] as const) {
         const frame = response(protocol, typeUrl, FULL_STATE.has(typeUrl) && protocol === 'sotw' ? after : changed, version);
-        for (const stream of streams) if ((stream as any).protocol === protocol) stream.write(frame);
+        for (const [stream, streamProtocol] of streams) if (streamProtocol === protocol) stream.write(frame);
       }
     }
   }
@@ -63,14 +63,13 @@ function setMesh(mesh: MeshModel, network: string): void {
 const server = http2.createServer({ settings: { maxConcurrentStreams: 1_000_000 } });
 server.on('stream', (stream, headers) => {
   const protocol = headers[':path'] === AdsMethod.delta ? 'delta' : 'sotw';
-  Object.assign(stream, { protocol });
   stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
   stream.on('error', () => {});
   let first = true;
   stream.on('data', () => {
     if (!first) return;
     first = false;
-    streams.add(stream);
+    streams.set(stream, protocol);
     for (const frame of initialFrames.get(protocol) ?? []) stream.write(frame);
   });
   stream.on('close', () => streams.delete(stream));

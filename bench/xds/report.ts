@@ -9,38 +9,38 @@ const MiB = 1024 * 1024;
 function rowsFor(clients: number): Row[] {
   const perVm = (cpuSeconds: number | undefined) => (cpuSeconds === undefined ? undefined : (cpuSeconds * 1e6) / clients);
   return [
-  ['connect storm: all VMs fully configured', (r) => phase(r, 'connect')?.totalMs, 'ms'],
-  ['time to full config p50', (r) => phase(r, 'connect')?.timeToConfig?.p50, 'ms'],
-  ['time to full config p99', (r) => phase(r, 'connect')?.timeToConfig?.p99, 'ms'],
-  ['time to full config max', (r) => phase(r, 'connect')?.timeToConfig?.max, 'ms'],
-  ['connect: server CPU per VM', (r) => perVm(phase(r, 'connect')?.serverCpuSeconds), 'µs'],
-  ['idle server memory per VM', (r) => r.server.idleRssPerVmKiB, 'KiB'],
-  ['idle server RSS', (r) => (r.server.idleRssBytes === undefined ? undefined : r.server.idleRssBytes / MiB), 'MiB'],
-  ['1-endpoint EDS: all VMs have it', (r) => phase(r, 'eds')?.totalMs, 'ms'],
-  ['1-endpoint EDS: receive p50', (r) => phase(r, 'eds')?.receive?.p50, 'ms'],
-  ['1-endpoint EDS: receive p99', (r) => phase(r, 'eds')?.receive?.p99, 'ms'],
-  ['1-endpoint EDS: receive max', (r) => phase(r, 'eds')?.receive?.max, 'ms'],
-  ['1-endpoint EDS: ACK p99', (r) => phase(r, 'eds')?.ack?.p99, 'ms'],
-  ['1-endpoint EDS: server CPU per stream', (r) => perVm(phase(r, 'eds')?.serverCpuSeconds), 'µs'],
-  ['CDS push: all VMs have it', (r) => phase(r, 'cds')?.totalMs, 'ms'],
-  ['CDS push: receive p99', (r) => phase(r, 'cds')?.receive?.p99, 'ms'],
-  ['CDS push: server peak RSS', (r) => mib(phase(r, 'cds')?.serverPeakRssBytes), 'MiB'],
-  ['churn: receive p50', (r) => phase(r, 'churn')?.receive?.p50, 'ms'],
-  ['churn: receive p99', (r) => phase(r, 'churn')?.receive?.p99, 'ms'],
-  ['churn: server CPU', (r) => phase(r, 'churn')?.serverCpuSeconds, 's'],
-  ['upstream restart: change after restart reaches all', (r) => phase(r, 'upstream-restart')?.totalMs, 'ms'],
-  ['upstream restart: VM reconnects', (r) => phase(r, 'upstream-restart')?.reconnects, 'count'],
-  ['reconnect storm: all back and current', (r) => phase(r, 'reconnect')?.totalMs, 'ms'],
-  ['reconnect storm: bytes to VMs', (r) => mib(phase(r, 'reconnect')?.bytesReceived), 'MiB'],
-  ['reconnect storm: server CPU per VM', (r) => perVm(phase(r, 'reconnect')?.serverCpuSeconds), 'µs'],
-  ['upstream streams (streaming)', (r) => r.upstream?.streams, 'count'],
-  ['upstream streams (reconnecting or idle)', (r) => r.upstream?.notStreaming, 'count'],
-  ['upstream bytes', (r) => mib(r.upstream?.bytesReceived), 'MiB'],
-  ['downstream bytes', (r) => mib(r.downstreamBytes), 'MiB'],
-  ['downstream ÷ upstream bytes', (r) => (r.upstream && r.upstream.bytesReceived > 0 ? r.downstreamBytes / r.upstream.bytesReceived : undefined), 'ratio'],
-  ['NACKs sent by VMs', (r) => r.nacksSent, 'count'],
-  ['errors', (r) => Object.values(r.phases).reduce((sum, p) => sum + (p?.errors ?? 0), 0), 'count'],
-  ['correct final config (VMs)', (r) => r.correctness.matching, 'count'],
+    ['connect storm: all VMs fully configured', (r) => phase(r, 'connect')?.totalMs, 'ms'],
+    ['time to full config p50', (r) => phase(r, 'connect')?.timeToConfig?.p50, 'ms'],
+    ['time to full config p99', (r) => phase(r, 'connect')?.timeToConfig?.p99, 'ms'],
+    ['time to full config max', (r) => phase(r, 'connect')?.timeToConfig?.max, 'ms'],
+    ['connect: server CPU per VM', (r) => perVm(phase(r, 'connect')?.serverCpuSeconds), 'µs'],
+    ['idle server memory per VM', (r) => r.server.idleRssPerVmKiB, 'KiB'],
+    ['idle server RSS', (r) => (r.server.idleRssBytes === undefined ? undefined : r.server.idleRssBytes / MiB), 'MiB'],
+    ['1-endpoint EDS: all VMs have it', (r) => phase(r, 'eds')?.totalMs, 'ms'],
+    ['1-endpoint EDS: receive p50', (r) => phase(r, 'eds')?.receive?.p50, 'ms'],
+    ['1-endpoint EDS: receive p99', (r) => phase(r, 'eds')?.receive?.p99, 'ms'],
+    ['1-endpoint EDS: receive max', (r) => phase(r, 'eds')?.receive?.max, 'ms'],
+    ['1-endpoint EDS: ACK p99', (r) => phase(r, 'eds')?.ack?.p99, 'ms'],
+    ['1-endpoint EDS: server CPU per stream', (r) => perVm(phase(r, 'eds')?.serverCpuSeconds), 'µs'],
+    ['CDS push: all VMs have it', (r) => phase(r, 'cds')?.totalMs, 'ms'],
+    ['CDS push: receive p99', (r) => phase(r, 'cds')?.receive?.p99, 'ms'],
+    ['CDS push: server peak RSS', (r) => mib(phase(r, 'cds')?.serverPeakRssBytes), 'MiB'],
+    ['churn: receive p50', (r) => phase(r, 'churn')?.receive?.p50, 'ms'],
+    ['churn: receive p99', (r) => phase(r, 'churn')?.receive?.p99, 'ms'],
+    ['churn: server CPU', (r) => phase(r, 'churn')?.serverCpuSeconds, 's'],
+    ['upstream restart: change after restart reaches all', (r) => phase(r, 'upstream-restart')?.totalMs, 'ms'],
+    ['upstream restart: VM reconnects', (r) => phase(r, 'upstream-restart')?.reconnects, 'count'],
+    ['reconnect storm: all back and current', (r) => phase(r, 'reconnect')?.totalMs, 'ms'],
+    ['reconnect storm: bytes to VMs', (r) => mib(phase(r, 'reconnect')?.bytesReceived), 'MiB'],
+    ['reconnect storm: server CPU per VM', (r) => perVm(phase(r, 'reconnect')?.serverCpuSeconds), 'µs'],
+    ['upstream streams (streaming)', (r) => r.upstream?.streams, 'count'],
+    ['upstream streams (reconnecting or idle)', (r) => r.upstream?.notStreaming, 'count'],
+    ['upstream bytes', (r) => mib(r.upstream?.bytesReceived), 'MiB'],
+    ['downstream bytes', (r) => mib(r.downstreamBytes), 'MiB'],
+    ['downstream ÷ upstream bytes', (r) => (r.upstream && r.upstream.bytesReceived > 0 ? r.downstreamBytes / r.upstream.bytesReceived : undefined), 'ratio'],
+    ['NACKs sent by VMs', (r) => r.nacksSent, 'count'],
+    ['errors', (r) => Object.values(r.phases).reduce((sum, p) => sum + (p?.errors ?? 0), 0), 'count'],
+    ['correct final config (VMs)', (r) => r.correctness.matching, 'count'],
   ];
 }
 function mib(bytes: number | undefined): number | undefined {
@@ -115,14 +115,14 @@ function cdfSvg(title: string, series: Array<{ name: string; samples: number[] }
     + `<text x="${(width + left) / 2}" y="${height - 6}" font-size="12" text-anchor="middle">ms${log ? ' (log scale)' : ''}</text></svg></figure>`;
 }
 
-const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+const escapeHtml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
 /** A self-contained HTML report: the table and latency CDFs, no network needed to view it. */
 export function htmlReport(results: TargetResult[], options: XdsBenchOptions, command: string): string {
   return `<!doctype html><html><head><meta charset="utf-8"><title>meshrelay bench</title>
 <style>body{font-family:sans-serif;margin:2em;max-width:1100px}pre{background:#f6f6f6;padding:1em;overflow:auto}figure{display:inline-block;margin:1em}</style></head><body>
-<h1>meshrelay bench</h1><p><code>${escape(command)}</code> — ${new Date().toISOString()}</p>
+<h1>meshrelay bench</h1><p><code>${escapeHtml(command)}</code> — ${new Date().toISOString()}</p>
 ${cdfSvg('Time to full config (connect storm)', results.map((r) => ({ name: r.target, samples: r.samples.timeToConfigMs })))}
 ${cdfSvg('1-endpoint EDS update: upstream stamp → VM receipt', results.map((r) => ({ name: r.target, samples: r.samples.edsReceiveMs })))}
-<pre>${escape(resultTable(results, options))}</pre></body></html>\n`;
+<pre>${escapeHtml(resultTable(results, options))}</pre></body></html>\n`;
 }

@@ -244,7 +244,7 @@ class Run {
     }
   }
 
-  private async phase(name: Scenario, action: () => Promise<number | undefined>, done: () => boolean): Promise<PhaseResult> {
+  private async phase(name: Scenario, action: () => Promise<void>, done: () => boolean): Promise<PhaseResult> {
     const pid = this.serverPid;
     const sampler = pid ? new RssSampler(pid) : undefined;
     const cpuBefore = pid ? cpuSeconds(pid) : 0;
@@ -303,7 +303,6 @@ class Run {
     const allWatched = () => this.total('watched') >= clients;
     result.phases.connect = await this.phase('connect', async () => {
       this.broadcast({ type: 'connect', ratePerSecond: this.options.connectRate });
-      return undefined;
     }, () => this.total('configured') >= clients);
     await new Promise((resolve) => setTimeout(resolve, 1000));
     if (pid) {
@@ -311,8 +310,8 @@ class Run {
       result.server.idleRssPerVmKiB = (result.server.idleRssBytes - (result.server.startRssBytes ?? 0)) / 1024 / clients;
     }
     const has = (scenario: Scenario) => scenarios.includes(scenario);
-    if (has('eds')) result.phases.eds = await this.phase('eds', () => this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++)).then(() => undefined), allWatched);
-    if (has('cds')) result.phases.cds = await this.phase('cds', () => this.watchPush(TypeUrl.cluster, addService(this.mesh, this.step++)).then(() => undefined), allWatched);
+    if (has('eds')) result.phases.eds = await this.phase('eds', () => this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++)), allWatched);
+    if (has('cds')) result.phases.cds = await this.phase('cds', () => this.watchPush(TypeUrl.cluster, addService(this.mesh, this.step++)), allWatched);
     if (has('churn')) {
       result.phases.churn = await this.phase('churn', async () => {
         const intervalMs = 1000 / this.options.churnRate;
@@ -324,7 +323,6 @@ class Run {
           await new Promise((resolve) => setTimeout(resolve, intervalMs));
         }
         await this.watchPush(TypeUrl.endpoint, next);
-        return undefined;
       }, allWatched);
     }
     // The baseline has no upstream behind it: a restart of the simulated istiod does not concern it.
@@ -333,7 +331,6 @@ class Run {
       result.phases['upstream-restart'] = await this.phase('upstream-restart', async () => {
         await restartable(1000);
         await this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++));
-        return undefined;
       }, allWatched);
     }
     if (has('reconnect')) {
@@ -341,7 +338,6 @@ class Run {
         this.broadcast({ type: 'reconnect-all' });
         await this.until('reconnect', () => this.total('connected') >= clients, performance.now());
         await this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++));
-        return undefined;
       }, allWatched);
     }
     result.samples = { timeToConfigMs: this.timeToConfig, edsReceiveMs: this.edsReceive };
