@@ -1,7 +1,7 @@
 import { table } from '../stats.js';
 import type { PhaseResult, Scenario, TargetResult, XdsBenchOptions } from './xds-bench.js';
 
-type Row = [string, (r: TargetResult) => number | undefined, 'ms' | 's' | 'count' | 'KiB' | 'MiB' | 'µs' | 'ratio'];
+type Row = [string, (r: TargetResult) => number | undefined, 'ms' | 's' | 'count' | 'KiB' | 'MiB' | 'µs' | 'ratio' | '%'];
 
 const phase = (r: TargetResult, name: Scenario): PhaseResult | undefined => r.phases[name];
 const MiB = 1024 * 1024;
@@ -22,6 +22,10 @@ function rowsFor(clients: number): Row[] {
     ['1-endpoint EDS: receive max', (r) => phase(r, 'eds')?.receive?.max, 'ms'],
     ['1-endpoint EDS: ACK p99', (r) => phase(r, 'eds')?.ack?.p99, 'ms'],
     ['1-endpoint EDS: server CPU per stream', (r) => perVm(phase(r, 'eds')?.serverCpuSeconds), 'µs'],
+    ['bulk EDS update: size', (r) => kib(phase(r, 'bulk')?.updateBytes), 'KiB'],
+    ['bulk EDS update: all VMs have it', (r) => phase(r, 'bulk')?.totalMs, 'ms'],
+    ['bulk EDS update: receive p99', (r) => phase(r, 'bulk')?.receive?.p99, 'ms'],
+    ['bulk EDS update: peak RSS over idle', (r) => growth(phase(r, 'bulk')?.serverPeakRssBytes, r.server.idleRssBytes), '%'],
     ['CDS push: all VMs have it', (r) => phase(r, 'cds')?.totalMs, 'ms'],
     ['CDS push: receive p99', (r) => phase(r, 'cds')?.receive?.p99, 'ms'],
     ['CDS push: server peak RSS', (r) => mib(phase(r, 'cds')?.serverPeakRssBytes), 'MiB'],
@@ -43,6 +47,12 @@ function rowsFor(clients: number): Row[] {
     ['correct final config (VMs)', (r) => r.correctness.matching, 'count'],
   ];
 }
+function kib(bytes: number | undefined): number | undefined {
+  return bytes === undefined ? undefined : bytes / 1024;
+}
+function growth(peak: number | undefined, idle: number | undefined): number | undefined {
+  return peak === undefined || !idle ? undefined : ((peak - idle) / idle) * 100;
+}
 function mib(bytes: number | undefined): number | undefined {
   return bytes === undefined ? undefined : bytes / MiB;
 }
@@ -51,7 +61,7 @@ function format(value: number | undefined, unit: Row[2]): string {
   if (value === undefined || Number.isNaN(value)) return '–';
   if (unit === 'count') return String(Math.round(value));
   const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
-  return `${value.toFixed(digits)}${unit === 'ratio' ? '×' : ` ${unit}`}`;
+  return `${value.toFixed(digits)}${unit === 'ratio' ? '×' : unit === '%' ? ' %' : ` ${unit}`}`;
 }
 
 /** The final table: one column per target, and ratios to the raw baseline and to direct. */

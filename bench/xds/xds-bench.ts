@@ -3,7 +3,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { clusterName } from '../../src/mesh/istio-tls.js';
+import { renderMesh } from '../../src/sim/config-generators.js';
+import { serviceHost, type MeshModel, type MeshService } from '../../src/sim/mesh-model.js';
 import { vmNode } from '../../src/sim/vm-node.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { cpuSeconds, rssBytes, RssSampler } from '../process-stats.js';
@@ -18,7 +20,7 @@ import type { WorkerCommand, WorkerProgress, WorkerSamples } from './worker.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 export type TargetKind = 'direct' | 'group' | 'stream' | 'baseline' | 'external';
-export const SCENARIOS = ['connect', 'eds', 'cds', 'churn', 'upstream-restart', 'reconnect'] as const;
+export const SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface XdsBenchOptions {
@@ -33,6 +35,8 @@ export interface XdsBenchOptions {
   external?: { target: string; pid?: number; adminUrl?: string };
   connectRate: number;
   scenarios: Scenario[];
+  /** Size of the `bulk` scenario's EDS update, in KiB (as rendered for the VMs' network). */
+  bulkKib: number;
   churnRate: number;
   churnSeconds: number;
   timeoutSeconds: number;
@@ -52,6 +56,8 @@ export interface PhaseResult {
   bytesReceived: number;
   errors: number;
   reconnects: number;
+  /** The size of the update the phase pushed (bulk), in bytes of resources. */
+  updateBytes?: number;
 }
 
 export interface TargetResult {
@@ -164,15 +170,28 @@ function clientNode(index: number, groups: number) {
   return vmNode({ name: `vm-${index}`, ip, namespace: 'vm', serviceAccount: `vm-app-${group}`, labels: { app: `vm-app-${group}`, version: 'v1' } });
 }
 
+/** The service with its first endpoint's weight changed. */
+function bumpFirstEndpoint(service: MeshService): MeshService {
+  return { ...service, endpoints: service.endpoints.map((e, i) => (i === 0 ? { ...e, weight: e.weight >= 100 ? 1 : e.weight + 1 } : e)) };
+}
+
 /** One endpoint's weight changed: the smallest EDS update (≈1 KiB). */
 function changeOneEndpoint(mesh: MeshModel, step: number): MeshModel {
   const service = mesh.services[step % mesh.services.length]!;
-  return {
-    ...mesh,
-    services: mesh.services.map((s) => s !== service ? s : {
-      ...s, endpoints: s.endpoints.map((e, i) => (i === 0 ? { ...e, weight: e.weight >= 100 ? 1 : e.weight + 1 } : e)),
-    }),
-  };
+  return { ...mesh, services: mesh.services.map((s) => (s === service ? bumpFirstEndpoint(s) : s)) };
+}
+
+/** One endpoint changed in as many services as make `kib` KiB of EDS for the VMs (or all of them). */
+function bulkChange(mesh: MeshModel, kib: number): { mesh: MeshModel; bytes: number } {
+  const sizes = new Map((renderMesh(mesh, { network: 'vm-net', generator: 'envoy' }).get(TypeUrl.endpoint) ?? []).map((r) => [r.name, r.body.length]));
+  const chosen = new Set<MeshService>();
+  let bytes = 0;
+  for (const service of mesh.services) {
+    if (bytes >= kib * 1024) break;
+    chosen.add(service);
+    for (const { port } of service.ports) bytes += sizes.get(clusterName(port, serviceHost(service, mesh.domain))) ?? 0;
+  }
+  return { mesh: { ...mesh, services: mesh.services.map((s) => (chosen.has(s) ? bumpFirstEndpoint(s) : s)) }, bytes };
 }
 
 /** A new service: a CDS push (and its EDS, RDS) to every VM. */
@@ -311,6 +330,11 @@ class Run {
     }
     const has = (scenario: Scenario) => scenarios.includes(scenario);
     if (has('eds')) result.phases.eds = await this.phase('eds', () => this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++)), allWatched);
+    if (has('bulk')) {
+      const bulk = bulkChange(this.mesh, this.options.bulkKib);
+      const phase = await this.phase('bulk', () => this.watchPush(TypeUrl.endpoint, bulk.mesh), allWatched);
+      result.phases.bulk = { ...phase, updateBytes: bulk.bytes };
+    }
     if (has('cds')) result.phases.cds = await this.phase('cds', () => this.watchPush(TypeUrl.cluster, addService(this.mesh, this.step++)), allWatched);
     if (has('churn')) {
       result.phases.churn = await this.phase('churn', async () => {

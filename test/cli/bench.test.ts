@@ -28,6 +28,8 @@ test('meshrelay bench --compare runs identical simulated VMs against direct, gro
     t.deepEqual(r.correctness, { checked: 24, matching: 24, expectedHashes: 1 }, r.target);
     t.is(r.phases.connect.complete, 24, `${r.target}: all configured`);
     t.is(r.phases.eds.complete, 24, `${r.target}: all got the EDS update`);
+    t.is(r.phases.bulk.complete, 24, `${r.target}: all got the bulk EDS update`);
+    t.true(r.phases.bulk.updateBytes > 1024);
     t.is(r.phases.eds.receive.count >= 24, true);
     t.true(r.nacksSent > 0, `${r.target}: the NACKing VMs NACKed`);
     t.true(r.phases.connect.serverCpuSeconds > 0);
