@@ -205,6 +205,9 @@ class Run {
   private mesh: MeshModel;
   private step = 0;
   private readonly errorMessages: string[] = [];
+  /** Each phase's raw latency samples, for the report's CDF plots. */
+  private readonly rawSamples = new Map<Scenario, { receive: number[]; configured: number[] }>();
+  private watchId = 0;
 
   constructor(private readonly options: XdsBenchOptions, private readonly kind: TargetKind, private readonly servers: Topology) {
     this.mesh = profileMesh(options.profile);
@@ -279,8 +282,7 @@ class Run {
     const flat = (pick: (s: WorkerSamples) => number[]) => samples.flatMap(pick);
     const receive = flat((s) => s.receiveMs);
     const configured = flat((s) => s.timeToConfigMs);
-    if (name === 'eds') this.edsReceive = receive;
-    if (name === 'connect') this.timeToConfig = configured;
+    this.rawSamples.set(name, { receive, configured });
     return {
       totalMs,
       complete: name === 'connect' ? this.total('configured') : this.total('watched'),
@@ -294,9 +296,6 @@ class Run {
     };
   }
 
-  private edsReceive: number[] = [];
-  private watchId = 0;
-  private timeToConfig: number[] = [];
 
   /** Applies a mesh change everywhere and returns the push stamp the clients must reach. */
   private async push(next: MeshModel): Promise<PushStamp> {
@@ -364,7 +363,7 @@ class Run {
         await this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++));
       }, allWatched);
     }
-    result.samples = { timeToConfigMs: this.timeToConfig, edsReceiveMs: this.edsReceive };
+    result.samples = { timeToConfigMs: this.rawSamples.get('connect')?.configured ?? [], edsReceiveMs: this.rawSamples.get('eds')?.receive ?? [] };
     result.downstreamBytes = this.total('bytes');
     result.nacksSent = this.total('nacks');
     await this.quiet();

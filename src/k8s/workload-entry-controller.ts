@@ -182,7 +182,6 @@ export class WorkloadEntryController {
     const lastConnected = parseTime(annotations[Annotation.connectedAt]);
     if (lastConnected !== undefined && lastConnected > connectedAt.getTime()) return;
     if (annotations[Annotation.workloadController] !== this.options.instanceId) return;
-    if (lastConnected !== undefined && disconnectedAt.getTime() < lastConnected) return;
     delete annotations[Annotation.connectedAt];
     annotations[Annotation.disconnectedAt] = formatTime(disconnectedAt);
     await this.store.replace({ ...entry, metadata: { ...entry.metadata, annotations } });
@@ -223,8 +222,9 @@ export class WorkloadEntryController {
         && !this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))
         && since > this.options.gracePeriodMs;
     }
-    const disconnectedAt = parseTime(annotations[Annotation.disconnectedAt]);
     if (annotations[Annotation.disconnectedAt] === undefined) return false;
+    // An unreadable time cannot prove the grace period is still running.
+    const disconnectedAt = parseTime(annotations[Annotation.disconnectedAt]);
     return disconnectedAt === undefined || now - disconnectedAt >= this.options.gracePeriodMs;
   }
 
