@@ -1,5 +1,4 @@
 import { hostname } from 'node:os';
-import * as grpc from '@grpc/grpc-js';
 import { Gauge, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
@@ -14,7 +13,7 @@ import { WorkloadEntryController } from './k8s/workload-entry-controller.js';
 import { WorkloadEntryStore } from './k8s/workload-entry-store.js';
 import { WorkloadRegisteringProvider } from './k8s/workload-registration.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
-import { readConfiguredFile } from './config/files.js';
+import { upstreamChannelOptions, upstreamCredentials } from './config/upstream-tls.js';
 import type { ServeConfig } from './config/schema.js';
 import { LOG_LEVELS, setLogLevel, type Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
@@ -65,15 +64,6 @@ export interface RelayOptions {
   log: Logger;
   /** Tests shorten reconnect delays. */
   backoff?: BackoffPolicy;
-}
-
-function upstreamCredentials(config: ServeConfig): grpc.ChannelCredentials {
-  if (!config.upstreamCaFile) return grpc.credentials.createInsecure();
-  return grpc.credentials.createSsl(
-    readConfiguredFile(config.upstreamCaFile, 'upstreamCaFile'),
-    config.upstreamKeyFile ? readConfiguredFile(config.upstreamKeyFile, 'upstreamKeyFile') : null,
-    config.upstreamCertFile ? readConfiguredFile(config.upstreamCertFile, 'upstreamCertFile') : null,
-  );
 }
 
 /**
@@ -135,8 +125,9 @@ export class Relay {
     const pool = new ConnectionPool({
       target: upstreamTarget,
       size: config.upstreamConnections,
-      credentials: upstreamCredentials(config),
+      credentials: upstreamCredentials(config, 'xds'),
       maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
+      channelOptions: upstreamChannelOptions(config),
     });
     started.push(() => pool.close());
     const topology = new NetworkTopology();

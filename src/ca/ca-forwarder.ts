@@ -12,6 +12,7 @@ export const CreateCertificateMethod = '/istio.v1.auth.IstioCertificateService/C
 export interface CaForwarderOptions {
   target: string;
   credentials: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
   maxConcurrent: number;
   maxQueued: number;
   timeoutMs: number;
@@ -47,7 +48,7 @@ export class CaForwarder {
   private readonly limiter: ConcurrencyLimiter;
 
   constructor(private readonly options: CaForwarderOptions) {
-    this.client = new grpc.Client(options.target, options.credentials, { 'grpc.keepalive_time_ms': 30_000 });
+    this.client = new grpc.Client(options.target, options.credentials, { 'grpc.keepalive_time_ms': 30_000, ...options.channelOptions });
     this.limiter = new ConcurrencyLimiter(options.maxConcurrent, options.maxQueued, 'CSR forwarding');
   }
 

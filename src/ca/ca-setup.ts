@@ -1,5 +1,4 @@
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { resolveCaMode, type ServeConfig } from '../config/schema.js';
 import { GrpcStatus, RelayError } from '../errors.js';
@@ -16,7 +15,7 @@ import { JwtVerifier } from './jwt.js';
 import type { TokenVerifier } from './authenticator.js';
 import { LocalSigner } from './local-signer.js';
 import { IssuedServingCertificate, type ServingCertificate } from './serving-certificate.js';
-import { readConfiguredFile } from '../config/files.js';
+import { upstreamChannelOptions, upstreamCredentials } from '../config/upstream-tls.js';
 
 export interface CaSubsystem {
   service: CaService;
@@ -95,11 +94,10 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
 
 function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffPolicy, log: Logger): Omit<CaSubsystem, 'tokens'> {
   const target = config.caUpstream || config.upstream;
-  // No client certificate towards istiod: istiod takes identity from the first authenticator that
-  // matches, and a relay certificate would make every VM the relay (DESIGN §3, XFCC).
-  const credentials = config.upstreamCaFile ? grpc.credentials.createSsl(readConfiguredFile(config.upstreamCaFile, 'upstreamCaFile')) : grpc.credentials.createInsecure();
   const forwarder = new CaForwarder({
-    target, credentials, backoff, log,
+    target, backoff, log,
+    credentials: upstreamCredentials(config, 'ca'),
+    channelOptions: upstreamChannelOptions(config),
     maxConcurrent: config.caMaxConcurrent,
     maxQueued: config.caMaxQueued,
     timeoutMs: config.caRequestTimeoutSeconds * 1000,

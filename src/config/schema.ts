@@ -12,6 +12,9 @@ export const serveSchema = z.object({
   upstreamCaFile: z.string().default(''),
   upstreamCertFile: z.string().default(''),
   upstreamKeyFile: z.string().default(''),
+  // The TLS name to send and verify when istiod is reached by an address its certificate does not
+  // name (an IP, a load balancer); istio-agent's ISTIOD_SAN does the same for VMs.
+  upstreamServerName: z.string().default(''),
   xdsListen: optionalAddress.default('127.0.0.1:15010'),
   tlsListen: optionalAddress.default(''),
   tlsCertFile: z.string().default(''),

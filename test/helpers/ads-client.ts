@@ -17,6 +17,7 @@ export class AdsTestClient<P extends 'sotw' | 'delta'> {
   private readonly stream: grpc.ClientDuplexStream<Buffer, Buffer>;
   private readonly client: grpc.Client;
   private consumed = 0;
+  private ended = false;
   private readonly ownsClient: boolean;
 
   /** With a `client` of the caller's, the stream rides it and `close()` leaves it open unless `ownsClient`. */
@@ -35,7 +36,10 @@ export class AdsTestClient<P extends 'sotw' | 'delta'> {
       this.stream.on('status', resolve);
       this.stream.on('error', () => {});
     });
-    this.status.then(() => { for (const waiter of this.waiters.splice(0)) waiter(); });
+    this.status.then(() => {
+      this.ended = true;
+      for (const waiter of this.waiters.splice(0)) waiter();
+    });
   }
 
   send(request: Sent<P>): void {
@@ -54,6 +58,7 @@ export class AdsTestClient<P extends 'sotw' | 'delta'> {
     while (this.responses.length <= this.consumed) {
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error(`no response within ${timeoutMs} ms (have ${this.responses.length})`);
+      if (this.ended) throw new Error(`the stream ended (have ${this.responses.length} responses)`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, remaining);
         this.waiters.push(() => { clearTimeout(timer); resolve(); });

@@ -24,7 +24,13 @@ export async function startEchoBackend(name: string): Promise<{ port: number; cl
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound)));
   });
-  return { port, close: () => new Promise((resolve) => server.tryShutdown(() => resolve())) };
+  // A graceful shutdown waits for every client session to go; a client process that died may leave
+  // one half-open, so the backend is forced down after a second.
+  const close = () => new Promise<void>((resolve) => {
+    const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 1000);
+    server.tryShutdown(() => { clearTimeout(force); resolve(); });
+  });
+  return { port, close };
 }
 
 export function callWho(client: grpc.Client, timeoutMs = 10_000): Promise<string> {

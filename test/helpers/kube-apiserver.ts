@@ -8,8 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const kubeApiServerBinary = path.join(root, '.cache/peers/kube-apiserver-for-tests');
-export const kubectlBinary = path.join(root, '.cache/peers/kubectl');
+/** Where scripts/build-test-peers.sh puts the Go-built peers. */
+export const peersDirectory = path.join(root, '.cache/peers');
+export const kubeApiServerBinary = path.join(peersDirectory, 'kube-apiserver-for-tests');
+export const kubectlBinary = path.join(peersDirectory, 'kubectl');
 
 /** Why the real kube-apiserver tests cannot run here, or undefined when they can. */
 export function kubeApiServerUnavailable(): string | undefined {
@@ -17,7 +19,8 @@ export function kubeApiServerUnavailable(): string | undefined {
   return 'real kube-apiserver not built (needs Go and its module proxy): run scripts/build-test-peers.sh';
 }
 
-async function freePort(): Promise<number> {
+/** A port the OS just had free on 127.0.0.1, for peers that cannot listen on port 0. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const server = net.createServer();
     server.listen(0, '127.0.0.1', () => {
@@ -31,7 +34,8 @@ export interface KubeApiServer {
   url: string;
   /** A kubeconfig with a cluster-admin token, as the relay would be given. */
   kubeconfig: string;
-  request(method: string, apiPath: string, body?: unknown): Promise<any>;
+  /** A request as cluster admin; `contentType` for patches (JSON by default). */
+  request(method: string, apiPath: string, body?: unknown, contentType?: string): Promise<any>;
   /** A service-account token from the TokenRequest API. */
   token(namespace: string, serviceAccount: string, audiences: string[]): Promise<string>;
   /** Installs the Istio CRDs the relay uses (test/kube-apiserver/istio-crds.yaml) and waits until they are served. */
@@ -57,9 +61,9 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
   ];
   let child: ChildProcess | undefined;
   // The API server's certificate is self-signed for the test, so the test client does not verify it.
-  const request = (method: string, apiPath: string, body?: unknown) => new Promise<any>((resolve, reject) => {
+  const request = (method: string, apiPath: string, body?: unknown, contentType = 'application/json') => new Promise<any>((resolve, reject) => {
     const req = https.request(`${url}${apiPath}`, {
-      method, rejectUnauthorized: false, headers: { authorization: 'Bearer admin-token', 'content-type': 'application/json' },
+      method, rejectUnauthorized: false, headers: { authorization: 'Bearer admin-token', 'content-type': contentType },
     }, (response) => {
       let text = '';
       response.on('data', (chunk) => { text += chunk; });

@@ -5,6 +5,8 @@ export interface ConnectionPoolOptions {
   size: number;
   credentials: grpc.ChannelCredentials;
   maxReceiveMessageBytes: number;
+  /** Further channel options (e.g. the TLS server name). */
+  channelOptions?: grpc.ChannelOptions;
 }
 
 /**
@@ -25,6 +27,7 @@ export class ConnectionPool {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.initial_reconnect_backoff_ms': 500,
       'grpc.max_reconnect_backoff_ms': 10_000,
+      ...options.channelOptions,
     }));
     this.load = this.clients.map(() => 0);
     // Connect now rather than on the first stream, so readiness reflects the upstream at once.

@@ -1,0 +1,335 @@
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import test from 'ava';
+import { stringify } from 'yaml';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-client.js';
+import { startEchoBackend } from '../helpers/echo-backend.js';
+import { eventually } from '../helpers/harness.js';
+import {
+  assertConverged, assertSameConfig, directProxy, endpointsOf, istiodConnections, relayedProxy, relayFor, runProxylessCaller, untilIstiodServes,
+} from '../helpers/interop.js';
+import { resourceNames, type ProxyConfig } from '../helpers/proxy-config.js';
+import {
+  EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
+} from '../helpers/real-istio.js';
+import { HTTPBIN_PODS, httpbinEndpointSlice, installVmMeshFixture, realVmNode, VM_ADDRESS } from '../helpers/vm-mesh-fixture.js';
+
+// "The relay is invisible": every case compares what a VM gets straight from the real istiod with
+// what the same VM gets through the relay, resource by resource.
+const unavailable = realIstioUnavailable();
+const interop = unavailable ? test.skip : test.serial;
+const knownFailure = unavailable ? test.skip : test.serial.failing;
+if (unavailable) console.warn(`skipping the real-Istio conformance suite: ${unavailable}`);
+
+let mesh: RealMesh;
+test.before(async (t) => {
+  if (unavailable) return;
+  t.timeout(300_000);
+  mesh = await startRealMesh();
+  await installVmMeshFixture(mesh);
+});
+test.after.always(async () => {
+  await mesh?.close();
+});
+
+const HTTPBIN = 'outbound|8000||httpbin.bar.svc.cluster.local';
+const LEGACY_INBOUND = 'inbound|9090||';
+const gatewayEndpoint = (address = EAST_WEST_GATEWAY.address) => `${address}:${EAST_WEST_GATEWAY.port} tlsMode=istio`;
+const hasCluster = (name: string) => (config: ProxyConfig) => resourceNames(config, TypeUrl.cluster).includes(name);
+const lacksCluster = (name: string) => (config: ProxyConfig) => !hasCluster(name)(config);
+const plainVm = (name = 'vm-plain', ip = VM_ADDRESS.other) => realVmNode({ name, ip });
+
+for (const [mode, protocol] of [['group', 'delta'], ['group', 'sotw'], ['stream', 'delta'], ['stream', 'sotw']] as const) {
+  interop(`[${mode}/${protocol}] a VM's whole configuration through the relay equals istiod's, byte for byte`, async (t) => {
+    t.timeout(90_000);
+    const relay = await relayFor(t, mesh, mode);
+    const node = realVmNode({ name: 'vmapp-1', ip: VM_ADDRESS.vmapp1 });
+    const config = await assertSameConfig(t, await directProxy(t, mesh, node, protocol), await relayedProxy(t, mesh, relay, node, protocol));
+    // The comparison covers what a VM really needs: the remote service, its subsets, its own inbound.
+    for (const name of [HTTPBIN, 'outbound|8000|v1|httpbin.bar.svc.cluster.local', 'inbound|8080||']) t.true(hasCluster(name)(config), name);
+    t.true(resourceNames(config, TypeUrl.listener).includes('virtualInbound'));
+    t.true(resourceNames(config, TypeUrl.route).length > 0);
+  });
+}
+
+interop('split horizon: httpbin on net1 reaches a vm-net VM as the east-west gateway on 15443 with tlsMode istio, exactly as istiod renders it', async (t) => {
+  t.timeout(60_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const config = await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), await relayedProxy(t, mesh, relay, node, 'delta'));
+  t.deepEqual(endpointsOf(config, HTTPBIN), [gatewayEndpoint()]);
+});
+
+interop('DestinationRule subsets: the v1 and v2 subset clusters and their endpoints equal istiod\'s', async (t) => {
+  t.timeout(60_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const config = await assertSameConfig(t, await directProxy(t, mesh, node, 'sotw'), await relayedProxy(t, mesh, relay, node, 'sotw'));
+  for (const subset of ['v1', 'v2']) {
+    const cluster = `outbound|8000|${subset}|httpbin.bar.svc.cluster.local`;
+    t.true(hasCluster(cluster)(config), cluster);
+    t.deepEqual(endpointsOf(config, cluster), [gatewayEndpoint()], `${cluster} endpoints`);
+  }
+});
+
+interop('VMs without address-bound config share one upstream stream, and istiod serves that group as one connection', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const before = (await istiodConnections(mesh)).length;
+  const nodes = [1, 2, 3, 4, 5].map((i) => plainVm(`vm-shared-${i}`, `10.9.1.${i}`));
+  const relayed = await Promise.all(nodes.map((node) => relayedProxy(t, mesh, relay, node, 'delta')));
+  for (const [i, node] of nodes.entries()) await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed[i]!);
+  t.is(relay.groups.list().length, 1);
+  t.is(relay.groups.list()[0]!.members.size, 5);
+  t.is(relay.groups.upstreamStreams(), 1);
+  // istiod holds five direct VMs plus one stream for the relay's group.
+  const after = await eventually(() => istiodConnections(mesh), (list) => list.length === before + 6, 10_000);
+  t.is(after.filter((entry) => entry.proxy.includes('vm-shared-')).length, 6);
+});
+
+interop('[stream] two VMs that differ only in address each get istiod\'s config for their address (a ServiceEntry endpoint binds one)', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'stream');
+  const unbound = plainVm('vmapp-a', VM_ADDRESS.other);
+  const bound = realVmNode({ name: 'vmapp-b', ip: VM_ADDRESS.legacy });
+  const first = await assertSameConfig(t, await directProxy(t, mesh, unbound, 'delta'), await relayedProxy(t, mesh, relay, unbound, 'delta'));
+  const second = await assertSameConfig(t, await directProxy(t, mesh, bound, 'delta'), await relayedProxy(t, mesh, relay, bound, 'delta'));
+  t.false(hasCluster(LEGACY_INBOUND)(first));
+  t.true(hasCluster(LEGACY_INBOUND)(second));
+});
+
+// Known failure, issue 19: the aggregation key leaves the address out, so the second VM is served
+// the first VM's configuration (no inbound 9090 for the address the ServiceEntry binds).
+knownFailure('[group] two VMs that differ only in address each get istiod\'s config for their address (known failure: issue 19, address-aware group key)', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const unbound = plainVm('vmapp-a', VM_ADDRESS.other);
+  const bound = realVmNode({ name: 'vmapp-b', ip: VM_ADDRESS.legacy });
+  await assertSameConfig(t, await directProxy(t, mesh, unbound, 'delta'), await relayedProxy(t, mesh, relay, unbound, 'delta'));
+  await assertSameConfig(t, await directProxy(t, mesh, bound, 'delta'), await relayedProxy(t, mesh, relay, bound, 'delta'));
+});
+
+interop('VMs in different namespaces get their own configuration: vm2\'s Sidecar scopes its egress to its namespace', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const inVm = plainVm();
+  const inVm2 = realVmNode({ name: 'vm2-app', ip: '10.9.2.1', namespace: 'vm2', serviceAccount: 'vm2-sa', labels: { app: 'vm2-app' } });
+  const config = await assertSameConfig(t, await directProxy(t, mesh, inVm, 'delta'), await relayedProxy(t, mesh, relay, inVm, 'delta'));
+  const scoped = await assertSameConfig(t, await directProxy(t, mesh, inVm2, 'delta'), await relayedProxy(t, mesh, relay, inVm2, 'delta'));
+  t.true(hasCluster(HTTPBIN)(config));
+  t.false(hasCluster(HTTPBIN)(scoped), 'the Sidecar in vm2 hides bar');
+  t.is(relay.groups.list().length, 2);
+});
+
+interop('a VM another service account owns gets its own group and istiod\'s config for it', async (t) => {
+  t.timeout(60_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const mine = plainVm();
+  const other = realVmNode({ name: 'vm-other', ip: '10.9.3.1', serviceAccount: 'vm-other-sa' });
+  await assertSameConfig(t, await directProxy(t, mesh, mine, 'delta'), await relayedProxy(t, mesh, relay, mine, 'delta'));
+  await assertSameConfig(t, await directProxy(t, mesh, other, 'delta'), await relayedProxy(t, mesh, relay, other, 'delta'));
+  t.deepEqual(relay.groups.list().map((group) => group.fields.SERVICE_ACCOUNT).sort(), ['vm-other-sa', 'vm-sa']);
+});
+
+interop('an AuthorizationPolicy and PeerAuthentication selecting a VM\'s labels: the selected VM and an unselected one each get istiod\'s config', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const selected = realVmNode({ name: 'vm-secure', ip: '10.9.4.1', labels: { app: 'vmapp', secure: 'true' } });
+  const unselected = realVmNode({ name: 'vm-open', ip: '10.9.4.2', labels: { app: 'vmapp' } });
+  const a = await assertSameConfig(t, await directProxy(t, mesh, selected, 'delta'), await relayedProxy(t, mesh, relay, selected, 'delta'));
+  const b = await assertSameConfig(t, await directProxy(t, mesh, unselected, 'delta'), await relayedProxy(t, mesh, relay, unselected, 'delta'));
+  const inbound = (config: ProxyConfig) => config.get(TypeUrl.listener)!.get('virtualInbound')!;
+  t.false(inbound(a).equals(inbound(b)), 'the policies change the selected VM\'s inbound listener');
+  t.true(inbound(a).includes(Buffer.from('cluster.local/ns/bar/sa/httpbin')), 'the selected VM carries the policy\'s principal');
+  t.is(relay.groups.list().length, 2);
+});
+
+const externalEntry = {
+  apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'external-api', namespace: 'vm' },
+  spec: {
+    hosts: ['api.external.example'], location: 'MESH_EXTERNAL', resolution: 'STATIC',
+    ports: [{ number: 9443, name: 'tls', protocol: 'TLS' }], endpoints: [{ address: '203.0.113.7' }],
+  },
+};
+const EXTERNAL = 'outbound|9443||api.external.example';
+const removeExternalEntry = async () => {
+  await mesh.delete([externalEntry]);
+  await untilIstiodServes(mesh, plainVm(), lacksCluster(EXTERNAL));
+};
+
+interop('[delta] a ServiceEntry added while VMs are connected reaches them through the relay as it does directly', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const direct = await directProxy(t, mesh, node, 'delta');
+  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
+  await assertSameConfig(t, direct, relayed);
+  t.teardown(() => removeExternalEntry());
+  await mesh.apply([externalEntry]);
+  const config = await assertConverged(t, direct, relayed, hasCluster(EXTERNAL));
+  t.deepEqual(endpointsOf(config, EXTERNAL), ['203.0.113.7:9443']);
+});
+
+interop('[sotw] a ServiceEntry removed while VMs are connected: its cluster, endpoints and listener go through the relay as they do directly', async (t) => {
+  t.timeout(90_000);
+  await mesh.apply([externalEntry]);
+  t.teardown(() => removeExternalEntry());
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const direct = await directProxy(t, mesh, node, 'sotw');
+  const relayed = await relayedProxy(t, mesh, relay, node, 'sotw');
+  await assertConverged(t, direct, relayed, hasCluster(EXTERNAL));
+  await mesh.delete([externalEntry]);
+  const config = await assertConverged(t, direct, relayed, lacksCluster(EXTERNAL));
+  t.false(resourceNames(config, TypeUrl.endpoint).includes(EXTERNAL));
+});
+
+interop('httpbin scaled up by a pod in the cluster: the VM\'s EDS through the relay converges to istiod\'s', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const direct = await directProxy(t, mesh, node, 'delta');
+  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
+  const before = await assertSameConfig(t, direct, relayed);
+  const edsBefore = before.get(TypeUrl.endpoint)!.get(HTTPBIN)!;
+  const extra = { name: 'httpbin-v1-b', ip: '10.244.0.13', version: 'v1' };
+  t.teardown(async () => {
+    await mesh.apply([httpbinEndpointSlice()]);
+    await mesh.delete([{ apiVersion: 'v1', kind: 'Pod', metadata: { name: extra.name, namespace: 'bar' } }]);
+    await untilIstiodServes(mesh, node, (config) => !!config.get(TypeUrl.endpoint)?.get(HTTPBIN)?.equals(edsBefore));
+  });
+  await mesh.apply([{
+    apiVersion: 'v1', kind: 'Pod',
+    metadata: { name: extra.name, namespace: 'bar', labels: { app: 'httpbin', version: 'v1', 'security.istio.io/tlsMode': 'istio' } },
+    spec: { serviceAccountName: 'httpbin', containers: [{ name: 'httpbin', image: 'docker.io/kong/httpbin' }] },
+  }]);
+  await mesh.kube.request('PATCH', `/api/v1/namespaces/bar/pods/${extra.name}/status`, {
+    status: { phase: 'Running', podIP: extra.ip, podIPs: [{ ip: extra.ip }], conditions: [{ type: 'Ready', status: 'True' }] },
+  }, 'application/merge-patch+json');
+  await mesh.apply([httpbinEndpointSlice([...HTTPBIN_PODS, extra])]);
+  // Three pods behind one gateway: one gateway endpoint whose weight is now three.
+  await assertConverged(t, direct, relayed, (config) => !config.get(TypeUrl.endpoint)?.get(HTTPBIN)?.equals(edsBefore));
+});
+
+interop('istiod restarted mid-stream: VMs keep their config and their streams, the relay reconnects, and the VM converges with a fresh direct view', async (t) => {
+  t.timeout(180_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
+  const before = await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed);
+  const opened = relay.groups.list()[0]!.upstream.stats.streamsOpened;
+  let ended = false;
+  void relayed.status.then(() => { ended = true; });
+  await mesh.restartIstiod();
+  t.false(ended, 'the VM\'s stream to the relay stays open across the restart');
+  t.is(relayed.config().get(TypeUrl.cluster)?.size, before.get(TypeUrl.cluster)?.size, 'the VM kept its clusters meanwhile');
+  await eventually(() => relay.groups.list()[0]!.upstream.stats, (stats) => stats.streamsOpened > opened && stats.state === 'streaming', 30_000);
+  await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed);
+  t.false(ended);
+});
+
+interop('a shared upstream view on net1, translated by the relay for vm-net, equals istiod\'s own vm-net rendering', async (t) => {
+  t.timeout(90_000);
+  const dir = mkdtempSync(path.join(tmpdir(), 'interop-networks-'));
+  const networksFile = path.join(dir, 'meshNetworks.yaml');
+  writeFileSync(networksFile, stringify(meshNetworksFor(EAST_WEST_GATEWAY.address)));
+  const relay = await relayFor(t, mesh, 'group', { sharedUpstreamView: true, network: 'net1', meshNetworksFile: networksFile });
+  const node = plainVm();
+  // The relay asks istiod for net1's view (real pod endpoints) and applies split horizon itself.
+  const config = await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), await relayedProxy(t, mesh, relay, node, 'delta'), [TypeUrl.endpoint]);
+  t.deepEqual(endpointsOf(config, HTTPBIN), [gatewayEndpoint()]);
+  t.true(relay.groups.list()[0]!.networkViews.get('vm-net')!.translations > 0, 'the relay translated EDS for vm-net');
+});
+
+interop('meshNetworks gateway address changed in the istio ConfigMap: VMs through the relay move to the new gateway with istiod', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const direct = await directProxy(t, mesh, node, 'delta');
+  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
+  await assertSameConfig(t, direct, relayed);
+  const setGateway = (address: string) => mesh.kube.request('PATCH', '/api/v1/namespaces/istio-system/configmaps/istio', {
+    data: { meshNetworks: stringify(meshNetworksFor(address)) },
+  }, 'application/merge-patch+json');
+  t.teardown(async () => {
+    await setGateway(EAST_WEST_GATEWAY.address);
+    await untilIstiodServes(mesh, node, (c) => endpointsOf(c, HTTPBIN).includes(gatewayEndpoint()));
+  });
+  await setGateway('192.0.2.20');
+  const config = await assertConverged(t, direct, relayed, (c) => endpointsOf(c, HTTPBIN).includes(gatewayEndpoint('192.0.2.20')));
+  t.deepEqual(endpointsOf(config, HTTPBIN), [gatewayEndpoint('192.0.2.20')]);
+});
+
+interop('proxyless gRPC (@grpc/grpc-js-xds, GENERATOR=grpc) resolves a service registered in istiod through the relay and calls it', async (t) => {
+  t.timeout(90_000);
+  const backend = await startEchoBackend('echo-in-istiod');
+  t.teardown(() => backend.close());
+  const objects = [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'grpc' } },
+    {
+      apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'echo', namespace: 'grpc' },
+      spec: {
+        hosts: ['echo.grpc.svc.cluster.local'], location: 'MESH_INTERNAL', resolution: 'STATIC',
+        ports: [{ number: 7070, name: 'grpc', protocol: 'GRPC' }],
+        endpoints: [{ address: '127.0.0.1', ports: { grpc: backend.port }, labels: { 'security.istio.io/tlsMode': 'disabled' } }],
+      },
+    },
+  ];
+  await mesh.apply(objects);
+  t.teardown(async () => {
+    await mesh.delete(objects.slice(1));
+    await untilIstiodServes(mesh, plainVm(), lacksCluster('outbound|7070||echo.grpc.svc.cluster.local'));
+  });
+  const relay = await relayFor(t, mesh, 'group');
+  const bootstrap = {
+    xds_servers: [{ server_uri: relay.target, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
+    node: {
+      id: 'sidecar~127.0.0.1~echo-client.grpc~grpc.svc.cluster.local',
+      locality: {},
+      metadata: { GENERATOR: 'grpc', NAMESPACE: 'grpc', SERVICE_ACCOUNT: 'default', CLUSTER_ID: 'Kubernetes', INSTANCE_IPS: '127.0.0.1' },
+    },
+  };
+  const answer = await runProxylessCaller('echo.grpc.svc.cluster.local:7070', bootstrap);
+  // grpc-js-xds validates every resource (and NACKs what it cannot use): the call answering means
+  // it accepted istiod's listener, route, cluster and endpoints as the relay passed them on.
+  t.is(answer, 'echo-in-istiod');
+});
+
+interop('NDS, istio-agent\'s DNS name table, passes through the relay byte for byte', async (t) => {
+  t.timeout(60_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const options = { extraWildcardTypes: [TypeUrl.nameTable] };
+  const config = await assertSameConfig(t, await directProxy(t, mesh, node, 'delta', options), await relayedProxy(t, mesh, relay, node, 'delta', options));
+  const table = [...(config.get(TypeUrl.nameTable)?.values() ?? [])][0];
+  t.truthy(table, 'istiod sent a name table');
+  t.true(table!.includes(Buffer.from('httpbin.bar.svc.cluster.local')));
+});
+
+interop('a CSR through the relay (forward CA mode) is signed by istiod\'s plugged CA for the VM\'s own identity', async (t) => {
+  t.timeout(60_000);
+  const relay = await relayFor(t, mesh, 'group', {
+    caMode: 'forward', caUpstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME,
+  });
+  const client = new grpc.Client(relay.target, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  const token = await mesh.token('vm', 'vm-sa');
+  const chain = await createCertificate(client, opensslCsr('rsa-2048').csr, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
+  t.regex(opensslVerify(chain, mesh.rootCertFile), /OK/);
+  t.is(new X509Certificate(chain[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
+});
+
+// Known failure, issue 13: istiod authenticates every stream on 15012, and a group's upstream stream
+// carries no credential of its members yet, so a token-only VM gets nothing.
+knownFailure('[group] over TLS to 15012, a token-authenticated VM gets istiod\'s config (known failure: issue 13, a credential for group streams)', async (t) => {
+  t.timeout(60_000);
+  const relay = await relayFor(t, mesh, 'group', { upstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME });
+  const node = plainVm();
+  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
+  await relayed.settled(1000, 15_000);
+  await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed);
+});
