@@ -58,12 +58,17 @@ build_istio pilot-discovery pilot/cmd/pilot-discovery
 build_istio pilot-agent pilot/cmd/pilot-agent
 build_istio istioctl istioctl/cmd/istioctl
 
-# The CRDs istiod watches, exactly as that version ships them (Helm chart "base").
-crds="$("$GO" env GOMODCACHE)/istio.io/istio@$ISTIO_VERSION/manifests/charts/base/files/crd-all.gen.yaml"
-if [ -f "$crds" ]; then
-  cp "$crds" "$peers/istio-crds-all.yaml" && chmod u+w "$peers/istio-crds-all.yaml"
-else
-  echo "peers: the Istio CRDs were not found in the module cache ($crds); the real-Istio tests will be skipped"
-  rm -f "$peers/istio-crds-all.yaml"
-fi
+# Files of that version the tests need beside the binaries: the CRDs istiod watches (Helm chart
+# "base") and the Envoy bootstrap template pilot-agent renders (installed on VMs by the packages).
+istio_module="$("$GO" env GOMODCACHE)/istio.io/istio@$ISTIO_VERSION"
+copy_istio_file() { # copy_istio_file <path in the module> <name in .cache/peers>
+  if [ -f "$istio_module/$1" ]; then
+    cp "$istio_module/$1" "$peers/$2" && chmod u+w "$peers/$2"
+  else
+    echo "peers: $1 was not found in the module cache; the real-Istio tests will be skipped"
+    rm -f "$peers/$2"
+  fi
+}
+copy_istio_file manifests/charts/base/files/crd-all.gen.yaml istio-crds-all.yaml
+copy_istio_file tools/packaging/common/envoy_bootstrap.json envoy_bootstrap.json
 exit 0

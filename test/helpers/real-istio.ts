@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -128,12 +128,17 @@ export async function startRealMesh(options: RealMeshOptions = {}): Promise<Real
     ]);
     const caDir = path.join(dir, 'cacerts');
     createDevCa(caDir, { organization: 'meshrelay-real-istio-test' });
-    const [grpcPort, securePort, httpPort, monitoringPort, webhookPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-    const istiod: IstiodAddresses = {
-      grpc: `127.0.0.1:${grpcPort}`, secureGrpc: `127.0.0.1:${securePort}`, http: `127.0.0.1:${httpPort}`,
-      monitoring: `127.0.0.1:${monitoringPort}`, webhook: `127.0.0.1:${webhookPort}`,
+    // istiod cannot listen on port 0: ports are picked free, and picked again if another process
+    // took one before istiod bound it (two test files start meshes side by side).
+    const istiod = {} as IstiodAddresses;
+    const pickPorts = async () => {
+      const [grpcPort, securePort, httpPort, monitoringPort, webhookPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+      Object.assign(istiod, {
+        grpc: `127.0.0.1:${grpcPort}`, secureGrpc: `127.0.0.1:${securePort}`, http: `127.0.0.1:${httpPort}`,
+        monitoring: `127.0.0.1:${monitoringPort}`, webhook: `127.0.0.1:${webhookPort}`,
+      });
     };
-    const args = [
+    const args = () => [
       'discovery', '--kubeconfig', kube.kubeconfig, '--grpcAddr', istiod.grpc, '--secureGRPCAddr', istiod.secureGrpc,
       '--httpAddr', istiod.http, '--httpsAddr', istiod.webhook, '--monitoringAddr', istiod.monitoring,
       '--meshConfig', path.join(dir, 'no-mesh-file'), '--networksConfig', path.join(dir, 'no-networks-file'),
@@ -152,10 +157,9 @@ export async function startRealMesh(options: RealMeshOptions = {}): Promise<Real
     const logFile = path.join(dir, 'istiod.log');
     const debug = (pathAndQuery: string) => getJson(`http://${istiod.http}${pathAndQuery}`);
     const start = async () => {
-      const out = createWriteStream(logFile, { flags: 'a' });
-      child = spawn(istioPeers.discovery, args, { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stdout!.pipe(out);
-      child.stderr!.pipe(out);
+      const out = openSync(logFile, 'a');
+      child = spawn(istioPeers.discovery, args(), { cwd: dir, env, stdio: ['ignore', out, out] });
+      closeSync(out);
       const deadline = Date.now() + 120_000;
       for (;;) {
         if (child.exitCode !== null) throw new Error(`istiod exited with ${child.exitCode}:\n${tail(logFile)}`);
@@ -172,7 +176,15 @@ export async function startRealMesh(options: RealMeshOptions = {}): Promise<Real
       await exited;
       clearTimeout(timer);
     };
-    await start();
+    for (let attempt = 1; ; attempt++) {
+      await pickPorts();
+      try {
+        await start();
+        break;
+      } catch (error) {
+        if (attempt === 3 || !/address already in use/.test((error as Error).message)) throw error;
+      }
+    }
     const rootCertFile = path.join(caDir, 'root-cert.pem');
     const rootCertPem = readFileSync(rootCertFile);
     return {

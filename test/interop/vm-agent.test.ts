@@ -1,0 +1,112 @@
+import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import test from 'ava';
+import { messageType } from '../../src/xds/protocol/protos.js';
+import { jsonToStruct } from '../../src/xds/protocol/struct.js';
+import { Envelopes, type NodeMessage } from '../../src/xds/protocol/envelopes.js';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { opensslVerify } from '../helpers/ca-client.js';
+import { assertSameConfig, relayFor } from '../helpers/interop.js';
+import { ConfigProxy } from '../helpers/proxy-config.js';
+import { ISTIOD_SERVER_NAME, realIstioUnavailable, startRealMesh, type RealMesh } from '../helpers/real-istio.js';
+import { configureVm, startVmAgent, type VmAgent } from '../helpers/vm-agent.js';
+import { installVmMeshFixture } from '../helpers/vm-mesh-fixture.js';
+
+// The real VM agent (pilot-agent, files from `istioctl x workload entry configure`) with the relay
+// as its PILOT_ADDRESS, against the real istiod. istiod trusts x-forwarded-client-cert from loopback
+// here (TRUSTED_GATEWAY_CIDR), so a VM can renew with its certificate through the relay.
+const unavailable = realIstioUnavailable('agent', 'istioctl');
+const interop = unavailable ? test.skip : test.serial;
+if (unavailable) console.warn(`skipping the real VM agent tests: ${unavailable}`);
+
+let mesh: RealMesh;
+let servingCert: { cert: string; key: string };
+test.before(async (t) => {
+  if (unavailable) return;
+  t.timeout(300_000);
+  mesh = await startRealMesh({ trustedGatewayCidr: '127.0.0.1/32' });
+  await installVmMeshFixture(mesh);
+  servingCert = relayServingCertificate(mesh);
+});
+test.after.always(async () => {
+  await mesh?.close();
+});
+
+/** The relay's serving certificate for istiod's name, issued by the mesh CA as an operator would (openssl). */
+function relayServingCertificate(m: RealMesh): { cert: string; key: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'relay-serving-'));
+  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  writeFileSync(path.join(dir, 'ext'), `subjectAltName=DNS:${ISTIOD_SERVER_NAME}\nextendedKeyUsage=serverAuth\n`);
+  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'key.pem', '-out', 'csr.pem', '-subj', '/O=meshrelay']);
+  run(['x509', '-req', '-in', 'csr.pem', '-CA', path.join(m.caDir, 'ca-cert.pem'), '-CAkey', path.join(m.caDir, 'ca-key.pem'), '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext']);
+  writeFileSync(path.join(dir, 'chain.pem'), readFileSync(path.join(dir, 'leaf.pem'), 'utf8') + readFileSync(path.join(m.caDir, 'ca-cert.pem'), 'utf8'));
+  return { cert: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem') };
+}
+
+/**
+ * The relay as deployed for VMs (deploy/base): TLS listener with istiod's name, tokens checked with
+ * TokenReview, client certificates verified against the mesh root, CSRs forwarded to istiod.
+ */
+function productionRelay(t: Parameters<typeof relayFor>[0], mode: 'group' | 'stream', extra: Record<string, unknown> = {}) {
+  return relayFor(t, mesh, mode, {
+    tlsListen: '127.0.0.1:0', tlsCertFile: servingCert.cert, tlsKeyFile: servingCert.key, tlsClientCaFile: mesh.rootCertFile,
+    tokenReview: true, kubeconfig: mesh.kube.kubeconfig,
+    caMode: 'forward', caUpstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME,
+    ...extra,
+  });
+}
+
+const relayTlsAddress = (relay: { addresses: { tls?: { host: string; port: number } } }) => `${relay.addresses.tls!.host}:${relay.addresses.tls!.port}`;
+
+async function agentFor(t: Parameters<typeof relayFor>[0], pilotAddress: string, internalIp: string, env: Record<string, string> = {}, autoRegister = false): Promise<VmAgent> {
+  const files = await configureVm(mesh, { group: autoRegister ? 'vmreg' : 'vmapp', namespace: 'vm', internalIp, autoRegister });
+  const agent = await startVmAgent(files, pilotAddress, env);
+  t.teardown(() => agent.close());
+  return agent;
+}
+
+/** The stand-in Envoy: the node from the bootstrap the agent wrote, on the agent's XDS socket. */
+function envoyOn(t: Parameters<typeof relayFor>[0], agent: VmAgent): ConfigProxy {
+  const node = agent.envoyNode();
+  const proxy = new ConfigProxy(agent.xdsTarget, 'delta', { ...node, metadata: jsonToStruct(node.metadata) } as NodeMessage);
+  t.teardown(() => proxy.close());
+  return proxy;
+}
+
+/** The workload certificate chain the agent serves Envoy over SDS (StreamSecrets, resource `default`). */
+function sdsCertificate(agent: VmAgent): Promise<string[]> {
+  const client = new grpc.Client(agent.sdsTarget, grpc.credentials.createInsecure());
+  const identity = (b: Buffer) => b;
+  const stream = client.makeBidiStreamRequest('/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets', identity, identity);
+  return new Promise<string[]>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no secret from the agent\'s SDS within 30 s')), 30_000);
+    stream.on('data', (bytes: Buffer) => {
+      clearTimeout(timer);
+      const secret = messageType('envoy.extensions.transport_sockets.tls.v3.Secret').decode(Envelopes.decodeResponse(bytes).resources[0]!.value) as any;
+      resolve(Buffer.from(secret.tls_certificate.certificate_chain.inline_bytes).toString().split(/(?=-----BEGIN CERTIFICATE-----)/));
+    });
+    stream.on('error', (error: Error) => { clearTimeout(timer); reject(error); });
+    stream.write(Envelopes.encodeRequest({ node: { id: agent.envoyNode().id }, type_url: TypeUrl.secret, resource_names: ['default'] }));
+  }).finally(() => { stream.cancel(); client.close(); });
+}
+
+// Known failure in group mode, issue 13: the relay's xDS and CA upstreams share one TLS setting, so
+// a group riding istiod's plaintext 15010 while CSRs go to 15012 cannot be configured, and a group
+// stream over 15012 carries no member credential yet.
+const knownFailure = unavailable ? test.skip : test.serial.failing;
+for (const mode of ['group', 'stream'] as const) {
+  (mode === 'group' ? knownFailure : interop)(`[${mode}] pilot-agent through the relay: istiod's CA signs its workload certificate, and its Envoy gets the config an agent straight to istiod gets${mode === 'group' ? ' (known failure: issue 13, TLS settings per upstream and a credential for group streams)' : ''}`, async (t) => {
+    t.timeout(120_000);
+    const relay = await productionRelay(t, mode);
+    const throughRelay = await agentFor(t, relayTlsAddress(relay), '10.9.0.8');
+    const chain = await sdsCertificate(throughRelay).catch((error: Error) => { throw new Error(`${error.message}\n${throughRelay.log().slice(-3000)}`); });
+    t.regex(opensslVerify([...chain, mesh.rootCertPem.toString()], mesh.rootCertFile), /OK/);
+    t.is(new X509Certificate(chain[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
+    const direct = await agentFor(t, mesh.istiod.secureGrpc, '10.9.0.8');
+    await assertSameConfig(t, envoyOn(t, direct), envoyOn(t, throughRelay));
+  });
+}
