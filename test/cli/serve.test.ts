@@ -44,7 +44,8 @@ test('meshrelay serve (what npm start runs) serves the embedded istiod\'s config
       ? { ...(first ? { node: vmNode() } : {}), type_url: typeUrl, resource_names: names }
       : { ...(first ? { node: vmNode() } : {}), type_url: typeUrl, resource_names_subscribe: names }) as any);
     subscribe(TypeUrl.cluster, [], true);
-    const cds: any = await vm.next();
+    // The first answer waits on a fresh process and its embedded istiod: generous on a loaded machine.
+    const cds: any = await vm.next(20_000);
     ack(cds);
     subscribe(TypeUrl.endpoint, ['outbound|8000||httpbin.bar.svc.cluster.local']);
     const eds: any = await vm.next();
@@ -89,7 +90,7 @@ test('meshrelay sim-istiod serves ADS on its own', async (t) => {
   const vm = new AdsTestClient(address!, 'delta');
   t.teardown(() => vm.close());
   vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
-  t.true((await vm.next()).resources.length > 0);
+  t.true((await vm.next(20_000)).resources.length > 0);
 });
 
 test('a bad flag exits with status 2 and says which flag', async (t) => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { stringify } from 'yaml';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-client.js';
@@ -42,6 +42,16 @@ const gatewayEndpoint = (address = EAST_WEST_GATEWAY.address) => `${address}:${E
 const hasCluster = (name: string) => (config: ProxyConfig) => resourceNames(config, TypeUrl.cluster).includes(name);
 const lacksCluster = (name: string) => (config: ProxyConfig) => !hasCluster(name)(config);
 const plainVm = (name = 'vm-plain', ip = VM_ADDRESS.other) => realVmNode({ name, ip });
+
+/** A plain VM connected both ways (straight to istiod, and through a group-mode relay), found equal. */
+async function connectedBothWays(t: ExecutionContext, protocol: 'sotw' | 'delta') {
+  const relay = await relayFor(t, mesh, 'group');
+  const node = plainVm();
+  const direct = await directProxy(t, mesh, node, protocol);
+  const relayed = await relayedProxy(t, mesh, relay, node, protocol);
+  const config = await assertSameConfig(t, direct, relayed);
+  return { relay, node, direct, relayed, config };
+}
 
 for (const [mode, protocol] of [['group', 'delta'], ['group', 'sotw'], ['stream', 'delta'], ['stream', 'sotw']] as const) {
   interop(`[${mode}/${protocol}] a VM's whole configuration through the relay equals istiod's, byte for byte`, async (t) => {
@@ -163,11 +173,7 @@ const removeExternalEntry = async () => {
 
 interop('[delta] a ServiceEntry added while VMs are connected reaches them through the relay as it does directly', async (t) => {
   t.timeout(90_000);
-  const relay = await relayFor(t, mesh, 'group');
-  const node = plainVm();
-  const direct = await directProxy(t, mesh, node, 'delta');
-  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
-  await assertSameConfig(t, direct, relayed);
+  const { direct, relayed } = await connectedBothWays(t, 'delta');
   t.teardown(() => removeExternalEntry());
   await mesh.apply([externalEntry]);
   const config = await assertConverged(t, direct, relayed, hasCluster(EXTERNAL));
@@ -190,11 +196,7 @@ interop('[sotw] a ServiceEntry removed while VMs are connected: its cluster, end
 
 interop('httpbin scaled up by a pod in the cluster: the VM\'s EDS through the relay converges to istiod\'s', async (t) => {
   t.timeout(90_000);
-  const relay = await relayFor(t, mesh, 'group');
-  const node = plainVm();
-  const direct = await directProxy(t, mesh, node, 'delta');
-  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
-  const before = await assertSameConfig(t, direct, relayed);
+  const { node, direct, relayed, config: before } = await connectedBothWays(t, 'delta');
   const edsBefore = before.get(TypeUrl.endpoint)!.get(HTTPBIN)!;
   const extra = { name: 'httpbin-v1-b', ip: '10.244.0.13', version: 'v1' };
   t.teardown(async () => {
@@ -247,11 +249,7 @@ interop('a shared upstream view on net1, translated by the relay for vm-net, equ
 
 interop('meshNetworks gateway address changed in the istio ConfigMap: VMs through the relay move to the new gateway with istiod', async (t) => {
   t.timeout(90_000);
-  const relay = await relayFor(t, mesh, 'group');
-  const node = plainVm();
-  const direct = await directProxy(t, mesh, node, 'delta');
-  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
-  await assertSameConfig(t, direct, relayed);
+  const { node, direct, relayed } = await connectedBothWays(t, 'delta');
   const setGateway = (address: string) => mesh.kube.request('PATCH', '/api/v1/namespaces/istio-system/configmaps/istio', {
     data: { meshNetworks: stringify(meshNetworksFor(address)) },
   }, 'application/merge-patch+json');
