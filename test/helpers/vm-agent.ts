@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -57,14 +57,15 @@ while kill -0 "$parent" 2>/dev/null; do sleep 1; done
  * working directory), the discovery address at `pilotAddress`, ISTIOD_SAN for the server name (the
  * VM's /etc/hosts entry cannot be written here), and a stand-in Envoy binary.
  */
-export async function startVmAgent(files: VmFiles, pilotAddress: string, extraEnv: Record<string, string> = {}): Promise<VmAgent> {
-  const root = mkdtempSync(path.join(tmpdir(), 'vm-root-'));
+export async function startVmAgent(files: VmFiles, pilotAddress: string, extraEnv: Record<string, string> = {}, previousRoot?: string): Promise<VmAgent> {
+  // A restarted agent keeps its VM's files, and the certificates it wrote there (OUTPUT_CERTS).
+  const root = previousRoot ?? mkdtempSync(path.join(tmpdir(), 'vm-root-'));
   const place = (from: string, to: string) => {
     mkdirSync(path.dirname(path.join(root, to)), { recursive: true });
     copyFileSync(path.join(files.directory, from), path.join(root, to));
   };
   place('root-cert.pem', 'etc/certs/root-cert.pem');
-  place('istio-token', 'var/run/secrets/tokens/istio-token');
+  if (!previousRoot) place('istio-token', 'var/run/secrets/tokens/istio-token');
   place('mesh.yaml', 'etc/istio/config/mesh');
   const bootstrapTemplate = path.join(path.dirname(istioPeers.agent), 'envoy_bootstrap.json');
   mkdirSync(path.join(root, 'var/lib/istio/envoy'), { recursive: true });
@@ -100,6 +101,7 @@ export async function startVmAgent(files: VmFiles, pilotAddress: string, extraEn
   const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
   const bootstrapFile = path.join(root, 'etc/istio/proxy/envoy-rev.json');
   const xdsSocket = path.join(root, 'etc/istio/proxy/XDS');
+  rmSync(bootstrapFile, { force: true });
   const deadline = Date.now() + 60_000;
   while (!existsSync(bootstrapFile) || !existsSync(xdsSocket)) {
     if (child.exitCode !== null || Date.now() > deadline) {

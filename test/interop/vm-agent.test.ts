@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -110,3 +110,19 @@ for (const mode of ['group', 'stream'] as const) {
     await assertSameConfig(t, envoyOn(t, direct), envoyOn(t, throughRelay));
   });
 }
+
+interop('[stream] a VM whose token is gone renews its workload certificate through the relay with its certificate (XFCC to istiod)', async (t) => {
+  t.timeout(150_000);
+  const relay = await productionRelay(t, 'stream');
+  const files = await configureVm(mesh, { group: 'vmapp', namespace: 'vm', internalIp: '10.9.0.9' });
+  const first = await startVmAgent(files, relayTlsAddress(relay));
+  const issued = await sdsCertificate(first).finally(() => first.close());
+  // The token expires (istioctl's last an hour); the agent restarts with only the certificate it wrote.
+  rmSync(path.join(first.root, 'var/run/secrets/tokens/istio-token'));
+  const restarted = await startVmAgent(files, relayTlsAddress(relay), {}, first.root);
+  t.teardown(() => restarted.close());
+  const renewed = await sdsCertificate(restarted).catch((error: Error) => { throw new Error(`${error.message}\n${restarted.log().slice(-2000)}`); });
+  t.not(new X509Certificate(renewed[0]!).serialNumber, new X509Certificate(issued[0]!).serialNumber, 'a new certificate');
+  t.regex(opensslVerify([...renewed, mesh.rootCertPem.toString()], mesh.rootCertFile), /OK/);
+  t.is(new X509Certificate(renewed[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
+});
