@@ -19,6 +19,16 @@ export function kubeApiServerUnavailable(): string | undefined {
   return 'real kube-apiserver not built (needs Go and its module proxy): run scripts/build-test-peers.sh';
 }
 
+/** SIGTERM, then SIGKILL after `killAfterMs`; resolves once the process has exited. */
+export async function stopProcess(child: ChildProcess | undefined, killAfterMs: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+  await exited;
+  clearTimeout(timer);
+}
+
 /** A port the OS just had free on 127.0.0.1, for peers that cannot listen on port 0. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -88,14 +98,7 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
       }
     }
   };
-  const stop = async () => {
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child!.once('exit', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child?.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
+  const stop = () => stopProcess(child, 5000);
   await start();
   const kubeconfig = path.join(dir, 'kubeconfig');
   writeFileSync(kubeconfig, `apiVersion: v1

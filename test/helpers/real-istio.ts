@@ -6,7 +6,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { stringify } from 'yaml';
 import { createDevCa } from '../../src/ca/dev-ca.js';
-import { freePort, kubeApiServerUnavailable, peersDirectory, startKubeApiServer, type KubeApiServer } from './kube-apiserver.js';
+import { freePort, kubeApiServerUnavailable, peersDirectory, startKubeApiServer, stopProcess, type KubeApiServer } from './kube-apiserver.js';
 import { kubectl, kubectlUnavailable } from './kubectl.js';
 
 export const istioPeers = {
@@ -168,14 +168,7 @@ export async function startRealMesh(options: RealMeshOptions = {}): Promise<Real
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
     };
-    const stop = async () => {
-      if (!child || child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child!.once('exit', resolve));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child?.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    };
+    const stop = () => stopProcess(child, 3000);
     for (let attempt = 1; ; attempt++) {
       await pickPorts();
       try {

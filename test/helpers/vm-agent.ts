@@ -3,7 +3,7 @@ import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { freePort } from './kube-apiserver.js';
+import { freePort, stopProcess } from './kube-apiserver.js';
 import { ISTIOD_SERVER_NAME, istioPeers, type RealMesh } from './real-istio.js';
 
 export interface VmFiles {
@@ -115,13 +115,6 @@ export async function startVmAgent(files: VmFiles, pilotAddress: string, extraEn
     sdsTarget: `unix://${path.join(root, 'var/run/secrets/workload-spiffe-uds/socket')}`,
     envoyNode: () => JSON.parse(readFileSync(bootstrapFile, 'utf8')).node,
     log,
-    close: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
+    close: () => stopProcess(child, 5000),
   };
 }
