@@ -5,7 +5,7 @@ import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { issuerOf, pemToDers, type Issuer } from './x509.js';
 
-/** Istio's plugged-in CA files (DESIGN §4), as istiod reads them from its cacerts directory. */
+/** Istio's plugged-in CA files (docs/ISTIO-FACTS.md), as istiod reads them from its cacerts directory. */
 export const CaFiles = {
   cert: 'ca-cert.pem',
   key: 'ca-key.pem',

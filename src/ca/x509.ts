@@ -4,7 +4,7 @@ import { GrpcStatus, RelayError } from '../errors.js';
 
 /**
  * X.509 pieces built with node-forge's ASN.1 helpers and signed with Node's native crypto: forge's
- * pure-JS RSA signs ~36/s per core, native ~2,800/s (DESIGN §7). forge parses with
+ * pure-JS RSA signs ~36/s per core, native ~2,800/s (docs/ISTIO-FACTS.md). forge parses with
  * `decodeBitStrings: false` so that re-encoding a parsed element gives back its exact bytes.
  */
 const { asn1 } = forge;

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { GrpcStatus, RelayError } from '../errors.js';
 
 /**
- * Builds a config from flags > env (MESHRELAY_*) > config file > defaults (DESIGN §9), and
+ * Builds a config from flags > env (MESHRELAY_*) > config file > defaults (docs/ISTIO-FACTS.md), and
  * validates it with the command's schema. Errors name the offending key and where it came from.
  * This is the only place that reads process.env.
  */

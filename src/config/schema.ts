@@ -23,7 +23,7 @@ export const serveSchema = z.object({
   adminListen: optionalAddress.default('127.0.0.1:15014'),
   mode: mode.default('group'),
   modeByNamespace: z.record(z.string(), mode).default({}),
-  // Node metadata that differs per VM without changing what istiod computes (DESIGN §3).
+  // Node metadata that differs per VM without changing what istiod computes (docs/ISTIO-FACTS.md).
   perInstanceMetadata: z.array(z.string()).default(['INSTANCE_IPS', 'NAME', 'WORKLOAD_NAME', 'WORKLOAD_ENTRY', 'POD_NAME', 'HOSTNAME']),
   perInstanceLabels: z.array(z.string()).default([]),
   groupLingerSeconds: z.number().min(0).default(60),

@@ -17,7 +17,7 @@ export interface TopologyWatchOptions {
 }
 
 /**
- * Network gateways from Services labelled `topology.istio.io/network` (DESIGN §5): those exposing
+ * Network gateways from Services labelled `topology.istio.io/network` (docs/SPLIT-HORIZON.md): those exposing
  * the gateway port (15443, or the `networking.istio.io/gatewayPort` label) give their load
  * balancer ingress IPs or host names and external IPs as gateways of that network.
  */

@@ -60,7 +60,7 @@ const entryKey = (namespace: string, name: string) => `${namespace}/${name}`;
 
 /**
  * WorkloadEntry auto-registration and health for VMs the relay serves in group mode, where istiod
- * never sees them (DESIGN §4). It follows istiod's controller: the entry is created from the
+ * never sees them (docs/ISTIO-FACTS.md). It follows istiod's controller: the entry is created from the
  * WorkloadGroup on connect, marked disconnected on the last disconnect and deleted after the grace
  * period unless the VM came back; `istio.io/workloadController` and `istio.io/connectedAt` decide
  * which relay replica (or istiod) controls an entry, so replicas never fight over one. Writes to one

@@ -58,7 +58,7 @@ export interface WorkloadGroup {
   };
 }
 
-/** What auto-registration needs from a VM's node (DESIGN §4), as istiod reads it. */
+/** What auto-registration needs from a VM's node (docs/ISTIO-FACTS.md), as istiod reads it. */
 export interface RegisteringProxy {
   id: string;
   group: string;

@@ -7,7 +7,7 @@ type Decoded = Record<string, any>;
 /**
  * Legacy multi-network meshes (Istio ≤ 1.9) named remote services `<name>.<ns>.global`, and their
  * gateways rewrote `.global` to `.svc.<domain>` in the SNI. Modern AUTO_PASSTHROUGH gateways do not,
- * so during a migration the relay bridges the two names (DESIGN §5).
+ * so during a migration the relay bridges the two names (docs/SPLIT-HORIZON.md).
  */
 export class GlobalNames {
   private readonly svcSuffix: string;

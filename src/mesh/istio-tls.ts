@@ -2,7 +2,7 @@ import { messageType } from '../xds/protocol/protos.js';
 import { jsonToStruct } from '../xds/protocol/struct.js';
 import { TYPE_PREFIX } from '../xds/protocol/type-urls.js';
 
-/** Istio's names and shapes for mesh mTLS on outbound clusters (DESIGN §5). */
+/** Istio's names and shapes for mesh mTLS on outbound clusters (docs/SPLIT-HORIZON.md). */
 
 export const ISTIO_ALPN = ['istio-peer-exchange', 'istio'];
 export const UPSTREAM_TLS_TYPE = 'envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';

@@ -24,7 +24,7 @@ export function translateEndpoints(body: Buffer, network: string, topology: Netw
 }
 
 /**
- * One downstream network's view of an upstream group shared across networks (DESIGN §5 (a)): EDS
+ * One downstream network's view of an upstream group shared across networks (docs/SPLIT-HORIZON.md): EDS
  * is translated once per resource version for this network — never per VM — and everything else
  * passes through as the same bytes. Subscriptions and reports go to the group.
  */

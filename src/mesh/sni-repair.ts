@@ -11,7 +11,7 @@ const tlsType = () => messageType(UPSTREAM_TLS_TYPE);
 /**
  * For `outbound|PORT|SUBSET|HOST` clusters, makes sure endpoints labelled tlsMode: istio get Istio
  * mTLS with SNI `outbound_.PORT_.SUBSET_.HOST` and Istio's ALPN — what the east-west gateway needs to
- * route them (DESIGN §5 (c)). A cluster that already has them is returned as the same bytes.
+ * route them (docs/SPLIT-HORIZON.md). A cluster that already has them is returned as the same bytes.
  * `sniHost` maps the cluster's host to the one the SNI must name (legacy `.global` hosts).
  */
 export function repairClusterSni(body: Buffer, sniHost: (host: string) => string = (host) => host): Buffer {

@@ -59,7 +59,7 @@ function lcm(values: Iterable<number>): number {
 }
 
 /**
- * istiod's EndpointsByNetworkFilter (DESIGN §5): endpoints on the proxy's network (or a network with
+ * istiod's EndpointsByNetworkFilter (docs/SPLIT-HORIZON.md): endpoints on the proxy's network (or a network with
  * no gateway) stay; remote mTLS endpoints become their network's gateways on 15443 with their weight
  * split evenly and summed per gateway; remote plaintext endpoints are dropped. Weights are scaled by
  * the LCM of gateway counts so every split is whole.

@@ -11,7 +11,7 @@ export interface VmNodeOptions {
   extra?: Record<string, JsonValue>;
 }
 
-/** A node as istio-agent builds it for a VM (DESIGN §4): what the tests and the bench's simulated VMs send. */
+/** A node as istio-agent builds it for a VM (docs/ISTIO-FACTS.md): what the tests and the bench's simulated VMs send. */
 export function vmNode(options: VmNodeOptions = {}): NodeMessage {
   const { name = 'vm-1', ip = '172.16.0.5', namespace = 'vm', serviceAccount = 'vm-sa', network = 'vm-net', labels = { app: 'vm-app' } } = options;
   return {

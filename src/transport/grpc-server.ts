@@ -16,7 +16,7 @@ export interface PeerInfo {
 
 /**
  * One gRPC call on a raw HTTP/2 stream. Writes take pre-framed bytes so that one serialized
- * response can be written to many streams without a copy per stream (DESIGN §7).
+ * response can be written to many streams without a copy per stream (docs/ISTIO-FACTS.md).
  */
 export class GrpcCall {
   private headersSent = false;
@@ -160,7 +160,7 @@ export interface TlsOptions {
 
 /**
  * A gRPC server written directly on node:http2: grpc-js copies each message per stream, which
- * dominates fan-out cost; writing one pre-framed buffer to every stream does not (DESIGN §7).
+ * dominates fan-out cost; writing one pre-framed buffer to every stream does not (docs/ISTIO-FACTS.md).
  */
 export class GrpcServer {
   private readonly handlers = new Map<string, { handler: CallHandler; longLived: boolean }>();

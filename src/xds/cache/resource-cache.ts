@@ -44,7 +44,7 @@ export function contentHash(body: Uint8Array): string {
 
 /**
  * Per-type, per-name cache of raw resources. Applying an update that does not change bytes changes
- * nothing, so an upstream reconnect that resends everything reaches no VM (DESIGN §6).
+ * nothing, so an upstream reconnect that resends everything reaches no VM (docs/XDS.md).
  */
 export class ResourceCache {
   private readonly types = new Map<string, TypeCollection>();

@@ -17,7 +17,7 @@ export interface MemoizedResponse {
 const MAX_ENTRIES_PER_TYPE = 512;
 
 /**
- * Serialize-once fan-out (DESIGN §7): every stream that needs the same response for the same state
+ * Serialize-once fan-out (docs/ISTIO-FACTS.md): every stream that needs the same response for the same state
  * of a type gets the same framed bytes and the same nonce. Entries of a type are dropped when that
  * type changes, since their keys carry the generation they were built at.
  */

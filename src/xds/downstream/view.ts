@@ -17,7 +17,7 @@ export interface XdsView {
   /**
    * A proxy refused config of a type, or reported its health (error undefined = healthy). A view
    * serving one proxy (stream mode) tells the upstream; a shared one keeps it to itself, so one bad
-   * VM cannot starve its group (DESIGN §6).
+   * VM cannot starve its group (docs/XDS.md).
    */
   report(event: ProxyReport): void;
 }

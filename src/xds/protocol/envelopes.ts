@@ -3,7 +3,7 @@ import type { ProtoStruct } from './struct.js';
 
 /**
  * Envelope shapes as protobufjs decodes them (keepCase). Resources stay as Any bytes: the relay
- * decodes a resource only to transform it (DESIGN §7).
+ * decodes a resource only to transform it (docs/ISTIO-FACTS.md).
  */
 export interface AnyMessage {
   type_url: string;

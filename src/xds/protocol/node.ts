@@ -14,7 +14,7 @@ export interface ProxyNode {
   raw: NodeMessage;
 }
 
-/** Parses `TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.cluster.local` (DESIGN §4); other ids are kept whole. */
+/** Parses `TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.cluster.local` (docs/ISTIO-FACTS.md); other ids are kept whole. */
 export function parseNode(raw: NodeMessage): ProxyNode {
   const id = raw.id ?? '';
   const metadata = structToJson(raw.metadata ?? undefined);

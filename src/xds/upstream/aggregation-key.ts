@@ -5,7 +5,7 @@ import type { JsonValue } from '../protocol/struct.js';
 /**
  * Which parts of a node may differ inside one group. Everything else — including metadata keys
  * the relay has never heard of — goes into the key: over-splitting costs an upstream stream,
- * under-splitting would serve a VM someone else's config (DESIGN §3).
+ * under-splitting would serve a VM someone else's config (docs/ISTIO-FACTS.md).
  */
 export interface AggregationRules {
   /** Metadata keys that are per instance and do not change what istiod computes. */

@@ -16,14 +16,14 @@ export interface GroupRegistryOptions {
   pool: ConnectionPool;
   protocol: UpstreamProtocol;
   defaultMode: MultiplexMode;
-  /** Per-namespace override of the mode (DESIGN §3: chosen per namespace by config). */
+  /** Per-namespace override of the mode (docs/ISTIO-FACTS.md: chosen per namespace by config). */
   modeByNamespace: Record<string, MultiplexMode>;
   rules: AggregationRules;
   backoff: BackoffPolicy;
   /** How long an empty group keeps its upstream stream and cache, for VMs that reconnect. */
   lingerMs: number;
   /**
-   * Share one upstream view across downstream networks (DESIGN §5 (a)): NETWORK leaves the
+   * Share one upstream view across downstream networks (docs/SPLIT-HORIZON.md): NETWORK leaves the
    * aggregation key, the upstream node declares the relay's own network, and the relay translates
    * EDS per downstream network itself. A mesh-layer plug-in, so xds/ does not depend on mesh/.
    */

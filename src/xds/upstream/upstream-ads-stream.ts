@@ -56,7 +56,7 @@ export interface UpstreamStats {
 /**
  * One ADS stream to the upstream (istiod), Delta or SotW, feeding a ResourceCache. It reconnects
  * with backoff and jitter, resubscribes with the versions it holds, and ACKs every response: the
- * relay's acceptance is what the upstream hears, VMs' NACKs stay with the relay (DESIGN §3, §6).
+ * relay's acceptance is what the upstream hears, VMs' NACKs stay with the relay (docs/ISTIO-FACTS.md, docs/XDS.md).
  */
 export class UpstreamAdsStream {
   private readonly desired = new Map<string, DesiredSubscription>();
