@@ -10,6 +10,7 @@ import { jsonToStruct } from '../../src/xds/protocol/struct.js';
 import { Envelopes, type NodeMessage } from '../../src/xds/protocol/envelopes.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { opensslVerify } from '../helpers/ca-client.js';
+import { eventually } from '../helpers/harness.js';
 import { assertSameConfig, relayFor } from '../helpers/interop.js';
 import { ConfigProxy } from '../helpers/proxy-config.js';
 import { ISTIOD_SERVER_NAME, realIstioUnavailable, startRealMesh, type RealMesh } from '../helpers/real-istio.js';
@@ -125,4 +126,41 @@ interop('[stream] a VM whose token is gone renews its workload certificate throu
   t.not(new X509Certificate(renewed[0]!).serialNumber, new X509Certificate(issued[0]!).serialNumber, 'a new certificate');
   t.regex(opensslVerify([...renewed, mesh.rootCertPem.toString()], mesh.rootCertFile), /OK/);
   t.is(new X509Certificate(renewed[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
+});
+
+interop('auto-registration: the WorkloadEntry the relay writes for an agent (group mode) equals the one istiod writes for an agent connected straight to it', async (t) => {
+  t.timeout(150_000);
+  const group = {
+    apiVersion: 'networking.istio.io/v1', kind: 'WorkloadGroup', metadata: { name: 'vmreg', namespace: 'vm', labels: { team: 'payments' } },
+    spec: { metadata: { labels: { app: 'vmreg' }, annotations: { 'example.com/owner': 'ops' } }, template: { serviceAccount: 'vm-sa', network: 'vm-net' } },
+  };
+  await mesh.apply([group]);
+  const relay = await relayFor(t, mesh, 'group', {
+    tlsListen: '127.0.0.1:0', tlsCertFile: servingCert.cert, tlsKeyFile: servingCert.key, tlsClientCaFile: mesh.rootCertFile,
+    tokenReview: true, kubeconfig: mesh.kube.kubeconfig, autoRegistration: true, instanceId: 'meshrelay-test',
+  });
+  const entry = async (ip: string) => {
+    const name = `vmreg-${ip}-vm-net`;
+    return eventually(() => mesh.kube.request('GET', `/apis/networking.istio.io/v1/namespaces/vm/workloadentries/${name}`).catch(() => undefined), (found) => !!found, 30_000);
+  };
+  const direct = await agentFor(t, mesh.istiod.secureGrpc, '10.9.0.20', {}, true);
+  envoyOn(t, direct);
+  const byIstiod = await entry('10.9.0.20');
+  const throughRelay = await agentFor(t, relayTlsAddress(relay), '10.9.0.21', {}, true);
+  envoyOn(t, throughRelay);
+  const byRelay = await entry('10.9.0.21');
+  const comparable = (we: any, ip: string) => ({
+    name: we.metadata.name.replace(ip, '<ip>'),
+    labels: we.metadata.labels,
+    annotations: Object.keys(we.metadata.annotations).sort(),
+    autoRegistrationGroup: we.metadata.annotations['istio.io/autoRegistrationGroup'],
+    owner: we.metadata.ownerReferences?.map((o: any) => ({ kind: o.kind, name: o.name, uid: o.uid, controller: o.controller })),
+    spec: { ...we.spec, address: we.spec.address.replace(ip, '<ip>') },
+  });
+  t.deepEqual(comparable(byRelay, '10.9.0.21'), comparable(byIstiod, '10.9.0.20'));
+  // Only the relay registers a VM it serves in group mode; istiod must not claim the same entry
+  // through the group's upstream stream.
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const settled = await entry('10.9.0.21');
+  t.is(settled.metadata.annotations['istio.io/workloadController'], 'meshrelay-test');
 });
