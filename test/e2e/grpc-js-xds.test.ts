@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as grpcXds from '@grpc/grpc-js-xds';
 import test from 'ava';
 import { parseMesh } from '../../src/sim/mesh-model.js';
-import { callWho, startEchoBackend } from '../helpers/echo-backend.js';
+import { callWho, proxylessBootstrap, startEchoBackend } from '../helpers/echo-backend.js';
 import { eventually, startRelay, startSim } from '../helpers/harness.js';
 
 grpcXds.register();
@@ -26,14 +26,7 @@ for (const mode of ['group', 'stream'] as const) {
     const second = await startEchoBackend('backend-two');
     const sim = await startSim(echoMesh(first.port));
     const relay = await startRelay({ upstream: sim.target, mode });
-    const bootstrap = {
-      xds_servers: [{ server_uri: relay.target, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
-      node: {
-        id: 'sidecar~127.0.0.1~echo-client.demo~demo.svc.cluster.local',
-        locality: {},
-        metadata: { GENERATOR: 'grpc', NAMESPACE: 'demo', SERVICE_ACCOUNT: 'echo-client', NETWORK: 'net1', CLUSTER_ID: 'cluster1' },
-      },
-    };
+    const bootstrap = proxylessBootstrap(relay.target, 'demo', { SERVICE_ACCOUNT: 'echo-client', NETWORK: 'net1', CLUSTER_ID: 'cluster1' });
     const client = new grpc.Client('xds:///echo.demo.svc.cluster.local:7070', grpc.credentials.createInsecure(), {
       'grpc.TEST_ONLY_DO_NOT_USE_IN_PROD.xds_bootstrap_config': JSON.stringify(bootstrap),
     });

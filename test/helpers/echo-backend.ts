@@ -39,3 +39,15 @@ export function callWho(client: grpc.Client, timeoutMs = 10_000): Promise<string
       (error, reply) => (error ? reject(error) : resolve(reply!.toString())));
   });
 }
+
+/** A grpc-js-xds bootstrap for a proxyless client (`GENERATOR=grpc`) of `namespace`, talking xDS to `serverUri`. */
+export function proxylessBootstrap(serverUri: string, namespace: string, metadata: Record<string, string>): object {
+  return {
+    xds_servers: [{ server_uri: serverUri, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
+    node: {
+      id: `sidecar~127.0.0.1~echo-client.${namespace}~${namespace}.svc.cluster.local`,
+      locality: {},
+      metadata: { GENERATOR: 'grpc', NAMESPACE: namespace, ...metadata },
+    },
+  };
+}

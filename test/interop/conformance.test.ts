@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { stringify } from 'yaml';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-client.js';
-import { startEchoBackend } from '../helpers/echo-backend.js';
+import { proxylessBootstrap, startEchoBackend } from '../helpers/echo-backend.js';
 import { eventually } from '../helpers/harness.js';
 import {
   assertConverged, assertSameConfig, directProxy, endpointsOf, istiodConnections, relayedProxy, relayFor, runProxylessCaller, untilIstiodServes,
@@ -283,14 +283,7 @@ interop('proxyless gRPC (@grpc/grpc-js-xds, GENERATOR=grpc) resolves a service r
     await untilIstiodServes(mesh, plainVm(), lacksCluster('outbound|7070||echo.grpc.svc.cluster.local'));
   });
   const relay = await relayFor(t, mesh, 'group');
-  const bootstrap = {
-    xds_servers: [{ server_uri: relay.target, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
-    node: {
-      id: 'sidecar~127.0.0.1~echo-client.grpc~grpc.svc.cluster.local',
-      locality: {},
-      metadata: { GENERATOR: 'grpc', NAMESPACE: 'grpc', SERVICE_ACCOUNT: 'default', CLUSTER_ID: 'Kubernetes', INSTANCE_IPS: '127.0.0.1' },
-    },
-  };
+  const bootstrap = proxylessBootstrap(relay.target, 'grpc', { SERVICE_ACCOUNT: 'default', CLUSTER_ID: 'Kubernetes', INSTANCE_IPS: '127.0.0.1' });
   const answer = await runProxylessCaller('echo.grpc.svc.cluster.local:7070', bootstrap);
   // grpc-js-xds validates every resource (and NACKs what it cannot use): the call answering means
   // it accepted istiod's listener, route, cluster and endpoints as the relay passed them on.
