@@ -33,6 +33,12 @@ export interface XdsBenchOptions {
   targets: TargetKind[];
   /** For `external`: the address to test, and optionally its pid (CPU, memory) and admin URL (upstream counters). */
   external?: { target: string; pid?: number; adminUrl?: string };
+  /**
+   * An upstream the bench does not start (a real istiod): `direct` connects the VMs to it, `group`
+   * and `stream` put a relay in front of it. Its config cannot be changed from here, so only the
+   * connect storm runs; `pid` (on this host) gives its CPU and memory.
+   */
+  upstream?: { target: string; pid?: number };
   connectRate: number;
   scenarios: Scenario[];
   /** Size of the `bulk` scenario's EDS update, in KiB (as rendered for the VMs' network). */
@@ -53,6 +59,9 @@ export interface PhaseResult {
   timeToConfig?: LatencySummary;
   serverCpuSeconds: number | undefined;
   serverPeakRssBytes: number | undefined;
+  /** The same for the upstream (simulated or real istiod), when its pid is known. */
+  upstreamCpuSeconds: number | undefined;
+  upstreamPeakRssBytes: number | undefined;
   bytesReceived: number;
   errors: number;
   reconnects: number;
@@ -65,7 +74,7 @@ export interface TargetResult {
   phases: Partial<Record<Scenario, PhaseResult>>;
   /** Samples for the report's CDF plots. */
   samples: { timeToConfigMs: number[]; edsReceiveMs: number[] };
-  server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number };
+  server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number; upstreamIdleRssBytes?: number };
   upstream?: { streams: number; notStreaming: number; bytesReceived: number };
   downstreamBytes: number;
   nacksSent: number;
@@ -98,8 +107,8 @@ interface Topology {
   target: Endpoint;
   /** Servers a mesh change is applied to; the last one's push number is what clients see. */
   driven: Server[];
-  /** The upstream (simulated istiod): restarted by that scenario, and the correctness reference. */
-  upstream: Server | undefined;
+  /** The upstream (simulated or real istiod): restarted by that scenario (if it can be), and the correctness reference. */
+  upstream: (Endpoint & Pick<Server, 'restart'>) | undefined;
 }
 
 function parseStamp(version: string): PushStamp {
@@ -270,6 +279,9 @@ class Run {
     const pid = this.serverPid;
     const sampler = pid ? new RssSampler(pid) : undefined;
     const cpuBefore = pid ? cpuSeconds(pid) : 0;
+    const upstreamPid = this.servers.upstream?.pid;
+    const upstreamSampler = upstreamPid ? new RssSampler(upstreamPid) : undefined;
+    const upstreamCpuBefore = upstreamPid ? cpuSeconds(upstreamPid) : 0;
     const bytesBefore = this.total('bytes');
     const errorsBefore = this.total('errors');
     const reconnectsBefore = this.total('reconnects');
@@ -290,6 +302,8 @@ class Run {
       ...(configured.length > 0 ? { timeToConfig: summarize(configured) } : {}),
       serverCpuSeconds: pid ? cpuSeconds(pid) - cpuBefore : undefined,
       serverPeakRssBytes: sampler?.stop(),
+      upstreamCpuSeconds: upstreamPid ? cpuSeconds(upstreamPid) - upstreamCpuBefore : undefined,
+      upstreamPeakRssBytes: upstreamSampler?.stop(),
       bytesReceived: this.total('bytes') - bytesBefore,
       errors: this.total('errors') - errorsBefore,
       reconnects: this.total('reconnects') - reconnectsBefore,
@@ -327,6 +341,8 @@ class Run {
       result.server.idleRssBytes = rssBytes(pid);
       result.server.idleRssPerVmKiB = (result.server.idleRssBytes - (result.server.startRssBytes ?? 0)) / 1024 / clients;
     }
+    const upstreamPid = this.servers.upstream?.pid;
+    if (upstreamPid) result.server.upstreamIdleRssBytes = rssBytes(upstreamPid);
     const has = (scenario: Scenario) => scenarios.includes(scenario);
     if (has('eds')) result.phases.eds = await this.phase('eds', () => this.watchPush(TypeUrl.endpoint, changeOneEndpoint(this.mesh, this.step++)), allWatched);
     if (has('bulk')) {
@@ -451,6 +467,14 @@ export async function runXdsBench(options: XdsBenchOptions): Promise<TargetResul
       let servers: Topology;
       if (kind === 'external') {
         servers = { target: options.external!, driven: [], upstream: undefined };
+      } else if (options.upstream) {
+        if (kind === 'baseline') throw new Error('the baseline serves the simulated mesh: it cannot stand in for an upstream the bench does not start');
+        if (kind === 'direct') servers = { target: options.upstream, driven: [], upstream: options.upstream };
+        else {
+          const relay = await startRelay(kind, options.upstream, options);
+          closers.push(() => relay.stop());
+          servers = { target: { target: relay.address, pid: relay.pid, adminUrl: relay.adminUrl }, driven: [], upstream: options.upstream };
+        }
       } else {
         const sim = await startSim(mesh);
         closers.push(() => sim.close());
@@ -465,7 +489,9 @@ export async function runXdsBench(options: XdsBenchOptions): Promise<TargetResul
           servers = { target: { target: relay.address, pid: relay.pid, adminUrl: relay.adminUrl }, driven: [sim], upstream: sim };
         }
       }
-      const run = new Run(kind === 'external' ? { ...options, scenarios: ['connect'] } : options, kind, servers);
+      // Only the connect storm needs no change to the upstream's config.
+      const connectOnly = kind === 'external' || options.upstream !== undefined;
+      const run = new Run(connectOnly ? { ...options, scenarios: ['connect'] } : options, kind, servers);
       closers.unshift(() => run.stop());
       results.push(await run.execute());
     } finally {

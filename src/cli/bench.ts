@@ -20,13 +20,19 @@ async function pidOf(adminUrl: string): Promise<number | undefined> {
 
 async function xds(argv: string[]): Promise<void> {
   const config = loadConfig(benchXdsSchema, argv);
-  const targets: TargetKind[] = config.target ? ['external'] : config.compare ? ['direct', 'group', 'stream', 'baseline'] : [config.mode];
+  // The baseline replays the simulated mesh, so it has no place in front of an upstream the bench did not start.
+  const compared: TargetKind[] = config.upstreamTarget ? ['direct', 'group', 'stream'] : ['direct', 'group', 'stream', 'baseline'];
+  const targets: TargetKind[] = config.target ? ['external'] : config.compare ? compared : [config.mode];
+  if (config.upstreamTarget && config.scenarios.some((s) => s !== 'connect')) {
+    process.stderr.write(`bench: the upstream at ${config.upstreamTarget} is not the bench's to change: only the connect storm runs\n`);
+  }
   const live = process.stderr.isTTY;
   let lastLine = 0;
   const options: XdsBenchOptions = {
     ...config,
     targets,
     ...(config.target ? { external: { target: config.target, ...(config.adminUrl ? { adminUrl: config.adminUrl, pid: await pidOf(config.adminUrl) } : {}) } } : {}),
+    ...(config.upstreamTarget ? { upstream: { target: config.upstreamTarget, ...(config.upstreamPid ? { pid: config.upstreamPid } : {}) } } : {}),
     relayCpuProfileDir: config.relayCpuProf,
     onProgress: (line) => {
       // One rewritten line on a terminal; a line every 5 s in logs.

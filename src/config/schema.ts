@@ -153,6 +153,8 @@ export const benchXdsSchema = z.object({
   compare: z.boolean().default(false),
   target: z.union([z.literal(''), address]).default(''),
   adminUrl: z.string().default(''),
+  upstreamTarget: z.union([z.literal(''), address]).default(''),
+  upstreamPid: z.number().int().min(0).default(0),
   connectRate: z.number().min(0).default(0),
   scenarios: z.array(z.enum(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'])).default(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect']),
   bulkKib: z.number().min(1).default(100),
@@ -165,4 +167,7 @@ export const benchXdsSchema = z.object({
 }).strict().superRefine((config, context) => {
   if (config.clients < config.groups) context.addIssue({ code: 'custom', path: ['groups'], message: 'cannot exceed clients' });
   if (config.target && config.compare) context.addIssue({ code: 'custom', path: ['compare'], message: 'starts its own targets; it cannot be combined with target' });
+  if (config.target && config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamTarget'], message: 'is what the bench puts behind its own targets; it cannot be combined with target' });
+  if (config.upstreamTarget && config.mode === 'baseline' && !config.compare) context.addIssue({ code: 'custom', path: ['mode'], message: 'baseline serves the simulated mesh; it cannot run against upstreamTarget' });
+  if (config.upstreamPid && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamPid'], message: 'needs upstreamTarget' });
 });

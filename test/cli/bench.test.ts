@@ -68,3 +68,38 @@ test('meshrelay bench --target measures an already running relay (npm start) thr
   t.regex(result.stdout, /upstream streams \(streaming\)\s+\|\s+2\s/);
   t.regex(result.stdout, /idle server memory per VM/);
 });
+
+test('meshrelay bench --upstream-target --compare puts direct VMs and both relay modes in front of an upstream it did not start, reading its CPU and memory', async (t) => {
+  // A stand-in for a real istiod (docs/BENCHMARKS.md runs this against pilot-discovery): its own process.
+  const upstream = spawn(process.execPath, [cli, 'sim-istiod', '--listen', '127.0.0.1:0', '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => upstream.kill());
+  const address = await new Promise<string>((resolve) => {
+    let text = '';
+    upstream.stdout!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      const match = /serving ADS \(SotW \+ Delta\) on (\S+):/.exec(text);
+      if (match) resolve(match[1]!);
+    });
+  });
+  const dir = mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-upstream-'));
+  const json = path.join(dir, 'out.json');
+  const result = await bench(['--upstream-target', address, '--upstream-pid', String(upstream.pid), '--compare', '--clients', '20', '--groups', '2',
+    '--timeout-seconds', '60', '--json', json]);
+  t.is(result.code, 0, result.stderr.slice(-2000));
+  t.regex(result.stderr, /only the connect storm runs/);
+  const report = JSON.parse(readFileSync(json, 'utf8'));
+  t.deepEqual(report.results.map((r: any) => r.target), ['direct', 'group', 'stream'], 'no baseline: it cannot replay an upstream it did not start');
+  for (const r of report.results) {
+    t.deepEqual(r.correctness, { checked: 20, matching: 20, expectedHashes: 1 }, r.target);
+    t.deepEqual(Object.keys(r.phases), ['connect']);
+    t.is(typeof r.phases.connect.upstreamCpuSeconds, 'number', `${r.target}: the upstream's CPU is read from /proc`);
+    t.true(r.server.upstreamIdleRssBytes > 0);
+  }
+  const [direct, group, stream] = report.results;
+  t.true(direct.phases.connect.upstreamCpuSeconds > 0, '20 direct VMs cost the upstream CPU');
+  t.is(direct.upstream, undefined);
+  t.is(group.upstream.streams, 2);
+  t.is(stream.upstream.streams, 20);
+  t.regex(result.stdout, /connect: upstream \(istiod\) CPU/);
+  t.regex(result.stdout, /group ÷ direct/);
+});

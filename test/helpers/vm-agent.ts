@@ -43,12 +43,26 @@ export interface VmAgent {
   close(): Promise<void>;
 }
 
-const STAND_IN_ENVOY = `#!/bin/sh
-# Envoy is not installable here: this stand-in keeps the agent's Envoy process alive so the agent
-# runs its SDS server and xDS proxy; a test client plays Envoy on the agent's sockets.
-trap 'exit 0' TERM INT
-parent=$PPID
-while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+/**
+ * Envoy is not installable here: this stand-in keeps the agent's Envoy process alive so the agent
+ * runs its SDS server and xDS proxy, while a test client plays Envoy on the agent's sockets. Its
+ * admin port (from the bootstrap the agent renders) answers the stats the agent's readiness and
+ * WorkloadGroup health checks read (pilot/cmd/pilot-agent/status/util/stats.go) as an Envoy that
+ * accepted its first config would: the test client takes that config.
+ */
+const STAND_IN_ENVOY = `#!${process.execPath}
+const { readFileSync } = require('node:fs');
+const http = require('node:http');
+const bootstrap = JSON.parse(readFileSync(process.argv[process.argv.indexOf('-c') + 1], 'utf8'));
+const stats = ['cluster_manager.cds.update_success: 1', 'cluster_manager.cds.update_rejected: 0',
+  'listener_manager.lds.update_success: 1', 'listener_manager.lds.update_rejected: 0',
+  'server.state: 0', 'listener_manager.workers_started: 1'].join('\\n') + '\\n';
+const admin = http.createServer((request, response) => response.end(request.url.startsWith('/stats') ? stats : 'LIVE\\n'));
+admin.listen(bootstrap.admin.address.socket_address.port_value, '127.0.0.1');
+const parent = process.ppid;
+const alive = () => { try { process.kill(parent, 0); return true; } catch { return false; } };
+setInterval(() => { if (!alive()) process.exit(0); }, 1000);
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
 `;
 
 /**

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
@@ -63,8 +64,9 @@ function productionRelay(t: Parameters<typeof relayFor>[0], mode: 'group' | 'str
 
 const relayTlsAddress = (relay: { addresses: { tls?: { host: string; port: number } } }) => `${relay.addresses.tls!.host}:${relay.addresses.tls!.port}`;
 
-async function agentFor(t: Parameters<typeof relayFor>[0], pilotAddress: string, internalIp: string, env: Record<string, string> = {}, autoRegister = false): Promise<VmAgent> {
-  const files = await configureVm(mesh, { group: autoRegister ? 'vmreg' : 'vmapp', namespace: 'vm', internalIp, autoRegister });
+/** An agent for a VM of `registerIn` (auto-registered), or of the fixture's `vmapp` group (a static entry). */
+async function agentFor(t: Parameters<typeof relayFor>[0], pilotAddress: string, internalIp: string, env: Record<string, string> = {}, registerIn?: string): Promise<VmAgent> {
+  const files = await configureVm(mesh, { group: registerIn ?? 'vmapp', namespace: 'vm', internalIp, autoRegister: registerIn !== undefined });
   const agent = await startVmAgent(files, pilotAddress, env);
   t.teardown(() => agent.close());
   return agent;
@@ -128,6 +130,32 @@ interop('[stream] a VM whose token is gone renews its workload certificate throu
   t.is(new X509Certificate(renewed[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
 });
 
+/** A WorkloadEntry once it exists (istiod or the relay names it `<group>-<ip>-<network>`). */
+function workloadEntry(group: string, ip: string, accept: (entry: any) => boolean = () => true): Promise<any> {
+  const name = `${group}-${ip}-vm-net`;
+  return eventually(() => mesh.kube.request('GET', `/apis/networking.istio.io/v1/namespaces/vm/workloadentries/${name}`).catch(() => undefined), (found) => !!found && accept(found), 30_000);
+}
+
+/** The fields of a WorkloadEntry istiod derives from the group and the VM, with the VM's address abstracted. */
+function comparableEntry(entry: any, ip: string) {
+  return {
+    name: entry.metadata.name.replace(ip, '<ip>'),
+    labels: entry.metadata.labels,
+    annotations: Object.keys(entry.metadata.annotations).sort(),
+    autoRegistrationGroup: entry.metadata.annotations['istio.io/autoRegistrationGroup'],
+    owner: entry.metadata.ownerReferences?.map((o: any) => ({ kind: o.kind, name: o.name, uid: o.uid, controller: o.controller })),
+    spec: { ...entry.spec, address: entry.spec.address.replace(ip, '<ip>') },
+  };
+}
+
+/** The group-mode relay that registers the VMs it serves, on its TLS listener (tokens via TokenReview). */
+function registeringRelay(t: Parameters<typeof relayFor>[0]) {
+  return relayFor(t, mesh, 'group', {
+    tlsListen: '127.0.0.1:0', tlsCertFile: servingCert.cert, tlsKeyFile: servingCert.key, tlsClientCaFile: mesh.rootCertFile,
+    tokenReview: true, kubeconfig: mesh.kube.kubeconfig, autoRegistration: true, instanceId: 'meshrelay-test',
+  });
+}
+
 interop('auto-registration: the WorkloadEntry the relay writes for an agent (group mode) equals the one istiod writes for an agent connected straight to it', async (t) => {
   t.timeout(150_000);
   const group = {
@@ -135,32 +163,51 @@ interop('auto-registration: the WorkloadEntry the relay writes for an agent (gro
     spec: { metadata: { labels: { app: 'vmreg' }, annotations: { 'example.com/owner': 'ops' } }, template: { serviceAccount: 'vm-sa', network: 'vm-net' } },
   };
   await mesh.apply([group]);
-  const relay = await relayFor(t, mesh, 'group', {
-    tlsListen: '127.0.0.1:0', tlsCertFile: servingCert.cert, tlsKeyFile: servingCert.key, tlsClientCaFile: mesh.rootCertFile,
-    tokenReview: true, kubeconfig: mesh.kube.kubeconfig, autoRegistration: true, instanceId: 'meshrelay-test',
-  });
-  const entry = async (ip: string) => {
-    const name = `vmreg-${ip}-vm-net`;
-    return eventually(() => mesh.kube.request('GET', `/apis/networking.istio.io/v1/namespaces/vm/workloadentries/${name}`).catch(() => undefined), (found) => !!found, 30_000);
-  };
-  const direct = await agentFor(t, mesh.istiod.secureGrpc, '10.9.0.20', {}, true);
+  const relay = await registeringRelay(t);
+  const direct = await agentFor(t, mesh.istiod.secureGrpc, '10.9.0.20', {}, 'vmreg');
   envoyOn(t, direct);
-  const byIstiod = await entry('10.9.0.20');
-  const throughRelay = await agentFor(t, relayTlsAddress(relay), '10.9.0.21', {}, true);
+  const byIstiod = await workloadEntry('vmreg', '10.9.0.20');
+  const throughRelay = await agentFor(t, relayTlsAddress(relay), '10.9.0.21', {}, 'vmreg');
   envoyOn(t, throughRelay);
-  const byRelay = await entry('10.9.0.21');
-  const comparable = (we: any, ip: string) => ({
-    name: we.metadata.name.replace(ip, '<ip>'),
-    labels: we.metadata.labels,
-    annotations: Object.keys(we.metadata.annotations).sort(),
-    autoRegistrationGroup: we.metadata.annotations['istio.io/autoRegistrationGroup'],
-    owner: we.metadata.ownerReferences?.map((o: any) => ({ kind: o.kind, name: o.name, uid: o.uid, controller: o.controller })),
-    spec: { ...we.spec, address: we.spec.address.replace(ip, '<ip>') },
-  });
-  t.deepEqual(comparable(byRelay, '10.9.0.21'), comparable(byIstiod, '10.9.0.20'));
+  const byRelay = await workloadEntry('vmreg', '10.9.0.21');
+  t.deepEqual(comparableEntry(byRelay, '10.9.0.21'), comparableEntry(byIstiod, '10.9.0.20'));
   // Only the relay registers a VM it serves in group mode; istiod must not claim the same entry
   // through the group's upstream stream.
   await new Promise((resolve) => setTimeout(resolve, 3000));
-  const settled = await entry('10.9.0.21');
+  const settled = await workloadEntry('vmreg', '10.9.0.21');
   t.is(settled.metadata.annotations['istio.io/workloadController'], 'meshrelay-test');
+});
+
+interop('auto-registration with a WorkloadGroup probe: the agent\'s health reports reach the entry\'s Healthy condition through the relay as they do straight to istiod, healthy and then failing', async (t) => {
+  t.timeout(180_000);
+  // The application both VMs probe: a TCP port that accepts, and later refuses.
+  const app = net.createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => { app.close(); });
+  const port = (app.address() as net.AddressInfo).port;
+  await mesh.apply([{
+    apiVersion: 'networking.istio.io/v1', kind: 'WorkloadGroup', metadata: { name: 'vmhealth', namespace: 'vm' },
+    spec: {
+      metadata: { labels: { app: 'vmhealth' } }, template: { serviceAccount: 'vm-sa', network: 'vm-net' },
+      probe: { tcpSocket: { host: '127.0.0.1', port }, periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 1 },
+    },
+  }]);
+  const relay = await registeringRelay(t);
+  const healthy = (status: string) => (entry: any) => entry.status?.conditions?.some((c: any) => c.type === 'Healthy' && c.status === status);
+  const condition = (entry: any) => {
+    const { type, status, message, reason } = entry.status.conditions.find((c: any) => c.type === 'Healthy');
+    return { type, status, reason, message };
+  };
+  const direct = await agentFor(t, mesh.istiod.secureGrpc, '10.9.0.30', {}, 'vmhealth');
+  envoyOn(t, direct);
+  const throughRelay = await agentFor(t, relayTlsAddress(relay), '10.9.0.31', {}, 'vmhealth');
+  envoyOn(t, throughRelay);
+  const [byIstiod, byRelay] = await Promise.all([workloadEntry('vmhealth', '10.9.0.30', healthy('True')), workloadEntry('vmhealth', '10.9.0.31', healthy('True'))]);
+  t.deepEqual(comparableEntry(byRelay, '10.9.0.31'), comparableEntry(byIstiod, '10.9.0.30'), 'the entries, health-check annotation included');
+  t.deepEqual(condition(byRelay), condition(byIstiod));
+  // The application stops accepting: both agents report it, both entries turn unhealthy alike.
+  await new Promise<void>((resolve) => app.close(() => resolve()));
+  const [failingByIstiod, failingByRelay] = await Promise.all([workloadEntry('vmhealth', '10.9.0.30', healthy('False')), workloadEntry('vmhealth', '10.9.0.31', healthy('False'))]);
+  t.deepEqual(condition(failingByRelay), condition(failingByIstiod));
+  t.regex(condition(failingByRelay).message, /connection refused/);
 });
