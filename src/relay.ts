@@ -127,7 +127,7 @@ export class Relay {
       size: config.upstreamConnections,
       credentials: upstreamCredentials(config, 'xds'),
       maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
-      channelOptions: upstreamChannelOptions(config),
+      channelOptions: upstreamChannelOptions(config, 'xds'),
     });
     started.push(() => pool.close());
     const topology = new NetworkTopology();
@@ -200,9 +200,13 @@ export class Relay {
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) started.push(() => ca.close());
+    // VMs renew and reconnect with workload certificates chained to the mesh root (a VM's token
+    // expires; its certificate is what it has left): the local CA's root, or in forward mode the
+    // root istiod is verified with, unless a client CA file is given.
+    const clientCa = config.tlsClientCaFile || (ca?.summary.rootCertFile ?? '');
+    if (config.tlsListen && !clientCa) log.warn('no mesh root for the TLS listener (tlsClientCaFile, or a CA root): VMs cannot authenticate with workload certificates, so a VM whose token has expired cannot renew or reconnect');
     const serving = ca?.serving ?? (config.tlsListen
-      // In local CA mode, VMs renew with certificates chained to the mesh root.
-      ? new FileServingCertificate({ cert: config.tlsCertFile, key: config.tlsKeyFile, clientCa: config.tlsClientCaFile || (ca?.summary.rootCertFile ?? '') }, log)
+      ? new FileServingCertificate({ cert: config.tlsCertFile, key: config.tlsKeyFile, clientCa }, log)
       : undefined);
     if (serving) started.push(() => serving.close());
     const servers: GrpcServer[] = [];
@@ -369,6 +373,7 @@ export class Relay {
         createdAt: group.createdAt,
         fields: group.fields,
         upstream: group.upstream.stats,
+        ...(group.mode === 'group' ? { credentials: group.credentials.summary() } : {}),
         subscriptions: Object.fromEntries(Object.entries(group.subscriptionSummary()).map(([typeUrl, s]) => [shortTypeName(typeUrl), s])),
         cachedResources: group.cache.size(),
         ...(group.networkViews.size > 0 ? { edsTranslationsByNetwork: Object.fromEntries([...group.networkViews].map(([network, view]) => [network || '(none)', view.translations])) } : {}),

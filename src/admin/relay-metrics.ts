@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import type { AdmissionControl } from '../limits/admission-control.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
@@ -69,12 +70,20 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
     if (convergenceSeconds !== undefined) convergence.observe(labels, convergenceSeconds);
   };
   new Gauge({
-    name: 'meshrelay_upstream_stream_state', help: 'Upstream ADS streams by state (streaming, backoff, idle, closed)', labelNames: ['state'], registers: [registry],
+    name: 'meshrelay_upstream_stream_state', help: 'Upstream ADS streams by state (streaming, backoff, refused, idle, closed)', labelNames: ['state'], registers: [registry],
     collect() {
       this.reset();
       const counts = new Map<string, number>();
       for (const group of groups.list()) counts.set(group.upstream.stats.state, (counts.get(group.upstream.stats.state) ?? 0) + 1);
       for (const [state, count] of counts) this.set({ state }, count);
+    },
+  });
+  new Counter({
+    name: 'meshrelay_upstream_refusals_total', help: 'Upstream ADS streams istiod refused with a status retrying will not change (UNAUTHENTICATED, PERMISSION_DENIED, ...)',
+    labelNames: ['code'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [code, count] of groups.refusals) this.inc({ code: grpcStatus[code] ?? String(code) }, count);
     },
   });
   const ads = parts.ads;

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Registry } from 'prom-client';
-import { resolveCaMode, type ServeConfig } from '../config/schema.js';
+import { caUpstreamRoot, resolveCaMode, type ServeConfig } from '../config/schema.js';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BackoffPolicy } from '../xds/upstream/backoff.js';
@@ -97,7 +97,7 @@ function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffP
   const forwarder = new CaForwarder({
     target, backoff, log,
     credentials: upstreamCredentials(config, 'ca'),
-    channelOptions: upstreamChannelOptions(config),
+    channelOptions: upstreamChannelOptions(config, 'ca'),
     maxConcurrent: config.caMaxConcurrent,
     maxQueued: config.caMaxQueued,
     timeoutMs: config.caRequestTimeoutSeconds * 1000,
@@ -106,7 +106,8 @@ function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffP
     service: { mode: 'forward', forwarder, authentication: { trustDomain: config.trustDomain } },
     metrics,
     serving: undefined,
-    summary: { mode: 'forward', upstream: target },
+    // The mesh root istiod's CA is verified with is also what VMs' client certificates chain to.
+    summary: { mode: 'forward', upstream: target, ...(caUpstreamRoot(config) ? { rootCertFile: path.resolve(caUpstreamRoot(config)) } : {}) },
     close: () => forwarder.close(),
   };
 }

@@ -57,6 +57,12 @@ export const serveSchema = z.object({
   caMode: z.enum(['auto', 'local', 'forward', 'off']).default('auto'),
   caDir: z.string().default(''),
   caUpstream: z.union([z.literal(''), address]).default(''),
+  // The CA forwarder's TLS toward istiod's CA (15012, TLS only): its root and server name default to
+  // the xDS upstream's, so they need setting only where the two are reached differently.
+  caUpstreamCaFile: z.string().default(''),
+  caUpstreamServerName: z.string().default(''),
+  // For a CA upstream that speaks plaintext (a local test double); never istiod itself.
+  caUpstreamPlaintext: z.boolean().default(false),
   stateDir: z.string().default('.meshrelay'),
   trustDomain: z.string().min(1).default('cluster.local'),
   jwksFile: z.string().default(''),
@@ -94,6 +100,12 @@ export const serveSchema = z.object({
   if (resolveCaMode(config) === 'forward' && config.upstream === 'embedded' && !config.caUpstream) {
     context.addIssue({ code: 'custom', path: ['caMode'], message: 'forward needs an istiod: set upstream or caUpstream (the embedded simulator has no CA)' });
   }
+  if (config.caMode === 'forward' && !caUpstreamRoot(config) && !config.caUpstreamPlaintext) {
+    context.addIssue({
+      code: 'custom', path: ['caUpstreamCaFile'],
+      message: 'forward sends VMs\' tokens to istiod\'s CA, which serves TLS only (15012): set caUpstreamCaFile (or upstreamCaFile) to the mesh root; caUpstreamPlaintext only for a plaintext CA that is not istiod',
+    });
+  }
   if (!config.xdsListen && !config.tlsListen) {
     context.addIssue({ code: 'custom', path: ['xdsListen'], message: 'at least one of xdsListen and tlsListen must be set' });
   }
@@ -109,10 +121,19 @@ function isLoopbackListen(address: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
-/** `auto`: sign locally in front of the embedded simulator, forward to a real istiod otherwise. */
-export function resolveCaMode(config: { caMode: string; upstream: string }): 'local' | 'forward' | 'off' {
-  if (config.caMode === 'auto') return config.upstream === 'embedded' ? 'local' : 'forward';
-  return config.caMode as 'local' | 'forward' | 'off';
+/** The root the CA forwarder verifies istiod with: its own, else the xDS upstream's. */
+export function caUpstreamRoot(config: { caUpstreamCaFile: string; upstreamCaFile: string }): string {
+  return config.caUpstreamCaFile || config.upstreamCaFile;
+}
+
+/**
+ * `auto`: sign locally in front of the embedded simulator; forward to a real istiod when its CA can
+ * be reached over TLS (a root is configured), else no CA (istiod's CA is never plaintext).
+ */
+export function resolveCaMode(config: { caMode: string; upstream: string; caUpstreamCaFile: string; upstreamCaFile: string; caUpstreamPlaintext: boolean }): 'local' | 'forward' | 'off' {
+  if (config.caMode !== 'auto') return config.caMode as 'local' | 'forward' | 'off';
+  if (config.upstream === 'embedded') return 'local';
+  return caUpstreamRoot(config) || config.caUpstreamPlaintext ? 'forward' : 'off';
 }
 
 /** `meshrelay token`: a development service-account token the relay's dev issuer signs. */

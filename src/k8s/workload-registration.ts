@@ -8,7 +8,7 @@ import { registeringProxy } from './workload-entry-template.js';
  * Puts WorkloadEntry auto-registration and health in front of the relay's groups: a VM served in
  * group mode (where istiod never sees it) with AUTO_REGISTER_GROUP gets its entry from this relay;
  * in stream mode its own stream reaches istiod, which registers it. A VM that may not register
- * (no WorkloadGroup, wrong identity) has its stream refused, as istiod refuses it.
+ * (no WorkloadGroup, wrong identity) has its stream refused before anything is sent, as istiod refuses it.
  */
 export class WorkloadRegisteringProvider implements ViewProvider {
   constructor(private readonly inner: ViewProvider, private readonly controller: WorkloadEntryController, private readonly log: Logger) {}
@@ -18,9 +18,11 @@ export class WorkloadRegisteringProvider implements ViewProvider {
     const proxy = attachment.mode === 'group' ? registeringProxy(node) : undefined;
     if (!proxy) return attachment;
     const registration = this.controller.connect(proxy, stream.caller);
-    registration.done.catch((error: unknown) => {
+    // The stream waits for its entry and is refused if it cannot have one: istiod registers a VM
+    // before it answers it (pilot/pkg/xds/ads.go, initConnection), so a refused VM is sent nothing.
+    const ready = registration.done.catch((error: unknown) => {
       this.log.warn({ proxy: node.id, err: (error as Error).message }, 'auto-registration refused; closing the stream');
-      stream.refuse(error);
+      throw error;
     });
     const inner = attachment.view;
     const view: XdsView = {
@@ -36,6 +38,7 @@ export class WorkloadRegisteringProvider implements ViewProvider {
       view,
       key: attachment.key,
       mode: attachment.mode,
+      ready,
       release: () => {
         attachment.release();
         this.controller.disconnect(registration);

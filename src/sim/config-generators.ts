@@ -164,7 +164,7 @@ function grpcRoute(host: string, port: number): PlainObject {
 
 export function meshGateways(mesh: MeshModel): NetworkGateway[] {
   return Object.entries(mesh.networks).flatMap(([network, spec]) =>
-    spec.gateways.map((gateway) => ({ network, clusterId: spec.clusterId, address: gateway.address, port: gateway.port })));
+    spec.gateways.map((gateway) => ({ network, clusterId: gateway.cluster, address: gateway.address, port: gateway.port })));
 }
 
 /** Renders every resource of every type a proxy of this variant gets, like istiod's generators. */

@@ -27,7 +27,15 @@ const serviceSchema = z.object({
   endpoints: z.array(endpointSchema).default([]),
 });
 
-const gatewaySchema = z.object({ address: z.string().min(1), port: z.number().int().min(1).max(65535).default(15443) });
+const gatewaySchema = z.object({
+  address: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(15443),
+  /**
+   * The cluster of a gateway istiod found as a registry Service (meshNetworks registryServiceName).
+   * A gateway given by address in meshNetworks has none (pilot/pkg/model/network.go).
+   */
+  cluster: z.string().default(''),
+});
 
 export const meshSchema = z.object({
   domain: z.string().default('cluster.local'),

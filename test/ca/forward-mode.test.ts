@@ -35,7 +35,7 @@ const cannedResponse = Buffer.from('0a0a6c6561662d70656d0a0a0a726f6f742d70656d',
 
 async function forwardRig(t: { teardown(fn: () => unknown): void }, caTarget: string, overrides = {}) {
   const sim = await startSim();
-  const relay = await startRelay({ upstream: sim.target, caMode: 'forward', caUpstream: caTarget, ...overrides });
+  const relay = await startRelay({ upstream: sim.target, caMode: 'forward', caUpstream: caTarget, caUpstreamPlaintext: true, ...overrides });
   const client = new grpc.Client(relay.target, grpc.credentials.createInsecure());
   t.teardown(async () => {
     client.close();
@@ -119,7 +119,7 @@ test('graceful stop: not ready first, ADS streams told UNAVAILABLE, an in-flight
   const ca = await recordingCa(() => ({ response: cannedResponse }), 800);
   t.teardown(ca.close);
   const sim = await startSim();
-  const relay = await startRelay({ upstream: sim.target, caMode: 'forward', caUpstream: ca.target, readinessDrainSeconds: 0.3 });
+  const relay = await startRelay({ upstream: sim.target, caMode: 'forward', caUpstream: ca.target, caUpstreamPlaintext: true, readinessDrainSeconds: 0.3 });
   const client = new grpc.Client(relay.target, grpc.credentials.createInsecure());
   const vm = new AdsTestClient(relay.target, 'delta');
   t.teardown(async () => {

@@ -46,6 +46,7 @@ const bad: Array<[string, string[], NodeJS.ProcessEnv, RegExp]> = [
   ['bad address', ['--xds-listen', 'localhost'], {}, /invalid xdsListen/],
   ['TLS without files when the relay does not sign', ['--upstream', 'istiod:15012', '--tls-listen', ':15012'], {}, /tlsListen.*needs tlsCertFile/],
   ['forward CA mode with nothing to forward to', ['--ca-mode', 'forward'], {}, /caMode.*forward needs an istiod/],
+  ['forward CA mode toward istiod over plaintext', ['--upstream', '127.0.0.1:15010', '--ca-mode', 'forward'], {}, /caUpstreamCaFile.*serves TLS only/],
   ['missing config file', ['--config', '/nonexistent/relay.yaml'], {}, /cannot read config file/],
   ['flag without value', ['--mode'], {}, /--mode needs a value/],
 ];
@@ -58,9 +59,11 @@ for (const [name, argv, env, message] of bad) {
   });
 }
 
-test('CA mode auto: local signing in front of the embedded simulator, forwarding to a real istiod', (t) => {
+test('CA mode auto: local signing in front of the embedded simulator, forwarding to a real istiod whose CA can be reached over TLS', (t) => {
   t.is(resolveCaMode(loadConfig(serveSchema, [], {})), 'local');
-  t.is(resolveCaMode(loadConfig(serveSchema, ['--upstream', 'istiod.istio-system.svc:15012'], {})), 'forward');
+  t.is(resolveCaMode(loadConfig(serveSchema, ['--upstream', 'istiod.istio-system.svc:15012', '--upstream-ca-file', '/etc/istio/root.pem'], {})), 'forward');
+  t.is(resolveCaMode(loadConfig(serveSchema, ['--upstream', '127.0.0.1:15010', '--ca-upstream', '127.0.0.1:15012', '--ca-upstream-ca-file', '/etc/istio/root.pem'], {})), 'forward');
+  t.is(resolveCaMode(loadConfig(serveSchema, ['--upstream', '127.0.0.1:15010'], {})), 'off', 'no root to verify istiod\'s CA with: no CA rather than tokens over plaintext');
   t.notThrows(() => loadConfig(serveSchema, ['--tls-listen', ':15012'], {}), 'local mode issues its own serving certificate');
 });
 

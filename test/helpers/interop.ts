@@ -36,15 +36,14 @@ export async function relayedProxy(t: ExecutionContext, mesh: RealMesh, relay: R
 }
 
 /**
- * A relay in front of the real istiod. Group mode rides istiod's plaintext 15010 (istiod does not
- * authenticate there; giving a group stream a credential on 15012 is its own issue); stream mode
- * rides TLS to 15012, verified against the mesh root, with each VM's own token.
+ * A relay in front of the real istiod as deployed: TLS to istiod's 15012 addressed by IP, verified
+ * against the mesh root under istiod's name. Stream mode carries each VM's own token; group mode a
+ * current member's (docs/SECURITY.md).
  */
 export async function relayFor(t: ExecutionContext, mesh: RealMesh, mode: 'group' | 'stream', overrides: Partial<ServeConfig> = {}) {
-  const upstream: Partial<ServeConfig> = mode === 'group'
-    ? { upstream: mesh.istiod.grpc }
-    : { upstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME };
-  const relay = await startRelay({ mode, caMode: 'off', ...upstream, ...overrides });
+  const relay = await startRelay({
+    mode, caMode: 'off', upstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME, ...overrides,
+  });
   t.teardown(() => relay.stop());
   return relay;
 }

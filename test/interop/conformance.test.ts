@@ -283,7 +283,8 @@ interop('proxyless gRPC (@grpc/grpc-js-xds, GENERATOR=grpc) resolves a service r
     await mesh.delete(objects.slice(1));
     await untilIstiodServes(mesh, plainVm(), lacksCluster('outbound|7070||echo.grpc.svc.cluster.local'));
   });
-  const relay = await relayFor(t, mesh, 'group');
+  // The proxyless client sends no token (istio-agent would give it one): the relay rides 15010.
+  const relay = await relayFor(t, mesh, 'group', { upstream: mesh.istiod.grpc, upstreamCaFile: '', upstreamServerName: '' });
   const bootstrap = proxylessBootstrap(relay.target, 'grpc', { SERVICE_ACCOUNT: 'default', CLUSTER_ID: 'Kubernetes', INSTANCE_IPS: '127.0.0.1' });
   const answer = await runProxylessCaller('echo.grpc.svc.cluster.local:7070', bootstrap);
   // grpc-js-xds validates every resource (and NACKs what it cannot use): the call answering means
@@ -302,26 +303,87 @@ interop('NDS, istio-agent\'s DNS name table, passes through the relay byte for b
   t.true(table!.includes(Buffer.from('httpbin.bar.svc.cluster.local')));
 });
 
-interop('a CSR through the relay (forward CA mode) is signed by istiod\'s plugged CA for the VM\'s own identity', async (t) => {
-  t.timeout(60_000);
-  const relay = await relayFor(t, mesh, 'group', {
-    caMode: 'forward', caUpstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME,
-  });
-  const client = new grpc.Client(relay.target, grpc.credentials.createInsecure());
+/** A CSR for vm/vm-sa through the relay, with the VM's token; asserts istiod's plugged CA signed it for that identity. */
+async function assertCsrSignedByIstiod(t: ExecutionContext, relayTarget: string) {
+  const client = new grpc.Client(relayTarget, grpc.credentials.createInsecure());
   t.teardown(() => client.close());
   const token = await mesh.token('vm', 'vm-sa');
   const chain = await createCertificate(client, opensslCsr('rsa-2048').csr, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
   t.regex(opensslVerify(chain, mesh.rootCertFile), /OK/);
   t.is(new X509Certificate(chain[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/vm/sa/vm-sa');
+}
+
+interop('[group] the production path: over TLS to istiod\'s 15012 addressed by IP (upstreamServerName), a token-authenticated VM gets istiod\'s config byte for byte, its CSR is signed by istiod, and a second VM of its group is served on the same upstream stream', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'group', { caMode: 'forward', caUpstream: mesh.istiod.secureGrpc });
+  t.regex(mesh.istiod.secureGrpc, /^127\.0\.0\.1:/, 'istiod is reached by an address its certificate does not name');
+  const first = plainVm('vm-prod-1', '10.9.3.1');
+  await assertSameConfig(t, await directProxy(t, mesh, first, 'delta'), await relayedProxy(t, mesh, relay, first, 'delta'));
+  await assertCsrSignedByIstiod(t, relay.target);
+  const [group] = relay.groups.list();
+  const opened = group!.upstream.stats.streamsOpened;
+  const second = plainVm('vm-prod-2', '10.9.3.2');
+  await assertSameConfig(t, await directProxy(t, mesh, second, 'sotw'), await relayedProxy(t, mesh, relay, second, 'sotw'));
+  t.is(relay.groups.list().length, 1);
+  t.is(group!.upstream.stats.streamsOpened, opened, 'no new upstream stream for the second member');
+  t.like(group!.credentials.summary(), { members: 2, inUse: 'token', refused: 0 });
 });
 
-// Known failure, issue 13: istiod authenticates every stream on 15012, and a group's upstream stream
-// carries no credential of its members yet, so a token-only VM gets nothing.
-knownFailure('[group] over TLS to 15012, a token-authenticated VM gets istiod\'s config (known failure: issue 13, a credential for group streams)', async (t) => {
+interop('[group] the member whose token opened the group\'s stream leaves and istiod restarts: the group reconnects with another member\'s token, and every member converges', async (t) => {
+  t.timeout(180_000);
+  const relay = await relayFor(t, mesh, 'group');
+  const opener = plainVm('vm-opener', '10.9.4.1');
+  const openerProxy = await relayedProxy(t, mesh, relay, opener, 'delta');
+  await openerProxy.settled();
+  const stayers = [plainVm('vm-stayer-1', '10.9.4.2'), plainVm('vm-stayer-2', '10.9.4.3')];
+  const relayed = await Promise.all(stayers.map((node) => relayedProxy(t, mesh, relay, node, 'delta')));
+  await Promise.all(relayed.map((proxy) => proxy.settled()));
+  openerProxy.close();
+  const [group] = relay.groups.list();
+  await eventually(() => group!.members.size, (size) => size === 2);
+  const opened = group!.upstream.stats.streamsOpened;
+  await mesh.restartIstiod();
+  await eventually(() => group!.upstream.stats, (stats) => stats.streamsOpened > opened && stats.state === 'streaming' && stats.responses > 0, 30_000);
+  t.is(group!.upstream.stats.refusals, 0, 'the opener\'s token was still valid; no refusal');
+  for (const [i, node] of stayers.entries()) await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed[i]!);
+});
+
+interop('[group] a group whose every credential istiod refuses: each of its VMs\' streams ends with UNAUTHENTICATED within 5 s, and another group is served meanwhile', async (t) => {
+  t.timeout(90_000);
+  // The group outlives its refused VMs, so /debug/groups still shows why.
+  const relay = await relayFor(t, mesh, 'group', { groupLingerSeconds: 30 });
+  // Tokens istiod will not take: another audience than istio-ca.
+  const refusedVms = [plainVm('vm-refused-1', '10.9.5.1'), plainVm('vm-refused-2', '10.9.5.2')];
+  const started = Date.now();
+  const refused = await Promise.all(refusedVms.map(async (node) => {
+    const token = await mesh.token('vm', 'vm-sa', ['not-istio']);
+    return relayedProxy(t, mesh, relay, node, 'delta', { headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' } });
+  }));
+  const other = realVmNode({ name: 'vm-other-sa', ip: '10.9.5.3', serviceAccount: 'vm-other-sa' });
+  const served = await relayedProxy(t, mesh, relay, other, 'delta');
+  for (const proxy of refused) {
+    const status = await proxy.status;
+    t.is(status.code, grpc.status.UNAUTHENTICATED, status.details);
+    t.regex(status.details, /istiod refused this VM's group/);
+  }
+  t.true(Date.now() - started < 5_000 + 2_000, 'refused within about 5 s (token minting included)');
+  await assertSameConfig(t, await directProxy(t, mesh, other, 'delta'), served);
+  const groups = await (await fetch(`${relay.adminUrl}/debug/groups`)).json() as Array<{ upstream: { refusals: number; lastRefusal?: { code: number; message: string } }; credentials: { refused: number } }>;
+  const refusedGroup = groups.find((group) => group.upstream.refusals > 0);
+  t.truthy(refusedGroup, '/debug/groups shows the refusal');
+  t.is(refusedGroup!.upstream.lastRefusal?.code, grpc.status.UNAUTHENTICATED);
+  t.true(refusedGroup!.credentials.refused >= 1, 'the refused tokens are not offered again');
+  const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+  t.regex(metrics, /meshrelay_upstream_refusals_total\{code="UNAUTHENTICATED"\} [1-9]/);
+});
+
+interop('plaintext xDS upstream (istiod\'s 15010) and a TLS CA upstream (15012) configured apart: config equals istiod\'s and the CSR is signed', async (t) => {
   t.timeout(60_000);
-  const relay = await relayFor(t, mesh, 'group', { upstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME });
+  const relay = await relayFor(t, mesh, 'group', {
+    upstream: mesh.istiod.grpc, upstreamCaFile: '', upstreamServerName: '',
+    caMode: 'forward', caUpstream: mesh.istiod.secureGrpc, caUpstreamCaFile: mesh.rootCertFile, caUpstreamServerName: ISTIOD_SERVER_NAME,
+  });
   const node = plainVm();
-  const relayed = await relayedProxy(t, mesh, relay, node, 'delta');
-  await relayed.settled(1000, 15_000);
-  await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed);
+  await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), await relayedProxy(t, mesh, relay, node, 'delta'));
+  await assertCsrSignedByIstiod(t, relay.target);
 });

@@ -49,7 +49,7 @@ test('one upstream view on net1 serves VMs on every network; the relay\'s transl
   const sim = await startSim(mesh());
   const relay = await startRelay({
     upstream: sim.target, sharedUpstreamView: true, network: 'net1',
-    gateways: ['net1/cluster1=192.0.2.10:15443'], meshNetworksFile: meshNetworksFile(),
+    gateways: ['net1=192.0.2.10:15443'], meshNetworksFile: meshNetworksFile(),
   });
   const clients: Array<{ close(): void }> = [];
   t.teardown(async () => {
@@ -79,7 +79,7 @@ test('one upstream view on net1 serves VMs on every network; the relay\'s transl
   for (const ep of gatewayEndpoints) {
     t.is(ep.endpoint.address.socket_address.address, '192.0.2.10');
     t.deepEqual(structToJson(ep.metadata.filter_metadata['envoy.transport_socket_match']), { tlsMode: 'istio' });
-    t.deepEqual(structToJson(ep.metadata.filter_metadata.istio), { workload: ';;;;cluster1' });
+    t.deepEqual(structToJson(ep.metadata.filter_metadata.istio), { workload: ';;;;' });
   }
 });
 
@@ -87,7 +87,7 @@ test('N VMs on M networks cost M translations per EDS version, not N', async (t)
   const sim = await startSim(mesh());
   const relay = await startRelay({
     upstream: sim.target, sharedUpstreamView: true, network: 'net1',
-    gateways: ['net1/cluster1=192.0.2.10:15443'], meshNetworksFile: meshNetworksFile(),
+    gateways: ['net1=192.0.2.10:15443'], meshNetworksFile: meshNetworksFile(),
   });
   const vms: Array<AdsTestClient<'delta'>> = [];
   t.teardown(async () => {
@@ -141,7 +141,7 @@ test('the embedded istiod\'s default mesh through one upstream view: a vm-net VM
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'mesh-networks-')), 'meshNetworks.yaml');
   // VMs are registered in the same cluster as the pods, so their subnet says which network they are on.
   writeFileSync(file, 'networks:\n  net1:\n    endpoints: [{ fromRegistry: cluster1 }]\n  vm-net:\n    endpoints: [{ fromCidr: 172.16.0.0/16 }]\n');
-  const relay = await startRelay({ upstream: sim.target, sharedUpstreamView: true, network: 'net1', gateways: ['net1/cluster1=192.0.2.10:15443'], meshNetworksFile: file });
+  const relay = await startRelay({ upstream: sim.target, sharedUpstreamView: true, network: 'net1', gateways: ['net1=192.0.2.10:15443'], meshNetworksFile: file });
   const vmNet = await edsFor(relay.target, 'vm-net', 'vm-a');
   const net1 = await edsFor(relay.target, 'net1', 'pod-a');
   t.teardown(async () => {

@@ -56,7 +56,7 @@ test('EDS for a VM on vm-net: cluster-network endpoints become the east-west gat
   for (const endpoint of endpoints) {
     t.deepEqual(endpoint.endpoint.address.socket_address, { address: '192.0.2.10', port_value: 15443 });
     t.deepEqual(structToJson(endpoint.metadata.filter_metadata['envoy.transport_socket_match']), { tlsMode: 'istio' });
-    t.deepEqual(structToJson(endpoint.metadata.filter_metadata.istio), { workload: ';;;;cluster1' });
+    t.deepEqual(structToJson(endpoint.metadata.filter_metadata.istio), { workload: ';;;;' });
   }
 });
 

@@ -172,7 +172,13 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
         admission.admit(this.isReconnect(request) ? 'reconnect' : 'new').then(() => this.releaseHeld(), (error: unknown) => this.refuse(error));
         return;
       }
-      this.ensureAttached(request.node);
+      const ready = this.ensureAttached(request.node);
+      if (ready) {
+        // Nothing is served before the view says the stream may be; requests wait in order.
+        this.held = [bytes];
+        ready.then(() => this.releaseHeld(), (error: unknown) => this.refuse(error));
+        return;
+      }
       this.checkTypeUrl(request.type_url);
       this.checkNameCount(this.nameCount(request));
       if (this.isHealthReport(request.type_url, request.error_detail)) return;
@@ -203,9 +209,12 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     }
   }
 
-  /** The first request of a stream must carry the node (Envoy sends it only once). */
-  private ensureAttached(node: NodeMessage | null | undefined): void {
-    if (this.attachment) return;
+  /**
+   * The first request of a stream must carry the node (Envoy sends it only once). Returns what to
+   * wait for before serving, on the request that attached the stream.
+   */
+  private ensureAttached(node: NodeMessage | null | undefined): Promise<void> | undefined {
+    if (this.attachment) return undefined;
     if (!node || !node.id) {
       throw new RelayError('MR_MISSING_NODE', GrpcStatus.INVALID_ARGUMENT, 'the first request on a stream must carry node with a non-empty id');
     }
@@ -217,6 +226,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     this.attachment = this.provider.attach(this.node, identity);
     this.detachCache = this.attachment.view.cache.onChange((change) => this.onCacheChange(change));
     this.log.info({ stream: this.id, node: this.node.id, key: this.attachment.key, mode: this.attachment.mode, protocol: this.protocol }, 'proxy connected');
+    return this.attachment.ready;
   }
 
   protected typeState(typeUrl: string): { state: TypeState; created: boolean } {

@@ -31,6 +31,11 @@ export interface ViewAttachment {
   /** The aggregation key (group mode) or another label for what the stream shares. */
   readonly key: string;
   readonly mode: string;
+  /**
+   * Settles when the stream may be served (e.g. once its WorkloadEntry is written); a rejection
+   * refuses the stream. Until then nothing is sent, as istiod registers a VM before answering it.
+   */
+  readonly ready?: Promise<void>;
   /** Called once when the stream ends. */
   release(): void;
 }

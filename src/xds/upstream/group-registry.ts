@@ -8,6 +8,7 @@ import { aggregationKey, type AggregationRules } from './aggregation-key.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import { UpstreamAdsStream, type UpstreamProtocol } from './upstream-ads-stream.js';
+import { memberCredentials } from './group-credentials.js';
 import { UpstreamGroup } from './upstream-group.js';
 
 export type MultiplexMode = 'group' | 'stream';
@@ -42,12 +43,21 @@ export interface GroupRegistryOptions {
 const forwardedCallMetadata = ['authorization', 'clusterid'];
 
 /**
+ * Node metadata a group's upstream node does not carry: istiod would act on it for the one member
+ * whose node opened the stream. AUTO_REGISTER_GROUP would have istiod register that member alone
+ * (pilot/pkg/autoregistration/controller.go); in group mode the relay registers each VM itself.
+ */
+const memberOnlyMetadata = ['AUTO_REGISTER_GROUP'];
+
+/**
  * Maps each VM stream to its upstream group: by aggregation key in group mode, one group per stream
  * in stream mode. Groups are created on first use and closed after lingering empty.
  */
 export class GroupRegistry implements ViewProvider {
   private readonly groups = new Map<string, UpstreamGroup>();
   private readonly nonces = new NonceSource();
+  /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
+  readonly refusals = new Map<number, number>();
 
   constructor(private readonly options: GroupRegistryOptions) {}
 
@@ -59,10 +69,11 @@ export class GroupRegistry implements ViewProvider {
     const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
     let group = this.groups.get(key);
     if (!group) {
-      const upstreamNode = shared ? withNetwork(node.raw, shared.relayNetwork) : node.raw;
+      const groupNode = mode === 'group' ? withoutMetadata(node.raw, memberOnlyMetadata) : node.raw;
+      const upstreamNode = shared ? withNetwork(groupNode, shared.relayNetwork) : groupNode;
       group = this.createGroup(key, mode, upstreamNode, node.id, aggregation.fields, stream);
     }
-    group.addMember(stream.streamId);
+    group.addMember(stream);
     const joined = group;
     let view: XdsView = joined;
     if (shared) {
@@ -110,17 +121,24 @@ export class GroupRegistry implements ViewProvider {
         const value = stream.callMetadata[name];
         if (value) metadata[name] = value;
       }
+      // A VM that proved itself with its workload certificate is vouched for to istiod (its XFCC
+      // authenticator, from TRUSTED_GATEWAY_CIDR).
+      if (stream.caller?.forwardedClientCert) metadata['x-forwarded-client-cert'] = stream.caller.forwardedClientCert;
+    } else {
+      // Group mode: each upstream stream is opened with a current member's credential (docs/SECURITY.md).
+      group.credentials.add(stream.streamId, memberCredentials(stream));
     }
-    // A VM that proved itself with its workload certificate is vouched for to istiod (its XFCC
-    // authenticator, from TRUSTED_GATEWAY_CIDR). In group mode every member shares the namespace and
-    // service account (both are in the key), so the first verified member speaks for the group.
-    if (stream.caller?.forwardedClientCert) metadata['x-forwarded-client-cert'] = stream.caller.forwardedClientCert;
     group.connect(new UpstreamAdsStream({
       pool: this.options.pool,
       protocol: this.options.protocol,
       node: upstreamNode,
       cache: group.cache,
       metadata,
+      ...(mode === 'group' ? { credentials: group.credentials } : {}),
+      onRefused: (refusal) => {
+        this.refusals.set(refusal.code, (this.refusals.get(refusal.code) ?? 0) + 1);
+        group.upstreamRefused(refusal);
+      },
       backoff: this.options.backoff,
       ...(this.options.transformUpstream ? { transform: this.options.transformUpstream } : {}),
       log: this.options.log.child({ group: key }),
@@ -136,6 +154,13 @@ export class GroupRegistry implements ViewProvider {
     group.close();
     this.options.log.info({ group: group.key }, 'upstream group closed');
   }
+}
+
+function withoutMetadata(node: NodeMessage, keys: string[]): NodeMessage {
+  const fields = node.metadata?.fields;
+  if (!fields || !keys.some((key) => key in fields)) return node;
+  const kept = Object.fromEntries(Object.entries(fields).filter(([key]) => !keys.includes(key)));
+  return { ...node, metadata: { ...node.metadata, fields: kept } };
 }
 
 /** The node with metadata NETWORK replaced: istiod then renders endpoints as seen from there. */

@@ -7,9 +7,28 @@ import { TypeUrl, isFullStateType, shortTypeName } from '../protocol/type-urls.j
 import { WILDCARD } from '../downstream/subscription.js';
 import { Backoff, type BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
+import type { GroupCredentials } from './group-credentials.js';
 
 export type UpstreamProtocol = 'delta' | 'sotw';
-export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'closed';
+/** `refused`: istiod refused every credential the group has; it waits for a member with a new one. */
+export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'refused' | 'closed';
+
+/**
+ * Statuses istiod ends a stream with that the same stream, opened again, would get again: its
+ * authentication and authorization (pilot/pkg/xds/ads.go, authenticate and the identity check),
+ * and requests it cannot take.
+ */
+const REFUSALS = new Set<number>([
+  grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.UNIMPLEMENTED,
+]);
+/** Refusals that say the credential, not the request, was wrong. */
+const CREDENTIAL_REFUSALS = new Set<number>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED]);
+
+export interface UpstreamRefusal {
+  code: number;
+  message: string;
+  at: string;
+}
 
 /** What the group wants from the upstream for one type. */
 export interface DesiredSubscription {
@@ -36,6 +55,10 @@ export interface UpstreamStreamOptions {
   cache: ResourceCache;
   /** Sent on every upstream stream (e.g. a VM's own authorization in stream mode). */
   metadata?: Record<string, string>;
+  /** Group mode: the members' credentials, one picked for each stream opened. */
+  credentials?: GroupCredentials;
+  /** istiod refused the stream with a status retrying will not change. */
+  onRefused?: (refusal: UpstreamRefusal) => void;
   backoff: BackoffPolicy;
   /** Rewrites a resource as it enters the cache (SNI repair); once per group and version. */
   transform?: (typeUrl: string, update: ResourceUpdate) => ResourceUpdate;
@@ -51,6 +74,8 @@ export interface UpstreamStats {
   bytesSent: number;
   lastError: string;
   lastResponseAt: string;
+  refusals: number;
+  lastRefusal: UpstreamRefusal | undefined;
 }
 
 /**
@@ -73,7 +98,7 @@ export class UpstreamAdsStream {
     this.backoff = new Backoff(options.backoff);
     this.stats = {
       state: 'idle', protocol: options.protocol, streamsOpened: 0, responses: 0,
-      bytesReceived: 0, bytesSent: 0, lastError: '', lastResponseAt: '',
+      bytesReceived: 0, bytesSent: 0, lastError: '', lastResponseAt: '', refusals: 0, lastRefusal: undefined,
     };
   }
 
@@ -109,6 +134,11 @@ export class UpstreamAdsStream {
     this.open();
   }
 
+  /** A member brought a credential: a stream waiting for one opens now. */
+  credentialAdded(): void {
+    if (this.stats.state === 'refused') this.open();
+  }
+
   close(): void {
     this.stats.state = 'closed';
     clearTimeout(this.reconnectTimer);
@@ -118,6 +148,16 @@ export class UpstreamAdsStream {
   private open(): void {
     const metadata = new grpc.Metadata();
     for (const [key, value] of Object.entries(this.options.metadata ?? {})) metadata.set(key, value);
+    const { credentials } = this.options;
+    if (credentials?.any) {
+      const credential = credentials.pick();
+      if (!credential) {
+        this.stats.state = 'refused';
+        this.options.log.warn({ target: this.options.pool.target }, 'no member credential istiod has not refused; waiting for a member with a new one');
+        return;
+      }
+      for (const [key, value] of Object.entries(credential.metadata)) metadata.set(key, value);
+    }
     const method = this.options.protocol === 'delta' ? AdsMethod.delta : AdsMethod.sotw;
     const { stream, release } = this.options.pool.openStream(method, metadata);
     this.stream = stream;
@@ -127,20 +167,30 @@ export class UpstreamAdsStream {
     this.stats.state = 'streaming';
     this.stats.streamsOpened++;
     stream.on('data', (bytes: Buffer) => this.receive(stream, bytes));
-    stream.on('error', (error: grpc.ServiceError) => this.onStreamEnd(stream, `${grpc.status[error.code] ?? error.code}: ${error.details || error.message}`));
+    stream.on('error', (error: grpc.ServiceError) => this.onStreamEnd(stream, `${grpc.status[error.code] ?? error.code}: ${error.details || error.message}`, error));
     stream.on('end', () => this.onStreamEnd(stream, 'upstream ended the stream'));
     this.scheduleSync();
   }
 
-  private onStreamEnd(stream: grpc.ClientDuplexStream<Buffer, Buffer>, reason: string): void {
+  private onStreamEnd(stream: grpc.ClientDuplexStream<Buffer, Buffer>, reason: string, error?: grpc.ServiceError): void {
     if (stream !== this.stream) return;
     this.endStream();
     if (this.stats.state === 'closed') return;
     this.stats.lastError = reason;
+    if (error && REFUSALS.has(error.code)) this.refused(error);
     this.stats.state = 'backoff';
     const delay = this.backoff.nextDelayMs();
     this.options.log.warn({ target: this.options.pool.target, reason, retryInMs: delay }, 'upstream stream ended; serving VMs from cache');
     this.reconnectTimer = setTimeout(() => this.open(), delay);
+  }
+
+  private refused(error: grpc.ServiceError): void {
+    const refusal = { code: error.code, message: error.details || error.message, at: new Date().toISOString() };
+    this.stats.refusals++;
+    this.stats.lastRefusal = refusal;
+    if (CREDENTIAL_REFUSALS.has(error.code)) this.options.credentials?.refuseInUse();
+    this.options.log.warn({ target: this.options.pool.target, code: grpc.status[error.code], err: refusal.message }, 'istiod refused the upstream stream');
+    this.options.onRefused?.(refusal);
   }
 
   private endStream(): void {

@@ -3,7 +3,10 @@ import { ResponseMemo, type NonceSource } from '../cache/response-memo.js';
 import type { InterestChange } from '../downstream/subscription.js';
 import type { ProxyReport, XdsView } from '../downstream/view.js';
 import type { JsonValue } from '../protocol/struct.js';
-import type { UpstreamAdsStream } from './upstream-ads-stream.js';
+import { GrpcStatus, RelayError } from '../../errors.js';
+import { GroupCredentials, memberCredentials } from './group-credentials.js';
+import type { UpstreamAdsStream, UpstreamRefusal } from './upstream-ads-stream.js';
+import type { StreamIdentity } from '../downstream/view.js';
 
 /** Reference counts of what the group's members subscribe to, per type. */
 class TypeInterest {
@@ -21,7 +24,10 @@ class TypeInterest {
 export class UpstreamGroup implements XdsView {
   readonly cache = new ResourceCache();
   readonly memo: ResponseMemo;
-  readonly members = new Set<string>();
+  /** Member streams, each with the way to end it. */
+  readonly members = new Map<string, StreamIdentity['refuse']>();
+  /** Group mode: what members lend the upstream stream to authenticate it. */
+  readonly credentials = new GroupCredentials();
   readonly createdAt = new Date().toISOString();
   private readonly interest = new Map<string, TypeInterest>();
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -111,15 +117,39 @@ export class UpstreamGroup implements XdsView {
     return out;
   }
 
-  addMember(streamId: string): void {
+  addMember(stream: StreamIdentity): void {
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
-    this.members.add(streamId);
+    this.members.set(stream.streamId, stream.refuse);
+    if (this.mode !== 'group') return;
+    this.credentials.add(stream.streamId, memberCredentials(stream));
+    const refusal = this.upstream?.stats.lastRefusal;
+    // A VM that joins a group istiod refuses, with nothing cached for it and no new credential to
+    // try, is told so at once instead of waiting on an empty stream.
+    if (refusal && this.upstream.stats.state !== 'streaming' && this.isEmpty() && !this.credentials.offersUsable(stream.streamId)) {
+      setImmediate(() => stream.refuse(refusedError(refusal)));
+      return;
+    }
+    this.upstream?.credentialAdded();
+  }
+
+  /**
+   * istiod refused the upstream stream: VMs the group has nothing cached for get istiod's status
+   * (Envoy backs off and retries); VMs already served keep their config from the cache.
+   */
+  upstreamRefused(refusal: UpstreamRefusal): void {
+    if (!this.isEmpty()) return;
+    for (const refuse of [...this.members.values()]) refuse(refusedError(refusal));
+  }
+
+  private isEmpty(): boolean {
+    return this.cache.size() === 0;
   }
 
   /** Removes a member; when none is left, `onIdle` runs after the linger period unless one joins. */
   removeMember(streamId: string, lingerMs: number, onIdle: () => void): void {
     this.members.delete(streamId);
+    this.credentials.remove(streamId);
     if (this.members.size > 0) return;
     this.lingerTimer = setTimeout(() => {
       if (this.members.size === 0) onIdle();
@@ -131,4 +161,8 @@ export class UpstreamGroup implements XdsView {
     for (const view of this.networkViews.values()) view.close();
     this.upstream.close();
   }
+}
+
+function refusedError(refusal: UpstreamRefusal): RelayError {
+  return new RelayError('MR_UPSTREAM_REFUSED', refusal.code as GrpcStatus, `istiod refused this VM's group: ${refusal.message}`);
 }
