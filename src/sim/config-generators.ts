@@ -201,5 +201,23 @@ export function renderMesh(mesh: MeshModel, variant: SimVariant): Map<string, Re
     add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `0.0.0.0_${port}`, sidecarListener(port));
     add(TypeUrl.route, 'envoy.config.route.v3.RouteConfiguration', String(port), route(String(port), hosts));
   }
+  if (variant.generator === 'envoy') {
+    out.set(TypeUrl.nameTable, []);
+    add(TypeUrl.nameTable, 'istio.networking.nds.v1.NameTable', '', nameTable(mesh));
+  }
   return out;
+}
+
+/**
+ * istio-agent's DNS table, as istiod builds it for a sidecar (pkg/dns/server/name_table.go): every
+ * service with a cluster IP, by host name; Kubernetes services carry their short name and
+ * namespace so the agent also answers `name`, `name.ns` and `name.ns.svc`. One unnamed resource.
+ */
+function nameTable(mesh: MeshModel): PlainObject {
+  const table: Record<string, PlainObject> = {};
+  for (const service of mesh.services) {
+    if (service.vip === '0.0.0.0') continue;
+    table[serviceHost(service, mesh.domain)] = { ips: [service.vip], registry: 'Kubernetes', shortname: service.name, namespace: service.namespace };
+  }
+  return { table };
 }

@@ -69,12 +69,14 @@ networks:
 services:
   - name: httpbin
     namespace: bar
+    vip: 10.96.0.10
     ports: [{ port: 8000, name: http }]
     endpoints:
       - { address: 10.10.1.11, port: 80, network: net1, locality: us-east1/us-east1-b, serviceAccount: httpbin, labels: { app: httpbin, version: v1 } }
       - { address: 10.10.1.12, port: 80, network: net1, locality: us-east1/us-east1-c, serviceAccount: httpbin, labels: { app: httpbin, version: v1 } }
   - name: reviews
     namespace: bookinfo
+    vip: 10.96.0.21
     ports: [{ port: 9080, name: http }]
     endpoints:
       - { address: 10.10.2.21, port: 9080, network: net1, locality: us-east1/us-east1-b, labels: { app: reviews, version: v1 } }
@@ -82,6 +84,7 @@ services:
       - { address: 10.10.2.23, port: 9080, network: net1, locality: us-east1/us-east1-c, labels: { app: reviews, version: v3 } }
   - name: ratings
     namespace: bookinfo
+    vip: 10.96.0.22
     ports: [{ port: 9080, name: http }]
     endpoints:
       - { address: 10.10.2.31, port: 9080, network: net1, locality: us-east1/us-east1-b, labels: { app: ratings, version: v1 } }
@@ -93,6 +96,7 @@ services:
       - { address: 10.10.3.41, port: 5432, network: net1, tlsMode: disabled, labels: { app: legacy-db } }
   - name: vm-app
     namespace: vm
+    vip: 10.96.0.60
     ports: [{ port: 8080, name: http }]
     endpoints:
       - { address: 172.16.0.5, port: 8080, network: vm-net, locality: edge/site-a, labels: { app: vm-app, version: v1 } }

@@ -27,7 +27,8 @@ export async function startRelay(overrides: Partial<ServeConfig> = {}): Promise<
   });
   const relay = await Relay.start({ config, log: testLog, backoff: fastBackoff });
   return Object.assign(relay, {
-    target: formatAddress(relay.addresses.xds!),
+    // The plaintext listener's address ('' when the config has none, as deploy/base).
+    target: relay.addresses.xds ? formatAddress(relay.addresses.xds) : '',
     adminUrl: `http://${formatAddress(relay.addresses.admin!)}`,
   });
 }

@@ -10,13 +10,16 @@ import { messageType } from '../../src/xds/protocol/protos.js';
 import { jsonToStruct } from '../../src/xds/protocol/struct.js';
 import { Envelopes, type NodeMessage } from '../../src/xds/protocol/envelopes.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
-import { opensslVerify } from '../helpers/ca-client.js';
+import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-client.js';
 import { eventually } from '../helpers/harness.js';
-import { assertSameConfig, relayFor } from '../helpers/interop.js';
+import { assertSameConfig, directProxy, relayFor } from '../helpers/interop.js';
+import { renderKustomization } from '../helpers/kubectl.js';
 import { ConfigProxy } from '../helpers/proxy-config.js';
 import { ISTIOD_SERVER_NAME, realIstioUnavailable, startRealMesh, type RealMesh } from '../helpers/real-istio.js';
 import { configureVm, startVmAgent, type VmAgent } from '../helpers/vm-agent.js';
-import { installVmMeshFixture } from '../helpers/vm-mesh-fixture.js';
+import { installVmMeshFixture, realVmNode } from '../helpers/vm-mesh-fixture.js';
+import { loadConfig } from '../../src/config/load.js';
+import { serveSchema, type ServeConfig } from '../../src/config/schema.js';
 
 // The real VM agent (pilot-agent, files from `istioctl x workload entry configure`) with the relay
 // as its PILOT_ADDRESS, against the real istiod. istiod trusts x-forwarded-client-cert from loopback
@@ -207,4 +210,63 @@ interop('auto-registration with a WorkloadGroup probe: the agent\'s health repor
   const [failingByIstiod, failingByRelay] = await Promise.all([workloadEntry('vmhealth', '10.9.0.30', healthy('False')), workloadEntry('vmhealth', '10.9.0.31', healthy('False'))]);
   t.deepEqual(condition(failingByRelay), condition(failingByIstiod));
   t.regex(condition(failingByRelay).message, /connection refused/);
+});
+
+/**
+ * deploy/base's relay config exactly as kustomize renders it, with only what a test host cannot
+ * have rewritten: file paths to this mesh's files, istiod's service name to its loopback address
+ * (verified under that name), listeners to free loopback ports, in-cluster credentials to a kubeconfig.
+ */
+async function deployedConfig(): Promise<Partial<ServeConfig>> {
+  const objects = await renderKustomization('deploy/base');
+  const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.data?.['config.yaml']);
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'deployed-config-')), 'config.yaml');
+  writeFileSync(file, configMap.data['config.yaml']);
+  const deployed = loadConfig(serveSchema, ['--config', file], {});
+  const state = mkdtempSync(path.join(tmpdir(), 'deployed-state-'));
+  const files: Record<string, string> = {
+    '/var/run/secrets/istio/root-cert.pem': mesh.rootCertFile, '/var/run/secrets/meshrelay/tls.crt': servingCert.cert, '/var/run/secrets/meshrelay/tls.key': servingCert.key,
+  };
+  const istiodService = `${ISTIOD_SERVER_NAME}:15012`;
+  assertDeployedShape(deployed, istiodService, Object.keys(files));
+  const rewritten = (value: string) => files[value] ?? value;
+  return {
+    ...deployed,
+    upstream: mesh.istiod.secureGrpc, caUpstream: mesh.istiod.secureGrpc, upstreamServerName: ISTIOD_SERVER_NAME,
+    upstreamCaFile: rewritten(deployed.upstreamCaFile), tlsCertFile: rewritten(deployed.tlsCertFile), tlsKeyFile: rewritten(deployed.tlsKeyFile),
+    tlsClientCaFile: rewritten(deployed.tlsClientCaFile), tlsListen: '127.0.0.1:0', adminListen: '127.0.0.1:0',
+    kubeconfig: mesh.kube.kubeconfig, stateDir: state, cacheSnapshotDir: path.join(state, 'snapshots'),
+    instanceId: 'meshrelay-deployed', shutdownGraceSeconds: 1, readinessDrainSeconds: 0,
+  };
+}
+
+/** What the rewrite relies on: the deployed config names istiod by its service and these files. */
+function assertDeployedShape(config: ServeConfig, istiodService: string, files: string[]): void {
+  const named = [config.upstreamCaFile, config.tlsCertFile, config.tlsKeyFile, config.tlsClientCaFile];
+  if (config.upstream !== istiodService || config.caUpstream !== istiodService || named.some((file) => !files.includes(file))) {
+    throw new Error(`deploy/base's config changed shape (upstream ${config.upstream}, files ${named.join(', ')}): update this test's rewrite`);
+  }
+}
+
+interop('the relay running deploy/base\'s config serves a token-authenticated VM and a certificate-authenticated VM their istiod config, byte for byte', async (t) => {
+  t.timeout(120_000);
+  const relay = await relayFor(t, mesh, 'group', await deployedConfig());
+  const target = relayTlsAddress(relay);
+  const tlsClient = (credentials?: { key: string; chain: string }) => new grpc.Client(target, grpc.credentials.createSsl(
+    mesh.rootCertPem, credentials ? Buffer.from(credentials.key) : null, credentials ? Buffer.from(credentials.chain) : null,
+  ), { 'grpc.ssl_target_name_override': ISTIOD_SERVER_NAME, 'grpc.use_local_subchannel_pool': 1 });
+  const token = await mesh.token('vm', 'vm-sa');
+  const tokenVm = realVmNode({ name: 'vm-deployed-token', ip: '10.9.6.1' });
+  const viaToken = new ConfigProxy(target, 'delta', tokenVm, { client: tlsClient(), headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' } });
+  t.teardown(() => viaToken.close());
+  await assertSameConfig(t, await directProxy(t, mesh, tokenVm, 'delta'), viaToken);
+  // A VM whose token is gone: its workload certificate (issued by istiod through the relay) is all it presents.
+  const csr = opensslCsr('ec-p256');
+  const chain = await createCertificate(tlsClient(), csr.csr, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
+  const certVm = realVmNode({ name: 'vm-deployed-cert', ip: '10.9.6.2', labels: { app: 'vmapp', credential: 'certificate' } });
+  const viaCertificate = new ConfigProxy(target, 'delta', certVm, { client: tlsClient({ key: csr.keyPem, chain: chain.join('') }), headers: { clusterid: 'Kubernetes' } });
+  t.teardown(() => viaCertificate.close());
+  await assertSameConfig(t, await directProxy(t, mesh, certVm, 'delta'), viaCertificate);
+  const certificateGroup = relay.groups.list().find((group) => group.members.size === 1 && group.credentials.summary().inUse === 'certificate');
+  t.truthy(certificateGroup, 'the certificate VM\'s group reached istiod with XFCC');
 });

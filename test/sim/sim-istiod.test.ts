@@ -110,3 +110,12 @@ test('churn pushes stamped versions, one endpoint change at a time', async (t) =
   t.false(Number.isNaN(Date.parse(stamp!)), `version ${pushed.version_info} carries its push time`);
   t.true(Date.now() - Date.parse(stamp!) < 60_000);
 });
+
+test('NDS: a sidecar gets istio-agent\'s name table as istiod builds it: each service with a cluster IP by host, with its short name and namespace', async (t) => {
+  const [resource, ...rest] = await fetchThroughRelay('vm-net', TypeUrl.nameTable);
+  t.is(rest.length, 0, 'one unnamed resource');
+  const { table } = decode('istio.networking.nds.v1.NameTable', resource!.resource!.value);
+  t.deepEqual(table['httpbin.bar.svc.cluster.local'], { ips: ['10.96.0.10'], registry: 'Kubernetes', shortname: 'httpbin', namespace: 'bar' });
+  t.deepEqual(table['legacy-db.bar.svc.cluster.local'].ips, ['10.96.0.50']);
+  t.is(Object.keys(table).length, 5);
+});

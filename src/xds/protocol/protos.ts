@@ -31,6 +31,7 @@ const protoFiles = [
   'google/protobuf/struct.proto',
   'google/rpc/status.proto',
   'istio/v1/auth/ca.proto',
+  'istio/networking/nds/v1/nds.proto',
 ];
 
 function loadRoot(): protobuf.Root {
