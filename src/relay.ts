@@ -9,6 +9,7 @@ import { CA_AUDIENCE } from './ca/identity.js';
 import { loadKubeConfig } from './k8s/kube-client.js';
 import { TokenReviewVerifier } from './k8s/token-review.js';
 import { KubernetesTopologyWatch } from './k8s/topology-watch.js';
+import { setUpAddressKeying, type AddressKeying } from './k8s/address-binding-watch.js';
 import { WorkloadEntryController } from './k8s/workload-entry-controller.js';
 import { WorkloadEntryStore } from './k8s/workload-entry-store.js';
 import { WorkloadRegisteringProvider } from './k8s/workload-registration.js';
@@ -52,6 +53,8 @@ interface RelayParts {
   ca: CaSubsystem | undefined;
   serving: ServingCertificate | undefined;
   workloadEntries: WorkloadEntryController | undefined;
+  /** How group keys take VM addresses, and the Kubernetes source of address-bound config. */
+  addressKeying: AddressKeying;
   metrics: Registry;
   topology: NetworkTopology;
   admission: { streams: AdmissionControl; csrs: AdmissionControl };
@@ -93,6 +96,7 @@ export class Relay {
   declare private readonly servers: GrpcServer[];
   declare private readonly serving: ServingCertificate | undefined;
   declare readonly workloadEntries: WorkloadEntryController | undefined;
+  declare readonly addressKeying: AddressKeying;
   /** Parts with timers or watches to stop with the relay. */
   declare private readonly closables: Array<{ close(): void } | undefined>;
   declare private readonly log: Logger;
@@ -153,12 +157,19 @@ export class Relay {
     const rewrites = upstreamRewrites(config);
     const snapshots = config.cacheSnapshotDir ? new CacheSnapshotStore(config.cacheSnapshotDir, log.child({ component: 'snapshot' })) : undefined;
     snapshots?.load();
+    const addressKeying = await setUpAddressKeying({
+      ...config, groupModeUsed: config.mode === 'group' || Object.values(config.modeByNamespace).includes('group'),
+    }, log.child({ component: 'address-bindings' }), backoff);
+    if (addressKeying.watch) started.push(() => addressKeying.watch?.close());
     const groups = new GroupRegistry({
       pool,
       protocol: config.upstreamProtocol,
       defaultMode: config.mode,
       modeByNamespace: config.modeByNamespace,
-      rules: { perInstanceMetadata: config.perInstanceMetadata, perInstanceLabels: config.perInstanceLabels },
+      rules: {
+        perInstanceMetadata: config.perInstanceMetadata, perInstanceLabels: config.perInstanceLabels,
+        ...(addressKeying.addressKey ? { addressKey: addressKeying.addressKey } : {}),
+      },
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
       ...(rewrites ? { transformUpstream: rewrites } : {}),
@@ -174,6 +185,7 @@ export class Relay {
       log: log.child({ component: 'upstream' }),
     });
     started.push(() => groups.close());
+    addressKeying.watch?.onChange(() => groups.rekey());
     const admissionPolicy = {
       ratePerSecond: config.admissionRate, burst: config.admissionBurst, maxQueued: config.admissionQueue, maxWaitMs: config.admissionMaxWaitSeconds * 1000,
     };
@@ -249,9 +261,9 @@ export class Relay {
       serving.onChange((tls) => server.updateTls(tls));
     }
     const relay = new Relay({
-      addresses, ads, groups, pool, servers, embedded, ca, serving, workloadEntries, metrics, topology, log,
+      addresses, ads, groups, pool, servers, embedded, ca, serving, workloadEntries, addressKeying, metrics, topology, log,
       admission: { streams: streamAdmission, csrs: csrAdmission },
-      closables: [meshNetworksFile, kubernetesTopology, streamAdmission, csrAdmission],
+      closables: [meshNetworksFile, kubernetesTopology, addressKeying.watch, streamAdmission, csrAdmission],
     });
     registerRelayMetrics(metrics, { groups, ads, admission: relay.admission });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
@@ -374,6 +386,8 @@ export class Relay {
         fields: group.fields,
         upstream: group.upstream.stats,
         ...(group.mode === 'group' ? { credentials: group.credentials.summary() } : {}),
+        // Why the group is apart from others with the same metadata: what is bound to its VMs' addresses.
+        ...(group.fields['@address'] ? { addressBinding: { policy: this.addressKeying.policy, bindings: this.addressKeying.watch?.describe(String(group.fields['@address'])) ?? [] } } : {}),
         subscriptions: Object.fromEntries(Object.entries(group.subscriptionSummary()).map(([typeUrl, s]) => [shortTypeName(typeUrl), s])),
         cachedResources: group.cache.size(),
         ...(group.networkViews.size > 0 ? { edsTranslationsByNetwork: Object.fromEntries([...group.networkViews].map(([network, view]) => [network || '(none)', view.translations])) } : {}),

@@ -36,9 +36,10 @@ export interface XdsBenchOptions {
   /**
    * An upstream the bench does not start (a real istiod): `direct` connects the VMs to it, `group`
    * and `stream` put a relay in front of it. Its config cannot be changed from here, so only the
-   * connect storm runs; `pid` (on this host) gives its CPU and memory.
+   * connect storm runs; `pid` (on this host) gives its CPU and memory; `kubeconfig`, the API server
+   * istiod reads, lets the relay key VMs by the config bound to their addresses.
    */
-  upstream?: { target: string; pid?: number };
+  upstream?: { target: string; pid?: number; kubeconfig?: string };
   connectRate: number;
   scenarios: Scenario[];
   /** Size of the `bulk` scenario's EDS update, in KiB (as rendered for the VMs' network). */
@@ -165,10 +166,14 @@ async function startBaseline(mesh: MeshModel): Promise<Server> {
   return { target: `127.0.0.1:${port}`, pid: child.pid, adminUrl: undefined, apply, close: async () => { child.kill(); } };
 }
 
-async function startRelay(kind: 'group' | 'stream', sim: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
+async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
+  // The simulated istiod binds no config to VM addresses; a real one may: the relay then reads what
+  // it binds from the API server istiod reads, or keys each address apart (docs/ADDRESS-BINDING.md).
+  const addressBinding = !options.upstream ? ['--address-independent-config', 'true']
+    : options.upstream.kubeconfig ? ['--address-config-source', 'kubernetes', '--kubeconfig', options.upstream.kubeconfig] : [];
   return startRelayProcess([
-    '--upstream', sim.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
-    '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')),
+    '--upstream', upstream.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
+    '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
   ], options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {});
 }
 

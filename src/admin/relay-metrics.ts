@@ -86,6 +86,16 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
       for (const [code, count] of groups.refusals) this.inc({ code: grpcStatus[code] ?? String(code) }, count);
     },
   });
+  new Gauge({
+    name: 'meshrelay_address_bound_groups', help: 'Groups whose key carries the config istiod binds to their VMs\' addresses (or the address itself, without a config source)',
+    registers: [registry],
+    collect() { this.set(groups.list().filter((group) => group.fields['@address'] !== undefined).length); },
+  });
+  new Counter({
+    name: 'meshrelay_group_moves_total', help: 'VMs told to reconnect because the config bound to their address moved them to another group',
+    registers: [registry],
+    collect() { this.reset(); this.inc(groups.moves); },
+  });
   const ads = parts.ads;
   new Gauge({
     name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [registry],

@@ -32,7 +32,9 @@ async function xds(argv: string[]): Promise<void> {
     ...config,
     targets,
     ...(config.target ? { external: { target: config.target, ...(config.adminUrl ? { adminUrl: config.adminUrl, pid: await pidOf(config.adminUrl) } : {}) } } : {}),
-    ...(config.upstreamTarget ? { upstream: { target: config.upstreamTarget, ...(config.upstreamPid ? { pid: config.upstreamPid } : {}) } } : {}),
+    ...(config.upstreamTarget ? {
+      upstream: { target: config.upstreamTarget, ...(config.upstreamPid ? { pid: config.upstreamPid } : {}), ...(config.upstreamKubeconfig ? { kubeconfig: config.upstreamKubeconfig } : {}) },
+    } : {}),
     relayCpuProfileDir: config.relayCpuProf,
     onProgress: (line) => {
       // One rewritten line on a terminal; a line every 5 s in logs.

@@ -26,6 +26,14 @@ export const serveSchema = z.object({
   // Node metadata that differs per VM without changing what istiod computes (docs/ISTIO-FACTS.md).
   perInstanceMetadata: z.array(z.string()).default(['INSTANCE_IPS', 'NAME', 'WORKLOAD_NAME', 'WORKLOAD_ENTRY', 'POD_NAME', 'HOSTNAME']),
   perInstanceLabels: z.array(z.string()).default([]),
+  // Group mode: where the relay learns what istiod binds to VM addresses (docs/ADDRESS-BINDING.md).
+  addressConfigSource: z.enum(['none', 'kubernetes']).default('none'),
+  // The operator's word that no config is bound to VM addresses (no address-only ServiceEntry
+  // endpoints, WorkloadEntries or selector-less Services naming VMs): VMs then share groups
+  // regardless of address. Without it and without a source, each address is its own group.
+  addressIndependentConfig: z.boolean().default(false),
+  // How long after address-bound config changes VMs are moved: istiod must have taken the change in first.
+  addressRekeyDelaySeconds: z.number().min(0).default(2),
   groupLingerSeconds: z.number().min(0).default(60),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
   maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),
@@ -176,6 +184,7 @@ export const benchXdsSchema = z.object({
   adminUrl: z.string().default(''),
   upstreamTarget: z.union([z.literal(''), address]).default(''),
   upstreamPid: z.number().int().min(0).default(0),
+  upstreamKubeconfig: z.string().default(''),
   connectRate: z.number().min(0).default(0),
   scenarios: z.array(z.enum(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'])).default(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect']),
   bulkKib: z.number().min(1).default(100),
@@ -191,4 +200,5 @@ export const benchXdsSchema = z.object({
   if (config.target && config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamTarget'], message: 'is what the bench puts behind its own targets; it cannot be combined with target' });
   if (config.upstreamTarget && config.mode === 'baseline' && !config.compare) context.addIssue({ code: 'custom', path: ['mode'], message: 'baseline serves the simulated mesh; it cannot run against upstreamTarget' });
   if (config.upstreamPid && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamPid'], message: 'needs upstreamTarget' });
+  if (config.upstreamKubeconfig && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamKubeconfig'], message: 'needs upstreamTarget' });
 });

@@ -101,6 +101,8 @@ apiTest('the RBAC is enough for the relay\'s work and no more: with the meshrela
   t.is(await can('update', 'workloadentries.networking.istio.io', '--subresource', 'status', '-n', 'vm'), 'yes');
   t.is(await can('create', 'tokenreviews.authentication.k8s.io'), 'yes');
   t.is(await can('list', 'configmaps', '-n', 'istio-system'), 'yes');
+  t.is(await can('watch', 'serviceentries.networking.istio.io', '--all-namespaces'), 'yes', 'address-bound config (addressConfigSource: kubernetes)');
+  t.is(await can('watch', 'endpointslices.discovery.k8s.io', '--all-namespaces'), 'yes');
   t.is(await can('list', 'configmaps', '-n', 'vm'), 'no');
   t.is(await can('create', 'workloadgroups.networking.istio.io', '-n', 'vm'), 'no');
   t.is(await can('get', 'secrets', '-n', 'istio-system'), 'no');

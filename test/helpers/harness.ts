@@ -23,6 +23,8 @@ export async function startRelay(overrides: Partial<ServeConfig> = {}): Promise<
     xdsListen: '127.0.0.1:0',
     adminListen: '127.0.0.1:0',
     groupLingerSeconds: 0.2,
+    // The simulated istiod binds no config to VM addresses (docs/ADDRESS-BINDING.md).
+    addressIndependentConfig: true,
     ...overrides,
   });
   const relay = await Relay.start({ config, log: testLog, backoff: fastBackoff });

@@ -38,11 +38,13 @@ export async function relayedProxy(t: ExecutionContext, mesh: RealMesh, relay: R
 /**
  * A relay in front of the real istiod as deployed: TLS to istiod's 15012 addressed by IP, verified
  * against the mesh root under istiod's name. Stream mode carries each VM's own token; group mode a
- * current member's (docs/SECURITY.md).
+ * current member's (docs/SECURITY.md), and keys VMs by what istiod binds to their addresses, read
+ * from the mesh's API server (docs/ADDRESS-BINDING.md).
  */
 export async function relayFor(t: ExecutionContext, mesh: RealMesh, mode: 'group' | 'stream', overrides: Partial<ServeConfig> = {}) {
   const relay = await startRelay({
-    mode, caMode: 'off', upstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME, ...overrides,
+    mode, caMode: 'off', upstream: mesh.istiod.secureGrpc, upstreamCaFile: mesh.rootCertFile, upstreamServerName: ISTIOD_SERVER_NAME,
+    addressConfigSource: 'kubernetes', kubeconfig: mesh.kube.kubeconfig, ...overrides,
   });
   t.teardown(() => relay.stop());
   return relay;

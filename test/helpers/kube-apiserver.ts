@@ -122,7 +122,7 @@ current-context: test
       const deadline = Date.now() + 30_000;
       for (;;) {
         try {
-          for (const plural of ['workloadentries', 'workloadgroups', 'gateways', 'virtualservices']) await request('GET', `/apis/networking.istio.io/v1/${plural}`);
+          for (const plural of ['workloadentries', 'workloadgroups', 'gateways', 'virtualservices', 'serviceentries']) await request('GET', `/apis/networking.istio.io/v1/${plural}`);
           return;
         } catch (error) {
           if (Date.now() > deadline) throw error;

@@ -13,6 +13,7 @@ export type ProxyConfig = Map<string, Map<string, Buffer>>;
 const WILDCARD_TYPES: readonly string[] = [TypeUrl.cluster, TypeUrl.listener];
 /** Named types whose names come from the wildcard ones: EDS from EDS clusters, RDS from HCM listeners. */
 const REFERENCED = new Map<string, string>([[TypeUrl.cluster, TypeUrl.endpoint], [TypeUrl.listener, TypeUrl.route]]);
+const REFERENCED_TYPES = new Set(REFERENCED.values());
 
 export interface ProxyOptions {
   /** The gRPC client to ride (e.g. TLS to istiod's 15012); the proxy closes it with itself. */
@@ -21,6 +22,11 @@ export interface ProxyOptions {
   headers?: Record<string, string>;
   /** Further wildcard types to subscribe to (e.g. NDS), as istio-agent does. */
   extraWildcardTypes?: string[];
+  /**
+   * Like Envoy, reopen the stream when the server ends it with UNAVAILABLE, keeping the config held
+   * meanwhile and resuming with it (Delta: initial_resource_versions). Not with a caller's `client`.
+   */
+  reconnect?: boolean;
 }
 
 interface TypeHold {
@@ -30,6 +36,8 @@ interface TypeHold {
   version: string;
   nonce: string;
   responses: number;
+  /** Delta: the version of each resource held, for resuming on a new stream. */
+  versions: Map<string, string>;
 }
 
 /**
@@ -39,17 +47,39 @@ interface TypeHold {
  * resource by resource.
  */
 export class ConfigProxy {
-  private readonly ads: AdsTestClient<'sotw' | 'delta'>;
+  private ads: AdsTestClient<'sotw' | 'delta'>;
+  private closed = false;
+  /** Streams reopened after the server ended one (with `reconnect`). */
+  reconnects = 0;
   private readonly holds = new Map<string, TypeHold>();
   private readonly decoder = new ResourceDecoder();
   private lastResponseAt = Date.now();
   private nodeSent = false;
   readonly errors: string[] = [];
 
-  constructor(target: string, readonly protocol: 'sotw' | 'delta', private readonly node: NodeMessage, options: ProxyOptions = {}) {
+  constructor(private readonly target: string, readonly protocol: 'sotw' | 'delta', private readonly node: NodeMessage, private readonly options: ProxyOptions = {}) {
     this.ads = new AdsTestClient(target, protocol, options.client, options.headers ?? {}, true);
-    void this.pump();
+    void this.pump(this.ads);
     for (const typeUrl of [...WILDCARD_TYPES, ...(options.extraWildcardTypes ?? [])]) this.subscribe(typeUrl, []);
+  }
+
+  /** A new stream that resumes with everything held, as Envoy does after its ADS stream ended. */
+  private resume(): void {
+    this.reconnects++;
+    this.ads = new AdsTestClient(this.target, this.protocol, undefined, this.options.headers ?? {}, true);
+    this.nodeSent = false;
+    void this.pump(this.ads);
+    for (const [typeUrl, hold] of this.holds) {
+      const wildcard = !REFERENCED_TYPES.has(typeUrl);
+      if (this.protocol === 'sotw') {
+        this.ads.send({ ...this.firstNode(), type_url: typeUrl, resource_names: wildcard ? [] : [...hold.subscribed], version_info: hold.version });
+      } else {
+        this.ads.send({
+          ...this.firstNode(), type_url: typeUrl, resource_names_subscribe: wildcard ? [] : [...hold.subscribed],
+          initial_resource_versions: Object.fromEntries(hold.versions),
+        });
+      }
+    }
   }
 
   /** The stream's end, if it ended. */
@@ -99,6 +129,7 @@ export class ConfigProxy {
   }
 
   close(): void {
+    this.closed = true;
     this.ads.close();
   }
 
@@ -115,7 +146,7 @@ export class ConfigProxy {
   private hold(typeUrl: string): TypeHold {
     let hold = this.holds.get(typeUrl);
     if (!hold) {
-      hold = { resources: new Map(), subscribed: new Set(), version: '', nonce: '', responses: 0 };
+      hold = { resources: new Map(), subscribed: new Set(), version: '', nonce: '', responses: 0, versions: new Map() };
       this.holds.set(typeUrl, hold);
     }
     return hold;
@@ -133,6 +164,7 @@ export class ConfigProxy {
     for (const name of removed) {
       hold.subscribed.delete(name);
       hold.resources.delete(name);
+      hold.versions.delete(name);
     }
     if (this.protocol === 'sotw') {
       this.ads.send({ ...this.firstNode(), type_url: typeUrl, resource_names: [...hold.subscribed], version_info: hold.version, response_nonce: hold.nonce });
@@ -141,12 +173,14 @@ export class ConfigProxy {
     }
   }
 
-  private async pump(): Promise<void> {
+  private async pump(ads: AdsTestClient<'sotw' | 'delta'>): Promise<void> {
     for (;;) {
       let response;
       try {
-        response = await this.ads.next(3_600_000);
+        response = await ads.next(3_600_000);
       } catch {
+        const status = await ads.status;
+        if (this.options.reconnect && !this.closed && ads === this.ads && status.code === grpc.status.UNAVAILABLE) setTimeout(() => { if (!this.closed) this.resume(); }, 100);
         return;
       }
       this.lastResponseAt = Date.now();
@@ -162,11 +196,18 @@ export class ConfigProxy {
         }
         hold.version = response.version_info;
         hold.nonce = response.nonce;
-        this.ads.send({ type_url: typeUrl, version_info: hold.version, response_nonce: hold.nonce, resource_names: [...hold.subscribed] });
+        ads.send({ type_url: typeUrl, version_info: hold.version, response_nonce: hold.nonce, resource_names: [...hold.subscribed] });
       } else {
-        for (const resource of response.resources) if (resource.resource && this.wanted(typeUrl, resource.name)) hold.resources.set(resource.name, resource.resource.value);
-        for (const name of response.removed_resources) hold.resources.delete(name);
-        this.ads.send({ type_url: typeUrl, response_nonce: response.nonce });
+        for (const resource of response.resources) {
+          if (!resource.resource || !this.wanted(typeUrl, resource.name)) continue;
+          hold.resources.set(resource.name, resource.resource.value);
+          hold.versions.set(resource.name, resource.version);
+        }
+        for (const name of response.removed_resources) {
+          hold.resources.delete(name);
+          hold.versions.delete(name);
+        }
+        ads.send({ type_url: typeUrl, response_nonce: response.nonce });
       }
       this.followReferences(typeUrl);
     }
@@ -174,7 +215,7 @@ export class ConfigProxy {
 
   /** Like Envoy, a proxy keeps named resources only while it subscribes to them (a response in flight may still carry one it dropped). */
   private wanted(typeUrl: string, name: string): boolean {
-    return ![...REFERENCED.values()].includes(typeUrl) || this.hold(typeUrl).subscribed.has(name);
+    return !REFERENCED_TYPES.has(typeUrl) || this.hold(typeUrl).subscribed.has(name);
   }
 
   private followReferences(typeUrl: string): void {

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 /** One resource as held by the relay: bytes of the Any, never decoded here. */
 export interface CachedResource {
   readonly name: string;
-  /** The version the upstream gave it (kept while its bytes do not change). */
+  /** The version the upstream gave it, else its content hash (kept while its bytes do not change). */
   readonly version: string;
   /** Hash of the bytes: what "changed" means across upstream reconnects. */
   readonly hash: string;
@@ -108,7 +108,10 @@ export class ResourceCache {
       collection.deleted.delete(update.name);
       collection.resources.set(update.name, {
         name: update.name,
-        version: update.version || options.versionInfo || hash,
+        // istiod gives Delta resources no version of their own (pilot/pkg/xds/delta.go), and its
+        // push version is shared by every stream of a push: only the content names a resource's
+        // version across groups (a VM moving group resumes with the versions it holds).
+        version: update.version || hash,
         hash,
         typeUrl: update.typeUrl || typeUrl,
         body: update.body,

@@ -12,6 +12,11 @@ export interface AggregationRules {
   perInstanceMetadata: string[];
   /** LABELS keys that are per instance. */
   perInstanceLabels: string[];
+  /**
+   * What the node's addresses contribute to the key (docs/ADDRESS-BINDING.md): a digest of the
+   * config istiod binds to them, the addresses themselves, or '' when nothing is bound.
+   */
+  addressKey?: (node: ProxyNode) => string;
 }
 
 export interface AggregationKey {
@@ -27,9 +32,17 @@ export function aggregationKey(node: ProxyNode, rules: AggregationRules): Aggreg
     if (perInstance.has(name)) continue;
     fields[name] = name === 'LABELS' ? withoutKeys(value, rules.perInstanceLabels) : value;
   }
+  const address = rules.addressKey?.(node);
+  if (address) fields['@address'] = address;
   const digest = createHash('sha256').update(canonicalJson(fields)).digest('hex').slice(0, 12);
   const readable = [node.proxyType || 'node', str(fields.NAMESPACE), str(fields.SERVICE_ACCOUNT), str(fields.NETWORK)].filter(Boolean).join('/');
   return { key: `${readable}#${digest}`, fields };
+}
+
+/** The proxy's addresses as istiod takes them: INSTANCE_IPS, else the IP in its node id. */
+export function proxyAddresses(node: ProxyNode): string[] {
+  const listed = typeof node.metadata.INSTANCE_IPS === 'string' ? node.metadata.INSTANCE_IPS.split(',').map((ip) => ip.trim()).filter(Boolean) : [];
+  return listed.length > 0 ? listed : node.ip ? [node.ip] : [];
 }
 
 function str(value: JsonValue | undefined): string {

@@ -1,3 +1,4 @@
+import { GrpcStatus, RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { NonceSource } from '../cache/response-memo.js';
 import type { ResourceUpdate } from '../cache/resource-cache.js';
@@ -55,7 +56,11 @@ const memberOnlyMetadata = ['AUTO_REGISTER_GROUP'];
  */
 export class GroupRegistry implements ViewProvider {
   private readonly groups = new Map<string, UpstreamGroup>();
+  /** Group-mode streams and the key they joined under, so a change of key can move them. */
+  private readonly members = new Map<string, { node: ProxyNode; stream: StreamIdentity; key: string; shared: boolean }>();
   private readonly nonces = new NonceSource();
+  /** VMs moved to another group since start (for the metrics). */
+  moves = 0;
   /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
   readonly refusals = new Map<number, number>();
 
@@ -64,16 +69,15 @@ export class GroupRegistry implements ViewProvider {
   attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
     const mode = this.options.modeByNamespace[node.namespace] ?? this.options.defaultMode;
     const shared = mode === 'group' ? this.options.sharedNetworks : undefined;
-    const rules = shared ? { ...this.options.rules, perInstanceMetadata: [...this.options.rules.perInstanceMetadata, 'NETWORK'] } : this.options.rules;
-    const aggregation = aggregationKey(node, rules);
+    const aggregation = aggregationKey(node, this.rulesFor(!!shared));
     const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
     let group = this.groups.get(key);
     if (!group) {
-      const groupNode = mode === 'group' ? withoutMetadata(node.raw, memberOnlyMetadata) : node.raw;
-      const upstreamNode = shared ? withNetwork(groupNode, shared.relayNetwork) : groupNode;
-      group = this.createGroup(key, mode, upstreamNode, node.id, aggregation.fields, stream);
+      group = this.createGroup(key, mode, this.upstreamNode(node, mode), node.id, aggregation.fields, stream);
+      group.opener = node;
     }
     group.addMember(stream);
+    if (mode === 'group') this.members.set(stream.streamId, { node, stream, key, shared: !!shared });
     const joined = group;
     let view: XdsView = joined;
     if (shared) {
@@ -89,8 +93,55 @@ export class GroupRegistry implements ViewProvider {
       view,
       key,
       mode,
-      release: () => joined.removeMember(stream.streamId, mode === 'stream' ? 0 : this.options.lingerMs, () => this.closeGroup(joined)),
+      release: () => {
+        this.members.delete(stream.streamId);
+        joined.removeMember(stream.streamId, mode === 'stream' ? 0 : this.options.lingerMs, () => this.closeGroup(joined));
+      },
     };
+  }
+
+  /**
+   * Re-keys every group-mode stream after the config bound to VM addresses changed: a VM whose key
+   * is now another is told to reconnect (UNAVAILABLE), and comes back into its new group. Envoy
+   * keeps its config while its ADS stream is down, so it loses nothing meanwhile.
+   */
+  rekey(): number {
+    let moved = 0;
+    for (const member of [...this.members.values()]) {
+      if (aggregationKey(member.node, this.rulesFor(member.shared)).key === member.key) continue;
+      moved++;
+      this.moves++;
+      this.options.log.info({ node: member.node.id, from: member.key }, 'config bound to the VM\'s address changed; moving it to its new group');
+      member.stream.refuse(new RelayError('MR_GROUP_CHANGED', GrpcStatus.UNAVAILABLE, 'the configuration bound to this VM\'s address changed: reconnect to be served by its new group'));
+    }
+    // istiod computes a group's config for the node its stream speaks as, address included: a group
+    // whose opener's address now binds other config (the opener moved, or left and its address was
+    // bound since) speaks again as a member that still belongs, or closes if none is left.
+    for (const group of [...this.groups.values()]) {
+      const opener = group.opener;
+      if (group.mode !== 'group' || !opener || aggregationKey(opener, this.rulesFor(!!this.options.sharedNetworks)).key === group.key) continue;
+      const member = [...this.members.values()].find((candidate) => candidate.key === group.key);
+      if (!member) {
+        this.closeGroup(group);
+        continue;
+      }
+      this.options.log.info({ group: group.key, node: member.node.id }, 'the group\'s upstream stream now speaks as another member');
+      group.opener = member.node;
+      group.upstream.reopenAs(this.upstreamNode(member.node, 'group'));
+    }
+    return moved;
+  }
+
+  /** The node a group's upstream stream speaks as: the member's, less what istiod must not act on for it alone. */
+  private upstreamNode(node: ProxyNode, mode: MultiplexMode): NodeMessage {
+    const groupNode = mode === 'group' ? withoutMetadata(node.raw, memberOnlyMetadata) : node.raw;
+    const shared = mode === 'group' ? this.options.sharedNetworks : undefined;
+    return shared ? withNetwork(groupNode, shared.relayNetwork) : groupNode;
+  }
+
+  /** With a shared upstream view the network is the relay's own, so it leaves the key. */
+  private rulesFor(sharedView: boolean): AggregationRules {
+    return sharedView ? { ...this.options.rules, perInstanceMetadata: [...this.options.rules.perInstanceMetadata, 'NETWORK'] } : this.options.rules;
   }
 
   list(): UpstreamGroup[] {

@@ -94,7 +94,11 @@ export class UpstreamAdsStream {
   private readonly backoff: Backoff;
   readonly stats: UpstreamStats;
 
+  /** The node the next stream opens with (a group's may change: reopenAs). */
+  private node: NodeMessage;
+
   constructor(private readonly options: UpstreamStreamOptions) {
+    this.node = options.node;
     this.backoff = new Backoff(options.backoff);
     this.stats = {
       state: 'idle', protocol: options.protocol, streamsOpened: 0, responses: 0,
@@ -131,6 +135,18 @@ export class UpstreamAdsStream {
 
   start(): void {
     if (this.stats.state !== 'idle') return;
+    this.open();
+  }
+
+  /**
+   * Opens a new stream as another node, at once; the cache keeps serving meanwhile and the resources
+   * it holds are resubscribed with their versions, so VMs get only what differs.
+   */
+  reopenAs(node: NodeMessage): void {
+    this.node = node;
+    if (this.stats.state === 'closed') return;
+    clearTimeout(this.reconnectTimer);
+    this.endStream();
     this.open();
   }
 
@@ -271,7 +287,7 @@ export class UpstreamAdsStream {
   private nodeOnce(): { node?: NodeMessage } {
     if (this.nodeSent) return {};
     this.nodeSent = true;
-    return { node: this.options.node };
+    return { node: this.node };
   }
 
   private write(bytes: Buffer): void {

@@ -7,6 +7,7 @@ import { GrpcStatus, RelayError } from '../../errors.js';
 import { GroupCredentials, memberCredentials } from './group-credentials.js';
 import type { UpstreamAdsStream, UpstreamRefusal } from './upstream-ads-stream.js';
 import type { StreamIdentity } from '../downstream/view.js';
+import type { ProxyNode } from '../protocol/node.js';
 
 /** Reference counts of what the group's members subscribe to, per type. */
 class TypeInterest {
@@ -33,6 +34,8 @@ export class UpstreamGroup implements XdsView {
   private lingerTimer: NodeJS.Timeout | undefined;
   private forgetScheduled = false;
   upstream!: UpstreamAdsStream;
+  /** The member whose node the upstream stream speaks as (istiod computes the group's config for it). */
+  opener: ProxyNode | undefined;
   /** Per downstream network, when the group's upstream view is shared across networks. */
   readonly networkViews = new Map<string, XdsView & { translations: number; close(): void }>();
 
