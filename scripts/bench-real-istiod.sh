@@ -18,5 +18,20 @@ done
 upstream=$(node -e 'const m = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(m.istiod.grpc, m.pid, m.kubeconfig)' "$info")
 read -r address pid kubeconfig <<< "$upstream"
 echo "bench-real-istiod: istiod (pid $pid) serves plaintext xDS on $address" >&2
+# --bound-every K: bind config to every K-th simulated VM's address (one ServiceEntry whose endpoints
+# are those VMs, the mesh-expansion shape), so group mode must set them apart (docs/ADDRESS-BINDING.md).
+args=" $* "
+every=$(sed -n 's/.* --bound-every \([0-9]*\) .*/\1/p' <<< "$args")
+clients=$(sed -n 's/.* --clients \([0-9]*\) .*/\1/p' <<< "$args")
+if [ -n "$every" ] && [ "$every" -gt 0 ]; then
+  node -e '
+    const [every, clients] = process.argv.slice(1).map(Number);
+    const endpoints = [];
+    for (let i = every - 1; i < clients; i += every) endpoints.push({ address: `172.16.${(i >> 8) & 255}.${i & 255}` });
+    console.log(JSON.stringify({ apiVersion: "networking.istio.io/v1", kind: "ServiceEntry", metadata: { name: "bench-bound", namespace: "vm" },
+      spec: { hosts: ["bench-bound.vm.svc.cluster.local"], location: "MESH_INTERNAL", resolution: "STATIC", ports: [{ number: 7777, name: "http", protocol: "HTTP" }], endpoints } }));
+  ' "$every" "${clients:-1000}" | .cache/peers/kubectl --kubeconfig "$kubeconfig" apply -f - >&2
+  sleep 2
+fi
 # The relay reads what istiod binds to VM addresses from the same API server (docs/ADDRESS-BINDING.md).
 node dist/src/cli/main.js bench --upstream-target "$address" --upstream-pid "$pid" --upstream-kubeconfig "$kubeconfig" "$@"

@@ -172,6 +172,7 @@ export class Relay {
       },
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
+      verifyFraction: config.verifyGroupFraction,
       ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(snapshots ? {
         prepareCache: (key: string, cache: ResourceCache) => {

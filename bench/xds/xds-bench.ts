@@ -42,6 +42,8 @@ export interface XdsBenchOptions {
   upstream?: { target: string; pid?: number; kubeconfig?: string };
   connectRate: number;
   scenarios: Scenario[];
+  /** Every K-th VM is address-bound upstream (0: none): correctness compares each class with its own reference. */
+  boundEvery: number;
   /** Size of the `bulk` scenario's EDS update, in KiB (as rendered for the VMs' network). */
   bulkKib: number;
   churnRate: number;
@@ -175,6 +177,11 @@ async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options:
     '--upstream', upstream.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
     '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
   ], options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {});
+}
+
+/** With --bound-every K, VMs K-1, 2K-1, … are the ones config is bound to by address (scripts/bench-real-istiod.sh binds them). */
+function isBound(index: number, boundEvery: number): boolean {
+  return boundEvery > 0 && index % boundEvery === boundEvery - 1;
 }
 
 /** The VM of index i: G groups that differ in their app label (so in their aggregation key). */
@@ -410,15 +417,19 @@ class Run {
    */
   private async checkCorrectness(): Promise<TargetResult['correctness']> {
     const hashes = (await this.collect()).flatMap((s) => s.hashes);
-    const { groups, protocol, timeoutSeconds } = this.options;
-    const expected = new Map<number, string>();
+    const { groups, protocol, timeoutSeconds, clients, boundEvery } = this.options;
+    // VMs configured alike: one group's, apart for the address-bound ones (--bound-every).
+    const classOf = (index: number) => `${index % groups}${isBound(index, boundEvery) ? '/bound' : ''}`;
+    const expected = new Map<string, string>();
     const decoder = new ResourceDecoder();
-    for (let group = 0; group < groups; group++) {
-      const upstream = this.servers.upstream;
-      if (upstream) expected.set(group, await referenceHash(upstream.target, protocol, clientNode(group, groups), decoder, timeoutSeconds));
-      else expected.set(group, mostCommon(hashes.filter((h) => h.index % groups === group).map((h) => h.hash)));
+    const upstream = this.servers.upstream;
+    for (let index = 0; index < clients; index++) {
+      const kind = classOf(index);
+      if (expected.has(kind)) continue;
+      if (upstream) expected.set(kind, await referenceHash(upstream.target, protocol, clientNode(index, groups), decoder, timeoutSeconds));
+      else expected.set(kind, mostCommon(hashes.filter((h) => classOf(h.index) === kind).map((h) => h.hash)));
     }
-    const matching = hashes.filter(({ index, hash }) => expected.get(index % groups) === hash).length;
+    const matching = hashes.filter(({ index, hash }) => expected.get(classOf(index)) === hash).length;
     return { checked: hashes.length, matching, expectedHashes: new Set(expected.values()).size };
   }
 

@@ -96,6 +96,15 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
     registers: [registry],
     collect() { this.reset(); this.inc(groups.moves); },
   });
+  new Counter({
+    name: 'meshrelay_group_verifications_total', help: 'Sampled VMs whose own config from istiod was compared with their group\'s, by result (matched, mismatched, inconclusive)',
+    labelNames: ['result'], registers: [registry],
+    collect() {
+      this.reset();
+      const stats = groups.verifier?.stats;
+      if (stats) for (const result of ['matched', 'mismatched', 'inconclusive'] as const) this.inc({ result }, stats[result]);
+    },
+  });
   const ads = parts.ads;
   new Gauge({
     name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [registry],

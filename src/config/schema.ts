@@ -34,6 +34,9 @@ export const serveSchema = z.object({
   addressIndependentConfig: z.boolean().default(false),
   // How long after address-bound config changes VMs are moved: istiod must have taken the change in first.
   addressRekeyDelaySeconds: z.number().min(0).default(2),
+  // The share of VMs joining a group whose own config istiod is asked for and compared with the
+  // group's; one that differs gets a group of its own (docs/ADDRESS-BINDING.md).
+  verifyGroupFraction: z.number().min(0).max(1).default(0),
   groupLingerSeconds: z.number().min(0).default(60),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
   maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),
@@ -185,6 +188,7 @@ export const benchXdsSchema = z.object({
   upstreamTarget: z.union([z.literal(''), address]).default(''),
   upstreamPid: z.number().int().min(0).default(0),
   upstreamKubeconfig: z.string().default(''),
+  boundEvery: z.number().int().min(0).default(0),
   connectRate: z.number().min(0).default(0),
   scenarios: z.array(z.enum(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'])).default(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect']),
   bulkKib: z.number().min(1).default(100),

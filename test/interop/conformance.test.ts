@@ -193,6 +193,22 @@ interop('[group] without a config source and without addressIndependentConfig, e
   t.is(relay.addressKeying.policy, 'per-address');
 });
 
+interop('[group] verification: with a deliberately wrong key (addressIndependentConfig though an address is bound), a VM istiod configures differently from its group is found, moved to a group of its own, and served istiod\'s config', async (t) => {
+  t.timeout(120_000);
+  const relay = await relayFor(t, mesh, 'group', { addressConfigSource: 'none', addressIndependentConfig: true, verifyGroupFraction: 1 });
+  const unbound = plainVm('vmapp-e', VM_ADDRESS.other);
+  const bound = realVmNode({ name: 'vmapp-f', ip: VM_ADDRESS.legacy });
+  await assertSameConfig(t, await directProxy(t, mesh, unbound, 'delta'), await relayedProxy(t, mesh, relay, unbound, 'delta'));
+  const relayedBound = await relayedProxy(t, mesh, relay, bound, 'delta', { reconnect: true });
+  await eventually(() => relayedBound.reconnects, (count) => count >= 1, 60_000);
+  const config = await assertConverged(t, await directProxy(t, mesh, bound, 'delta'), relayedBound, hasCluster(LEGACY_INBOUND));
+  t.true(hasCluster(LEGACY_INBOUND)(config));
+  t.like(relay.groups.verifier!.stats, { mismatched: 1 });
+  t.is(relay.groups.list().length, 2, 'the mismatching VM is in a group of its own');
+  const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+  t.regex(metrics, /meshrelay_group_verifications_total\{result="mismatched"\} 1/);
+});
+
 interop('VMs in different namespaces get their own configuration: vm2\'s Sidecar scopes its egress to its namespace', async (t) => {
   t.timeout(90_000);
   const relay = await relayFor(t, mesh, 'group');

@@ -10,6 +10,7 @@ import type { BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import { UpstreamAdsStream, type UpstreamProtocol } from './upstream-ads-stream.js';
 import { memberCredentials } from './group-credentials.js';
+import { GroupVerifier } from './group-verifier.js';
 import { UpstreamGroup } from './upstream-group.js';
 
 export type MultiplexMode = 'group' | 'stream';
@@ -33,6 +34,8 @@ export interface GroupRegistryOptions {
     relayNetwork: string;
     viewFor(group: XdsView, network: string, nonces: NonceSource): XdsView & { translations: number; close(): void };
   };
+  /** The share of VMs joining a group whose own config is checked against the group's (docs/ADDRESS-BINDING.md). */
+  verifyFraction?: number;
   /** Fills a new group-mode group's cache before its upstream stream starts (edge snapshots). */
   prepareCache?: (key: string, cache: UpstreamGroup['cache']) => void;
   /** Rewrites upstream resources as they enter a group's cache (a mesh-layer plug-in). */
@@ -49,6 +52,8 @@ const forwardedCallMetadata = ['authorization', 'clusterid'];
  * (pilot/pkg/autoregistration/controller.go); in group mode the relay registers each VM itself.
  */
 const memberOnlyMetadata = ['AUTO_REGISTER_GROUP'];
+/** Isolated nodes remembered at most (the oldest is forgotten first). */
+const MAX_ISOLATED = 10_000;
 
 /**
  * Maps each VM stream to its upstream group: by aggregation key in group mode, one group per stream
@@ -59,17 +64,26 @@ export class GroupRegistry implements ViewProvider {
   /** Group-mode streams and the key they joined under, so a change of key can move them. */
   private readonly members = new Map<string, { node: ProxyNode; stream: StreamIdentity; key: string; shared: boolean }>();
   private readonly nonces = new NonceSource();
+  /** Nodes verification found served differently from their group: each gets a group of its own. */
+  private readonly isolated = new Set<string>();
+  readonly verifier: GroupVerifier | undefined;
   /** VMs moved to another group since start (for the metrics). */
   moves = 0;
   /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
   readonly refusals = new Map<number, number>();
 
-  constructor(private readonly options: GroupRegistryOptions) {}
+  constructor(private readonly options: GroupRegistryOptions) {
+    if (options.verifyFraction) {
+      this.verifier = new GroupVerifier({
+        pool: options.pool, protocol: options.protocol, backoff: options.backoff, fraction: options.verifyFraction, log: options.log.child({ component: 'verification' }),
+      });
+    }
+  }
 
   attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
     const mode = this.options.modeByNamespace[node.namespace] ?? this.options.defaultMode;
     const shared = mode === 'group' ? this.options.sharedNetworks : undefined;
-    const aggregation = aggregationKey(node, this.rulesFor(!!shared));
+    const aggregation = this.groupKey(node, !!shared);
     const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
     let group = this.groups.get(key);
     if (!group) {
@@ -77,7 +91,10 @@ export class GroupRegistry implements ViewProvider {
       group.opener = node;
     }
     group.addMember(stream);
-    if (mode === 'group') this.members.set(stream.streamId, { node, stream, key, shared: !!shared });
+    if (mode === 'group') {
+      this.members.set(stream.streamId, { node, stream, key, shared: !!shared });
+      if (group.opener !== node) this.verify(group, node, stream);
+    }
     const joined = group;
     let view: XdsView = joined;
     if (shared) {
@@ -108,7 +125,7 @@ export class GroupRegistry implements ViewProvider {
   rekey(): number {
     let moved = 0;
     for (const member of [...this.members.values()]) {
-      if (aggregationKey(member.node, this.rulesFor(member.shared)).key === member.key) continue;
+      if (this.groupKey(member.node, member.shared).key === member.key) continue;
       moved++;
       this.moves++;
       this.options.log.info({ node: member.node.id, from: member.key }, 'config bound to the VM\'s address changed; moving it to its new group');
@@ -119,7 +136,7 @@ export class GroupRegistry implements ViewProvider {
     // bound since) speaks again as a member that still belongs, or closes if none is left.
     for (const group of [...this.groups.values()]) {
       const opener = group.opener;
-      if (group.mode !== 'group' || !opener || aggregationKey(opener, this.rulesFor(!!this.options.sharedNetworks)).key === group.key) continue;
+      if (group.mode !== 'group' || !opener || this.groupKey(opener, !!this.options.sharedNetworks).key === group.key) continue;
       const member = [...this.members.values()].find((candidate) => candidate.key === group.key);
       if (!member) {
         this.closeGroup(group);
@@ -137,6 +154,26 @@ export class GroupRegistry implements ViewProvider {
     const groupNode = mode === 'group' ? withoutMetadata(node.raw, memberOnlyMetadata) : node.raw;
     const shared = mode === 'group' ? this.options.sharedNetworks : undefined;
     return shared ? withNetwork(groupNode, shared.relayNetwork) : groupNode;
+  }
+
+  /** The aggregation key, apart for a node verification found served differently from its group. */
+  private groupKey(node: ProxyNode, sharedView: boolean): ReturnType<typeof aggregationKey> {
+    const aggregation = aggregationKey(node, this.rulesFor(sharedView));
+    if (!this.isolated.has(node.id)) return aggregation;
+    return { key: `${aggregation.key}/isolated/${node.id}`, fields: { ...aggregation.fields, '@isolated': node.id } };
+  }
+
+  /** Checks a joining member's own config against its group's; one that differs is moved to a group of its own. */
+  private verify(group: UpstreamGroup, node: ProxyNode, stream: StreamIdentity): void {
+    if (!this.verifier || this.isolated.has(node.id)) return;
+    const credential = memberCredentials(stream)[0];
+    this.verifier.maybeVerify(group, { nodeId: node.id, upstreamNode: this.upstreamNode(node, 'group'), metadata: credential?.metadata ?? {} }, () => {
+      if (this.isolated.size >= MAX_ISOLATED) this.isolated.delete(this.isolated.values().next().value!);
+      this.isolated.add(node.id);
+      if (!this.members.has(stream.streamId)) return;
+      this.moves++;
+      stream.refuse(new RelayError('MR_GROUP_CHANGED', GrpcStatus.UNAVAILABLE, 'istiod configures this VM differently from its group: reconnect to be served by a group of its own'));
+    });
   }
 
   /** With a shared upstream view the network is the relay's own, so it leaves the key. */
@@ -159,6 +196,7 @@ export class GroupRegistry implements ViewProvider {
   }
 
   close(): void {
+    this.verifier?.close();
     for (const group of this.groups.values()) group.close();
     this.groups.clear();
   }
