@@ -41,6 +41,14 @@ const gatewayEndpoint = (address = EAST_WEST_GATEWAY.address) => `${address}:${E
 const hasCluster = (name: string) => (config: ProxyConfig) => resourceNames(config, TypeUrl.cluster).includes(name);
 const lacksCluster = (name: string) => (config: ProxyConfig) => !hasCluster(name)(config);
 const plainVm = (name = 'vm-plain', ip = VM_ADDRESS.other) => realVmNode({ name, ip });
+/** A ServiceEntry in namespace vm with one endpoint given by address. */
+function staticServiceEntry(name: string, host: string, port: { number: number; name: string; protocol: string }, address: string, location = 'MESH_INTERNAL') {
+  return {
+    apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name, namespace: 'vm' },
+    spec: { hosts: [host], location, resolution: 'STATIC', ports: [port], endpoints: [{ address }] },
+  };
+}
+
 /** The principal the fixture's AuthorizationPolicy (selecting `secure: "true"`) allows. */
 const POLICY_PRINCIPAL = 'cluster.local/ns/bar/sa/httpbin';
 
@@ -151,13 +159,7 @@ interop('[group] a WorkloadEntry at one VM\'s address with labels of its own: th
 
 interop('[group] the address-bound ServiceEntry added, then removed, while VMs are connected: the VM it binds moves group each time and converges to istiod\'s config, the others stay', async (t) => {
   t.timeout(150_000);
-  const entry = {
-    apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'late-bound', namespace: 'vm' },
-    spec: {
-      hosts: ['late.vm.svc.cluster.local'], location: 'MESH_INTERNAL', resolution: 'STATIC',
-      ports: [{ number: 9191, name: 'http', protocol: 'HTTP' }], endpoints: [{ address: '10.9.8.1' }],
-    },
-  };
+  const entry = staticServiceEntry('late-bound', 'late.vm.svc.cluster.local', { number: 9191, name: 'http', protocol: 'HTTP' }, '10.9.8.1');
   const LATE_INBOUND = 'inbound|9191||';
   t.teardown(() => mesh.delete([entry]));
   const relay = await relayFor(t, mesh, 'group');
@@ -244,13 +246,7 @@ interop('an AuthorizationPolicy and PeerAuthentication selecting a VM\'s labels:
   t.is(relay.groups.list().length, 2);
 });
 
-const externalEntry = {
-  apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'external-api', namespace: 'vm' },
-  spec: {
-    hosts: ['api.external.example'], location: 'MESH_EXTERNAL', resolution: 'STATIC',
-    ports: [{ number: 9443, name: 'tls', protocol: 'TLS' }], endpoints: [{ address: '203.0.113.7' }],
-  },
-};
+const externalEntry = staticServiceEntry('external-api', 'api.external.example', { number: 9443, name: 'tls', protocol: 'TLS' }, '203.0.113.7', 'MESH_EXTERNAL');
 const EXTERNAL = 'outbound|9443||api.external.example';
 const removeExternalEntry = async () => {
   await mesh.delete([externalEntry]);
