@@ -14,7 +14,7 @@ import { WorkloadEntryController } from './k8s/workload-entry-controller.js';
 import { WorkloadEntryStore } from './k8s/workload-entry-store.js';
 import { WorkloadRegisteringProvider } from './k8s/workload-registration.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
-import { upstreamChannelOptions, upstreamCredentials } from './config/upstream-tls.js';
+import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials } from './config/upstream-tls.js';
 import type { ServeConfig } from './config/schema.js';
 import { LOG_LEVELS, setLogLevel, type Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
@@ -134,6 +134,8 @@ export class Relay {
       channelOptions: upstreamChannelOptions(config, 'xds'),
     });
     started.push(() => pool.close());
+    const upstreamTlsWatch = watchUpstreamCredentials(config, 'xds', log.child({ component: 'upstream' }), (credentials) => pool.replaceCredentials(credentials));
+    started.push(() => upstreamTlsWatch.close());
     const topology = new NetworkTopology();
     if (config.gateways.length > 0) {
       const { networks, clusters } = staticGateways(config.gateways);
@@ -264,7 +266,7 @@ export class Relay {
     const relay = new Relay({
       addresses, ads, groups, pool, servers, embedded, ca, serving, workloadEntries, addressKeying, metrics, topology, log,
       admission: { streams: streamAdmission, csrs: csrAdmission },
-      closables: [meshNetworksFile, kubernetesTopology, addressKeying.watch, streamAdmission, csrAdmission],
+      closables: [meshNetworksFile, kubernetesTopology, addressKeying.watch, upstreamTlsWatch, streamAdmission, csrAdmission],
     });
     registerRelayMetrics(metrics, { groups, ads, admission: relay.admission });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;

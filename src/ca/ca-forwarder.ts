@@ -44,12 +44,23 @@ export function xfccHeader(caller: AuthenticatedCaller): string {
  * within the request's deadline.
  */
 export class CaForwarder {
-  private readonly client: grpc.Client;
+  private client: grpc.Client;
   private readonly limiter: ConcurrencyLimiter;
 
   constructor(private readonly options: CaForwarderOptions) {
-    this.client = new grpc.Client(options.target, options.credentials, { 'grpc.keepalive_time_ms': 30_000, ...options.channelOptions });
+    this.client = this.connect(options.credentials);
     this.limiter = new ConcurrencyLimiter(options.maxConcurrent, options.maxQueued, 'CSR forwarding');
+  }
+
+  private connect(credentials: grpc.ChannelCredentials): grpc.Client {
+    return new grpc.Client(this.options.target, credentials, { 'grpc.keepalive_time_ms': 30_000, ...this.options.channelOptions });
+  }
+
+  /** A new connection with other credentials (istiod's root rotated); calls in flight finish on the old one. */
+  replaceCredentials(credentials: grpc.ChannelCredentials): void {
+    const old = this.client;
+    this.client = this.connect(credentials);
+    old.close();
   }
 
   forward(request: Buffer, credentials: ForwardedCredentials): Promise<Buffer> {

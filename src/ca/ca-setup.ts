@@ -15,7 +15,7 @@ import { JwtVerifier } from './jwt.js';
 import type { TokenVerifier } from './authenticator.js';
 import { LocalSigner } from './local-signer.js';
 import { IssuedServingCertificate, type ServingCertificate } from './serving-certificate.js';
-import { upstreamChannelOptions, upstreamCredentials } from '../config/upstream-tls.js';
+import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials } from '../config/upstream-tls.js';
 
 export interface CaSubsystem {
   service: CaService;
@@ -102,12 +102,16 @@ function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffP
     maxQueued: config.caMaxQueued,
     timeoutMs: config.caRequestTimeoutSeconds * 1000,
   });
+  const rootWatch = watchUpstreamCredentials(config, 'ca', log, (credentials) => forwarder.replaceCredentials(credentials));
   return {
     service: { mode: 'forward', forwarder, authentication: { trustDomain: config.trustDomain } },
     metrics,
     serving: undefined,
     // The mesh root istiod's CA is verified with is also what VMs' client certificates chain to.
     summary: { mode: 'forward', upstream: target, ...(caUpstreamRoot(config) ? { rootCertFile: path.resolve(caUpstreamRoot(config)) } : {}) },
-    close: () => forwarder.close(),
+    close: () => {
+      rootWatch.close();
+      forwarder.close();
+    },
   };
 }

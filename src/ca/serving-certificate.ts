@@ -1,6 +1,5 @@
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
-import path from 'node:path';
+import { watchFiles } from '../config/file-watch.js';
 import { readConfiguredFile } from '../config/files.js';
 import type { Logger } from '../log.js';
 import type { TlsOptions } from '../transport/grpc-server.js';
@@ -38,25 +37,15 @@ function readTls(certFile: string, keyFile: string, clientCaFile: string): TlsOp
 
 /** Certificate files (forward mode, or any operator-provided certificate), reloaded when they change. */
 export class FileServingCertificate extends ServingCertificate {
-  private readonly watchers: FSWatcher[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private readonly watch: { close(): void };
 
   constructor(private readonly files: { cert: string; key: string; clientCa: string }, private readonly log: Logger) {
     super(readTls(files.cert, files.key, files.clientCa));
-    const directories = new Set([files.cert, files.key, files.clientCa].filter(Boolean).map((file) => path.dirname(file)));
-    for (const directory of directories) {
-      const watcher = watch(directory, () => {
-        clearTimeout(this.timer);
-        this.timer = setTimeout(() => this.reload(), 200);
-      });
-      watcher.on('error', () => {});
-      this.watchers.push(watcher);
-    }
+    this.watch = watchFiles([files.cert, files.key, files.clientCa], () => this.reload());
   }
 
   close(): void {
-    clearTimeout(this.timer);
-    for (const watcher of this.watchers) watcher.close();
+    this.watch.close();
   }
 
   private reload(): void {

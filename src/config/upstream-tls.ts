@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../log.js';
+import { watchFiles } from './file-watch.js';
 import { readConfiguredFile } from './files.js';
 import { caUpstreamRoot, type ServeConfig } from './schema.js';
 
@@ -31,4 +34,39 @@ export function upstreamCredentials(config: ServeConfig, use: 'xds' | 'ca'): grp
 export function upstreamChannelOptions(config: ServeConfig, use: 'xds' | 'ca'): grpc.ChannelOptions {
   const name = use === 'ca' ? config.caUpstreamServerName || config.upstreamServerName : config.upstreamServerName;
   return name ? { 'grpc.ssl_target_name_override': name, 'grpc.default_authority': name } : {};
+}
+
+/** The files the credentials for `use` are built from. */
+function credentialFiles(config: ServeConfig, use: 'xds' | 'ca'): string[] {
+  if (use === 'ca') return config.caUpstreamPlaintext ? [] : [caUpstreamRoot(config)].filter(Boolean);
+  return config.upstreamCaFile ? [config.upstreamCaFile, config.upstreamCertFile, config.upstreamKeyFile].filter(Boolean) : [];
+}
+
+/**
+ * Follows the files upstream credentials come from (a rotated mesh root, a renewed relay
+ * certificate): when their contents change, `apply` gets credentials built from the new files, for
+ * the connections opened from then on. Files that cannot be read or used are logged and ignored.
+ */
+export function watchUpstreamCredentials(config: ServeConfig, use: 'xds' | 'ca', log: Logger, apply: (credentials: grpc.ChannelCredentials) => void): { close(): void } {
+  const files = credentialFiles(config, use);
+  const contents = () => files.map((file) => {
+    try {
+      return readFileSync(file).toString('base64');
+    } catch {
+      return '';
+    }
+  }).join('|');
+  let last = contents();
+  return watchFiles(files, () => {
+    const now = contents();
+    if (now === last) return;
+    try {
+      const credentials = upstreamCredentials(config, use);
+      last = now;
+      log.info({ files, use }, 'upstream TLS files changed; new connections use them');
+      apply(credentials);
+    } catch (error) {
+      log.error({ err: (error as Error).message, files }, 'upstream TLS files changed but are not usable; keeping the previous ones');
+    }
+  });
 }

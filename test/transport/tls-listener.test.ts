@@ -81,3 +81,26 @@ test('replaced certificate files are served to new connections without a restart
   const outcome = await eventually(() => fetchClusters(second), (result) => result === 'served', 5000);
   t.is(outcome, 'served');
 });
+
+test('a rotated upstream root file is taken for new upstream connections without a restart', async (t) => {
+  const pki = makeTestPki();
+  const other = makeTestPki();
+  const sim = await startSim();
+  // A TLS upstream serving istiod's name from `pki` (a relay in front of the simulator stands in for istiod's 15012).
+  const upstream = await startRelay({ upstream: sim.target, tlsListen: '127.0.0.1:0', tlsCertFile: pki.serverCert, tlsKeyFile: pki.serverKey, xdsIdentityCheck: false });
+  const rootFile = path.join(mkdtempSync(path.join(tmpdir(), 'upstream-root-')), 'root-cert.pem');
+  copyFileSync(other.caCert, rootFile);
+  const relay = await startRelay({ upstream: formatAddress(upstream.addresses.tls!), upstreamCaFile: rootFile, upstreamServerName: 'istiod.istio-system.svc' });
+  t.teardown(async () => {
+    await relay.stop();
+    await upstream.stop();
+    await sim.close();
+  });
+  const vm = new AdsTestClient(relay.target, 'delta');
+  t.teardown(() => vm.close());
+  vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.false(relay.groups.hasReceivedConfig(), 'the upstream\'s certificate does not chain to the configured root');
+  copyFileSync(pki.caCert, rootFile);
+  t.true((await vm.next(15_000)).resources.length > 0, 'after the root file is replaced, the relay reaches its upstream and serves the VM');
+});

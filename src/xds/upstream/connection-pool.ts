@@ -15,23 +15,39 @@ export interface ConnectionPoolOptions {
  * per connection, so a handful carries thousands of VMs).
  */
 export class ConnectionPool {
-  private readonly clients: grpc.Client[];
-  private readonly load: number[];
+  private clients: grpc.Client[];
+  private load: number[];
 
   constructor(private readonly options: ConnectionPoolOptions) {
-    this.clients = Array.from({ length: Math.max(1, options.size) }, () => new grpc.Client(options.target, options.credentials, {
+    this.clients = this.connect(options.credentials);
+    this.load = this.clients.map(() => 0);
+  }
+
+  private connect(credentials: grpc.ChannelCredentials): grpc.Client[] {
+    const clients = Array.from({ length: Math.max(1, this.options.size) }, () => new grpc.Client(this.options.target, credentials, {
       'grpc.use_local_subchannel_pool': 1,
-      'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
-      'grpc.max_send_message_length': options.maxReceiveMessageBytes,
+      'grpc.max_receive_message_length': this.options.maxReceiveMessageBytes,
+      'grpc.max_send_message_length': this.options.maxReceiveMessageBytes,
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.initial_reconnect_backoff_ms': 500,
       'grpc.max_reconnect_backoff_ms': 10_000,
-      ...options.channelOptions,
+      ...this.options.channelOptions,
     }));
-    this.load = this.clients.map(() => 0);
     // Connect now rather than on the first stream, so readiness reflects the upstream at once.
-    for (const client of this.clients) client.getChannel().getConnectivityState(true);
+    for (const client of clients) client.getChannel().getConnectivityState(true);
+    return clients;
+  }
+
+  /**
+   * New connections with other credentials (the upstream TLS files changed). Streams already open
+   * stay on the old connections until they end: grpc-js lets started calls finish on a closed channel.
+   */
+  replaceCredentials(credentials: grpc.ChannelCredentials): void {
+    const old = this.clients;
+    this.clients = this.connect(credentials);
+    this.load = this.clients.map(() => 0);
+    for (const client of old) client.close();
   }
 
   get target(): string {
@@ -42,7 +58,8 @@ export class ConnectionPool {
   openStream(method: string, metadata: grpc.Metadata): { stream: grpc.ClientDuplexStream<Buffer, Buffer>; release: () => void } {
     let index = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[index]!) index = i;
-    this.load[index]!++;
+    const load = this.load;
+    load[index]!++;
     const identity = (message: Buffer) => message;
     const stream = this.clients[index]!.makeBidiStreamRequest(method, identity, identity, metadata, {});
     let released = false;
@@ -51,7 +68,8 @@ export class ConnectionPool {
       release: () => {
         if (released) return;
         released = true;
-        this.load[index]!--;
+        // A stream opened before the credentials changed counts against the old connections.
+        load[index]!--;
       },
     };
   }
