@@ -10,6 +10,7 @@ import { loadKubeConfig } from './k8s/kube-client.js';
 import { TokenReviewVerifier } from './k8s/token-review.js';
 import { KubernetesTopologyWatch } from './k8s/topology-watch.js';
 import { setUpAddressKeying, type AddressKeying } from './k8s/address-binding-watch.js';
+import { groupTokenIssuer } from './k8s/group-token-issuer.js';
 import { WorkloadEntryController } from './k8s/workload-entry-controller.js';
 import { WorkloadEntryStore } from './k8s/workload-entry-store.js';
 import { WorkloadRegisteringProvider } from './k8s/workload-registration.js';
@@ -175,6 +176,7 @@ export class Relay {
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
       verifyFraction: config.verifyGroupFraction,
+      ...(config.groupIdentity === 'token-request' ? { groupTokens: groupTokenIssuer(config.kubeconfig) } : {}),
       ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(snapshots ? {
         prepareCache: (key: string, cache: ResourceCache) => {

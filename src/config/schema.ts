@@ -37,6 +37,9 @@ export const serveSchema = z.object({
   // The share of VMs joining a group whose own config istiod is asked for and compared with the
   // group's; one that differs gets a group of its own (docs/ADDRESS-BINDING.md).
   verifyGroupFraction: z.number().min(0).max(1).default(0),
+  // members: a group's stream carries a member's credential; token-request: the relay may also ask
+  // the API server for a token of the group's service account (docs/SECURITY.md).
+  groupIdentity: z.enum(['members', 'token-request']).default('members'),
   groupLingerSeconds: z.number().min(0).default(60),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
   maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),

@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
+import * as grpc from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import type { ServeConfig } from '../../src/config/schema.js';
 import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { createCertificate, opensslCsr } from './ca-client.js';
 import { startRelay } from './harness.js';
 import { compareConfigs, ConfigProxy, summarize, type ConfigDifference, type ProxyConfig, type ProxyOptions } from './proxy-config.js';
 import { ISTIOD_SERVER_NAME, type RealMesh } from './real-istio.js';
@@ -127,4 +129,22 @@ export function runProxylessCaller(target: string, bootstrap: object, deadlineMs
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [script, target, JSON.stringify(bootstrap), String(deadlineMs)], { timeout: deadlineMs + 10_000 }, (error, stdout, stderr) => (error ? reject(new Error(`proxyless caller failed: ${stderr || error.message}`)) : resolve(stdout.trim())));
   });
+}
+
+/** A client of the relay's TLS listener as a VM has it: trusting the mesh root under istiod's name, with its workload certificate if given. */
+export function relayTlsClient(mesh: RealMesh, target: string, certificate?: { key: string; chain: string }): grpc.Client {
+  const credentials = grpc.credentials.createSsl(mesh.rootCertPem, certificate ? Buffer.from(certificate.key) : null, certificate ? Buffer.from(certificate.chain) : null);
+  return new grpc.Client(target, credentials, { 'grpc.ssl_target_name_override': ISTIOD_SERVER_NAME, 'grpc.use_local_subchannel_pool': 1 });
+}
+
+/** A workload certificate for vm/vm-sa, issued by istiod through the relay's TLS listener (forward CA mode) for the VM's token. */
+export async function workloadCertificate(mesh: RealMesh, target: string): Promise<{ key: string; chain: string }> {
+  const csr = opensslCsr('ec-p256');
+  const client = relayTlsClient(mesh, target);
+  try {
+    const chain = await createCertificate(client, csr.csr, { authorization: `Bearer ${await mesh.token('vm', 'vm-sa')}`, clusterid: 'Kubernetes' });
+    return { key: csr.keyPem, chain: chain.join('') };
+  } finally {
+    client.close();
+  }
 }

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -81,6 +81,8 @@ export interface RealMesh {
   delete(objects: string | object[]): Promise<void>;
   /** A TokenRequest token for a service account, audience `istio-ca` unless told otherwise. */
   token(namespace: string, serviceAccount: string, audiences?: string[]): Promise<string>;
+  /** A serving certificate for istiod's name from the mesh CA, made with openssl as an operator would (for the relay's TLS listener). */
+  relayServingCertificate(): { cert: string; key: string };
   /** A gRPC client for istiod's 15012 that verifies istiod's certificate as a VM does. */
   secureClient(): grpc.Client;
   /** GET from istiod's HTTP debug port, parsed as JSON. */
@@ -186,6 +188,7 @@ export async function startRealMesh(options: RealMeshOptions = {}): Promise<Real
       secureClient: () => new grpc.Client(istiod.secureGrpc, grpc.credentials.createSsl(rootCertPem), {
         'grpc.ssl_target_name_override': ISTIOD_SERVER_NAME, 'grpc.use_local_subchannel_pool': 1,
       }),
+      relayServingCertificate: () => servingCertificate(caDir),
       restartIstiod: async () => { await stop(); await start(); },
       istiodPid: () => child?.pid,
       istiodLog: () => tail(logFile),
@@ -195,6 +198,16 @@ export async function startRealMesh(options: RealMeshOptions = {}): Promise<Real
     await kube.close();
     throw error;
   }
+}
+
+function servingCertificate(caDir: string): { cert: string; key: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'relay-serving-'));
+  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  writeFileSync(path.join(dir, 'ext'), `subjectAltName=DNS:${ISTIOD_SERVER_NAME}\nextendedKeyUsage=serverAuth\n`);
+  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'key.pem', '-out', 'csr.pem', '-subj', '/O=meshrelay']);
+  run(['x509', '-req', '-in', 'csr.pem', '-CA', path.join(caDir, 'ca-cert.pem'), '-CAkey', path.join(caDir, 'ca-key.pem'), '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext']);
+  writeFileSync(path.join(dir, 'chain.pem'), readFileSync(path.join(dir, 'leaf.pem'), 'utf8') + readFileSync(path.join(caDir, 'ca-cert.pem'), 'utf8'));
+  return { cert: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem') };
 }
 
 function tail(file: string, lines = 60): string {

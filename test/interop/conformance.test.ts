@@ -10,9 +10,10 @@ import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-clie
 import { proxylessBootstrap, startEchoBackend } from '../helpers/echo-backend.js';
 import { eventually } from '../helpers/harness.js';
 import {
-  assertConverged, assertSameConfig, directProxy, endpointsOf, istiodConnections, relayedProxy, relayFor, runProxylessCaller, untilIstiodServes,
+  assertConverged, assertSameConfig, directProxy, endpointsOf, istiodConnections, relayedProxy, relayFor, relayTlsClient, runProxylessCaller, untilIstiodServes, workloadCertificate,
 } from '../helpers/interop.js';
-import { resourceNames, type ProxyConfig } from '../helpers/proxy-config.js';
+import { ConfigProxy, resourceNames, type ProxyConfig } from '../helpers/proxy-config.js';
+import type { ServeConfig } from '../../src/config/schema.js';
 import {
   EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
 } from '../helpers/real-istio.js';
@@ -456,6 +457,26 @@ interop('[group] a group whose every credential istiod refuses: each of its VMs\
   t.true(refusedGroup!.credentials.refused >= 1, 'the refused tokens are not offered again');
   const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
   t.regex(metrics, /meshrelay_upstream_refusals_total\{code="UNAUTHENTICATED"\} [1-9]/);
+});
+
+interop('[group] a VM holding only its workload certificate, istiod not trusting the relay\'s XFCC: refused with members\' credentials alone; served istiod\'s config with groupIdentity token-request', async (t) => {
+  t.timeout(120_000);
+  const serving = mesh.relayServingCertificate();
+  const tlsRelay = (overrides: Partial<ServeConfig>) => relayFor(t, mesh, 'group', {
+    tlsListen: '127.0.0.1:0', tlsCertFile: serving.cert, tlsKeyFile: serving.key, tokenReview: true, caMode: 'forward', caUpstream: mesh.istiod.secureGrpc, ...overrides,
+  });
+  const tlsTarget = (relay: { addresses: { tls?: { host: string; port: number } } }) => `${relay.addresses.tls!.host}:${relay.addresses.tls!.port}`;
+  const node = realVmNode({ name: 'vm-certificate-only', ip: '10.9.9.1' });
+  const membersOnly = await tlsRelay({});
+  const certificate = await workloadCertificate(mesh, tlsTarget(membersOnly));
+  const refused = new ConfigProxy(tlsTarget(membersOnly), 'delta', node, { client: relayTlsClient(mesh, tlsTarget(membersOnly), certificate), headers: { clusterid: 'Kubernetes' } });
+  t.teardown(() => refused.close());
+  t.is((await refused.status).code, grpc.status.UNAUTHENTICATED, 'istiod ignores XFCC from an untrusted peer');
+  const withTokens = await tlsRelay({ groupIdentity: 'token-request' });
+  const served = new ConfigProxy(tlsTarget(withTokens), 'delta', node, { client: relayTlsClient(mesh, tlsTarget(withTokens), certificate), headers: { clusterid: 'Kubernetes' } });
+  t.teardown(() => served.close());
+  await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), served);
+  t.like(withTokens.groups.list()[0]!.credentials.summary(), { inUse: 'relay-token', relayToken: true });
 });
 
 interop('plaintext xDS upstream (istiod\'s 15010) and a TLS CA upstream (15012) configured apart: config equals istiod\'s and the CSR is signed', async (t) => {

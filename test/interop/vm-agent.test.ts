@@ -1,6 +1,5 @@
-import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -10,9 +9,9 @@ import { messageType } from '../../src/xds/protocol/protos.js';
 import { jsonToStruct } from '../../src/xds/protocol/struct.js';
 import { Envelopes, type NodeMessage } from '../../src/xds/protocol/envelopes.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
-import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-client.js';
+import { opensslVerify } from '../helpers/ca-client.js';
 import { eventually } from '../helpers/harness.js';
-import { assertSameConfig, directProxy, relayFor } from '../helpers/interop.js';
+import { assertSameConfig, directProxy, relayFor, relayTlsClient, workloadCertificate } from '../helpers/interop.js';
 import { renderKustomization } from '../helpers/kubectl.js';
 import { ConfigProxy } from '../helpers/proxy-config.js';
 import { ISTIOD_SERVER_NAME, realIstioUnavailable, startRealMesh, type RealMesh } from '../helpers/real-istio.js';
@@ -35,22 +34,11 @@ test.before(async (t) => {
   t.timeout(300_000);
   mesh = await startRealMesh({ trustedGatewayCidr: '127.0.0.1/32' });
   await installVmMeshFixture(mesh);
-  servingCert = relayServingCertificate(mesh);
+  servingCert = mesh.relayServingCertificate();
 });
 test.after.always(async () => {
   await mesh?.close();
 });
-
-/** The relay's serving certificate for istiod's name, issued by the mesh CA as an operator would (openssl). */
-function relayServingCertificate(m: RealMesh): { cert: string; key: string } {
-  const dir = mkdtempSync(path.join(tmpdir(), 'relay-serving-'));
-  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  writeFileSync(path.join(dir, 'ext'), `subjectAltName=DNS:${ISTIOD_SERVER_NAME}\nextendedKeyUsage=serverAuth\n`);
-  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'key.pem', '-out', 'csr.pem', '-subj', '/O=meshrelay']);
-  run(['x509', '-req', '-in', 'csr.pem', '-CA', path.join(m.caDir, 'ca-cert.pem'), '-CAkey', path.join(m.caDir, 'ca-key.pem'), '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext']);
-  writeFileSync(path.join(dir, 'chain.pem'), readFileSync(path.join(dir, 'leaf.pem'), 'utf8') + readFileSync(path.join(m.caDir, 'ca-cert.pem'), 'utf8'));
-  return { cert: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem') };
-}
 
 /**
  * The relay as deployed for VMs (deploy/base): TLS listener with istiod's name, tokens checked with
@@ -252,19 +240,14 @@ interop('the relay running deploy/base\'s config serves a token-authenticated VM
   t.timeout(120_000);
   const relay = await relayFor(t, mesh, 'group', await deployedConfig());
   const target = relayTlsAddress(relay);
-  const tlsClient = (credentials?: { key: string; chain: string }) => new grpc.Client(target, grpc.credentials.createSsl(
-    mesh.rootCertPem, credentials ? Buffer.from(credentials.key) : null, credentials ? Buffer.from(credentials.chain) : null,
-  ), { 'grpc.ssl_target_name_override': ISTIOD_SERVER_NAME, 'grpc.use_local_subchannel_pool': 1 });
   const token = await mesh.token('vm', 'vm-sa');
   const tokenVm = realVmNode({ name: 'vm-deployed-token', ip: '10.9.6.1' });
-  const viaToken = new ConfigProxy(target, 'delta', tokenVm, { client: tlsClient(), headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' } });
+  const viaToken = new ConfigProxy(target, 'delta', tokenVm, { client: relayTlsClient(mesh, target), headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' } });
   t.teardown(() => viaToken.close());
   await assertSameConfig(t, await directProxy(t, mesh, tokenVm, 'delta'), viaToken);
   // A VM whose token is gone: its workload certificate (issued by istiod through the relay) is all it presents.
-  const csr = opensslCsr('ec-p256');
-  const chain = await createCertificate(tlsClient(), csr.csr, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
   const certVm = realVmNode({ name: 'vm-deployed-cert', ip: '10.9.6.2', labels: { app: 'vmapp', credential: 'certificate' } });
-  const viaCertificate = new ConfigProxy(target, 'delta', certVm, { client: tlsClient({ key: csr.keyPem, chain: chain.join('') }), headers: { clusterid: 'Kubernetes' } });
+  const viaCertificate = new ConfigProxy(target, 'delta', certVm, { client: relayTlsClient(mesh, target, await workloadCertificate(mesh, target)), headers: { clusterid: 'Kubernetes' } });
   t.teardown(() => viaCertificate.close());
   await assertSameConfig(t, await directProxy(t, mesh, certVm, 'delta'), viaCertificate);
   const certificateGroup = relay.groups.list().find((group) => group.members.size === 1 && group.credentials.summary().inUse === 'certificate');

@@ -2,7 +2,8 @@ import type { StreamIdentity } from '../downstream/view.js';
 
 /** What a member can lend its group's upstream stream so istiod authenticates it (docs/SECURITY.md). */
 export interface MemberCredential {
-  kind: 'token' | 'certificate';
+  /** `relay-token`: one the relay obtained for the group's service account (groupIdentity: token-request). */
+  kind: 'token' | 'certificate' | 'relay-token';
   /** gRPC metadata for the upstream stream: `authorization` and `clusterid`, or `x-forwarded-client-cert`. */
   metadata: Record<string, string>;
   /** A bearer token's `exp`, in ms since the epoch, when it carries one. */
@@ -42,6 +43,8 @@ export function memberCredentials(stream: StreamIdentity): MemberCredential[] {
 }
 
 const fingerprint = (credential: MemberCredential) => JSON.stringify(credential.metadata);
+/** Where the relay's own token for the group is kept among the members' credentials. */
+const RELAY = '@relay';
 
 /**
  * The credentials of one group's members, for its upstream stream. istiod authenticates a stream
@@ -54,6 +57,8 @@ export class GroupCredentials {
   /** Credentials istiod refused: never offered again. */
   private readonly refused = new Set<string>();
   private inUse: MemberCredential | undefined;
+  /** A token the relay asked for is on its way: the stream waits for it rather than open bare. */
+  private relayTokenPending = false;
 
   add(streamId: string, credentials: MemberCredential[]): void {
     if (credentials.length > 0) this.byMember.set(streamId, credentials);
@@ -65,7 +70,18 @@ export class GroupCredentials {
 
   /** True when some member lends a credential at all (a group without any opens streams bare, e.g. toward 15010). */
   get any(): boolean {
-    return this.byMember.size > 0 || this.refused.size > 0;
+    return this.byMember.size > 0 || this.refused.size > 0 || this.relayTokenPending;
+  }
+
+  /** The relay has asked for a token of the group's service account. */
+  expectRelayToken(): void {
+    this.relayTokenPending = true;
+  }
+
+  /** The token the relay obtained for the group (replacing an earlier one); undefined: none came. */
+  setRelayToken(credential: MemberCredential | undefined): void {
+    this.relayTokenPending = false;
+    if (credential) this.byMember.set(RELAY, [credential]);
   }
 
   /** True when this member lends a credential istiod has not refused yet and that has not expired. */
@@ -73,10 +89,17 @@ export class GroupCredentials {
     return (this.byMember.get(streamId) ?? []).some((credential) => this.usable(credential, now));
   }
 
-  /** A credential to open the next upstream stream with: the first usable one of the longest-standing member. */
+  /**
+   * A credential to open the next upstream stream with: a member's token (istiod needs nothing
+   * configured for it), then one the relay obtained for the group, then a member's certificate
+   * (XFCC, which istiod takes only from a trusted gateway); the longest-standing member first.
+   */
   pick(now = Date.now()): MemberCredential | undefined {
-    for (const credentials of this.byMember.values()) {
-      const credential = credentials.find((candidate) => this.usable(candidate, now));
+    const all = [...this.byMember.values()].flat();
+    for (const kind of ['token', 'relay-token', 'certificate'] as const) {
+      // The relay's token is on its way: better than a certificate istiod may not take from us.
+      if (kind === 'certificate' && this.relayTokenPending) break;
+      const credential = all.find((candidate) => candidate.kind === kind && this.usable(candidate, now));
       if (credential) {
         this.inUse = credential;
         return credential;
@@ -93,8 +116,8 @@ export class GroupCredentials {
   }
 
   /** What /debug/groups shows: kinds, never the secrets. */
-  summary(): { members: number; inUse: MemberCredential['kind'] | 'none'; refused: number } {
-    return { members: this.byMember.size, inUse: this.inUse?.kind ?? 'none', refused: this.refused.size };
+  summary(): { members: number; inUse: MemberCredential['kind'] | 'none'; refused: number; relayToken: boolean } {
+    return { members: this.byMember.size - (this.byMember.has(RELAY) ? 1 : 0), inUse: this.inUse?.kind ?? 'none', refused: this.refused.size, relayToken: this.byMember.has(RELAY) };
   }
 
   private usable(credential: MemberCredential, now: number): boolean {

@@ -36,6 +36,11 @@ export interface GroupRegistryOptions {
   };
   /** The share of VMs joining a group whose own config is checked against the group's (docs/ADDRESS-BINDING.md). */
   verifyFraction?: number;
+  /**
+   * groupIdentity token-request: a token of a group's service account from the API server, so a
+   * group authenticates toward istiod even when its members hold only certificates (a k8s/ plug-in).
+   */
+  groupTokens?: (namespace: string, serviceAccount: string) => Promise<{ token: string; expiresAt: number }>;
   /** Fills a new group-mode group's cache before its upstream stream starts (edge snapshots). */
   prepareCache?: (key: string, cache: UpstreamGroup['cache']) => void;
   /** Rewrites upstream resources as they enter a group's cache (a mesh-layer plug-in). */
@@ -216,6 +221,7 @@ export class GroupRegistry implements ViewProvider {
     } else {
       // Group mode: each upstream stream is opened with a current member's credential (docs/SECURITY.md).
       group.credentials.add(stream.streamId, memberCredentials(stream));
+      if (this.options.groupTokens) group.credentials.expectRelayToken();
     }
     group.connect(new UpstreamAdsStream({
       pool: this.options.pool,
@@ -234,7 +240,36 @@ export class GroupRegistry implements ViewProvider {
     }));
     this.groups.set(key, group);
     this.options.log.info({ group: key, mode, node: nodeId }, 'upstream group created');
+    if (mode === 'group') this.obtainGroupToken(group, upstreamNode);
     return group;
+  }
+
+  /** Asks for a token of the group's service account, and again at 80 % of its life, until the group closes. */
+  private obtainGroupToken(group: UpstreamGroup, node: NodeMessage): void {
+    const issue = this.options.groupTokens;
+    if (!issue) return;
+    const metadata = node.metadata?.fields ?? {};
+    const text = (key: string) => (metadata[key] as { stringValue?: string } | undefined)?.stringValue ?? '';
+    const namespace = text('NAMESPACE');
+    const serviceAccount = text('SERVICE_ACCOUNT') || 'default';
+    let timer: NodeJS.Timeout | undefined;
+    let closed = false;
+    group.onClose(() => { closed = true; clearTimeout(timer); });
+    const obtain = () => {
+      issue(namespace, serviceAccount).then(({ token, expiresAt }) => {
+        if (closed) return;
+        group.credentials.setRelayToken({ kind: 'relay-token', metadata: { authorization: `Bearer ${token}`, clusterid: text('CLUSTER_ID') || 'Kubernetes' }, expiresAt });
+        group.upstream.credentialAdded();
+        timer = setTimeout(obtain, Math.max(1000, (expiresAt - Date.now()) * 0.8));
+      }, (error: unknown) => {
+        if (closed) return;
+        this.options.log.warn({ group: group.key, err: (error as Error).message }, 'no token for the group\'s service account (TokenRequest); retrying');
+        group.credentials.setRelayToken(undefined);
+        group.upstream.credentialAdded();
+        timer = setTimeout(obtain, 10_000);
+      });
+    };
+    obtain();
   }
 
   private closeGroup(group: UpstreamGroup): void {

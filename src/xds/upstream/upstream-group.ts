@@ -32,6 +32,7 @@ export class UpstreamGroup implements XdsView {
   readonly createdAt = new Date().toISOString();
   private readonly interest = new Map<string, TypeInterest>();
   private lingerTimer: NodeJS.Timeout | undefined;
+  private readonly closeHooks: Array<() => void> = [];
   private forgetScheduled = false;
   upstream!: UpstreamAdsStream;
   /** The member whose node the upstream stream speaks as (istiod computes the group's config for it). */
@@ -159,7 +160,13 @@ export class UpstreamGroup implements XdsView {
     }, lingerMs);
   }
 
+  /** Runs when the group closes (e.g. stops renewing the relay's token for it). */
+  onClose(hook: () => void): void {
+    this.closeHooks.push(hook);
+  }
+
   close(): void {
+    for (const hook of this.closeHooks.splice(0)) hook();
     clearTimeout(this.lingerTimer);
     for (const view of this.networkViews.values()) view.close();
     this.upstream.close();
