@@ -44,6 +44,8 @@ export interface XdsBenchOptions {
   scenarios: Scenario[];
   /** Every K-th VM is address-bound upstream (0: none): correctness compares each class with its own reference. */
   boundEvery: number;
+  /** The relay's verifyGroupFraction (group mode): the share of joining VMs it checks against istiod. */
+  verifyGroupFraction: number;
   /** Size of the `bulk` scenario's EDS update, in KiB (as rendered for the VMs' network). */
   bulkKib: number;
   churnRate: number;
@@ -176,6 +178,7 @@ async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options:
   return startRelayProcess([
     '--upstream', upstream.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
     '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
+    ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []),
   ], options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {});
 }
 

@@ -192,6 +192,7 @@ export const benchXdsSchema = z.object({
   upstreamPid: z.number().int().min(0).default(0),
   upstreamKubeconfig: z.string().default(''),
   boundEvery: z.number().int().min(0).default(0),
+  verifyGroupFraction: z.number().min(0).max(1).default(0),
   connectRate: z.number().min(0).default(0),
   scenarios: z.array(z.enum(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'])).default(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect']),
   bulkKib: z.number().min(1).default(100),

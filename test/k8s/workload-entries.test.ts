@@ -124,10 +124,13 @@ realTest('registration is refused like istiod refuses it: no WorkloadGroup, or a
   t.teardown(r.close);
   const noGroup = await connectVm(r, { group: 'missing-group' });
   t.is((await noGroup.status).code, grpc.status.FAILED_PRECONDITION);
+  // As istiod (initializeProxy registers before computing anything), a refused VM is sent nothing first.
+  t.is(noGroup.responses.length, 0, 'no configuration before the refusal');
   const wrongAccount = await connectVm(r, { serviceAccount: 'other-sa' });
   const status = await wrongAccount.status;
   t.is(status.code, grpc.status.PERMISSION_DENIED);
   t.regex(status.details, /service account mismatch/);
+  t.is(wrongAccount.responses.length, 0);
   t.is(await getEntry(), undefined);
   const list = await api!.request('GET', entries);
   t.deepEqual(list.items, []);
