@@ -2,7 +2,7 @@ import { createPublicKey, sign, verify, type JsonWebKey, type KeyObject } from '
 import { readFileSync } from 'node:fs';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { TokenVerifier } from './authenticator.js';
-import { unauthenticated, type WorkloadIdentity } from './identity.js';
+import { kubernetesServiceAccount, unauthenticated, type WorkloadIdentity } from './identity.js';
 
 /** What Kubernetes puts in a service-account token (projected tokens carry `kubernetes.io`). */
 export interface ServiceAccountClaims {
@@ -96,9 +96,9 @@ export class JwtVerifier implements TokenVerifier {
 
 function serviceAccountOf(claims: ServiceAccountClaims): { namespace: string; serviceAccount: string } {
   const kubernetes = claims['kubernetes.io'];
-  if (kubernetes?.namespace && kubernetes.serviceaccount?.name) return { namespace: kubernetes.namespace, serviceAccount: kubernetes.serviceaccount.name };
+  if (kubernetes?.namespace && kubernetes.serviceaccount?.name) return kubernetesServiceAccount(kubernetes.namespace, kubernetes.serviceaccount.name);
   const match = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(claims.sub ?? '');
-  if (match) return { namespace: match[1]!, serviceAccount: match[2]! };
+  if (match) return kubernetesServiceAccount(match[1]!, match[2]!);
   throw unauthenticated('bearer token names no Kubernetes service account');
 }
 

@@ -93,7 +93,7 @@ export interface ParsedCsr {
 
 /**
  * Parses a PKCS#10 request and checks its signature with its own key (proof of possession).
- * Accepts RSA ≥ 2048 bits and ECDSA P-256/P-384, the key types istio-agent generates.
+ * Accepts RSA 2048–4096 bits with exponent 65537 and ECDSA P-256/P-384, the key types istio-agent generates.
  */
 export function parseCsr(pem: string): ParsedCsr {
   const [der, ...rest] = pemBodies(pem, '(?:NEW )?CERTIFICATE REQUEST');
@@ -151,13 +151,17 @@ function importSpki(node: Asn1, der: Buffer): KeyObject {
 function describeKey(key: KeyObject): string {
   const details = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'rsa') {
+    // Checked before the signature: verifying with a huge modulus or exponent is what makes a CSR
+    // expensive, and istio-agent only makes 2048–4096-bit keys with exponent 65537 (WORKLOAD_RSA_KEY_SIZE).
     if ((details.modulusLength ?? 0) < 2048) throw invalid(`RSA key of ${details.modulusLength} bits is too small (minimum 2048)`);
+    if ((details.modulusLength ?? 0) > 4096) throw invalid(`RSA key of ${details.modulusLength} bits is too large (maximum 4096)`);
+    if (details.publicExponent !== 65537n) throw invalid(`RSA public exponent ${details.publicExponent ?? '(none)'} is not 65537`);
     return `RSA-${details.modulusLength}`;
   }
   if (key.asymmetricKeyType === 'ec' && (details.namedCurve === 'prime256v1' || details.namedCurve === 'secp384r1')) {
     return details.namedCurve === 'prime256v1' ? 'ECDSA-P256' : 'ECDSA-P384';
   }
-  throw invalid(`unsupported key type ${key.asymmetricKeyType}${details.namedCurve ? ` (${details.namedCurve})` : ''}: use RSA ≥ 2048 or ECDSA P-256/P-384`);
+  throw invalid(`unsupported key type ${key.asymmetricKeyType}${details.namedCurve ? ` (${details.namedCurve})` : ''}: use RSA 2048–4096 or ECDSA P-256/P-384`);
 }
 
 /** A signing key and what goes into the AlgorithmIdentifier for it. */

@@ -1,6 +1,6 @@
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { GrpcStatus, RelayError } from '../errors.js';
-import { unauthenticated, type WorkloadIdentity } from '../ca/identity.js';
+import { kubernetesServiceAccount, unauthenticated, type WorkloadIdentity } from '../ca/identity.js';
 import type { TokenVerifier } from '../ca/authenticator.js';
 
 /**
@@ -29,6 +29,6 @@ export class TokenReviewVerifier implements TokenVerifier {
     if (status.audiences && !status.audiences.includes(this.audience)) throw unauthenticated(`token audiences ${JSON.stringify(status.audiences)} do not include ${this.audience}`);
     const match = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(status.user?.username ?? '');
     if (!match) throw unauthenticated(`token belongs to ${status.user?.username ?? 'nobody'}, not a service account`);
-    return { trustDomain: this.trustDomain, namespace: match[1]!, serviceAccount: match[2]! };
+    return { trustDomain: this.trustDomain, ...kubernetesServiceAccount(match[1]!, match[2]!) };
   }
 }

@@ -31,6 +31,9 @@ const jwtCases: Array<[string, (r: CaRig) => string, RegExp]> = [
   }, /signature/],
   ['not a JWT', () => 'not-a-jwt', /not a JWT/],
   ['no service account', (r) => mintJwt(claims({ sub: 'someone', 'kubernetes.io': undefined }), r.issuer.key, r.issuer.kid), /service account/],
+  // A trusted issuer's token whose names would build another SPIFFE path (…/ns/other/sa/admin/sa/x).
+  ['a namespace Kubernetes would not allow', (r) => mintJwt(claims({ 'kubernetes.io': { namespace: 'other/sa/admin', serviceaccount: { name: 'x' } } }), r.issuer.key, r.issuer.kid), /not a Kubernetes namespace name/],
+  ['a service account name Kubernetes would not allow', (r) => mintJwt(claims({ sub: 'system:serviceaccount:vm:Admin/x', 'kubernetes.io': undefined }), r.issuer.key, r.issuer.kid), /not a Kubernetes service account name/],
 ];
 
 for (const [name, token, message] of jwtCases) {

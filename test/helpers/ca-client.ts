@@ -14,11 +14,15 @@ export interface CsrPair {
 }
 
 /** A CSR made by openssl (an independent implementation), with SANs the CA must ignore. */
-export function opensslCsr(keyType: 'rsa-2048' | 'ec-p256' | 'ed25519' | 'rsa-1024', san = 'URI:spiffe://cluster.local/ns/evil/sa/attacker'): CsrPair {
+export function opensslCsr(keyType: 'rsa-2048' | 'ec-p256' | 'ed25519' | 'rsa-1024' | 'rsa-4608' | 'rsa-2048-exponent-3', san = 'URI:spiffe://cluster.local/ns/evil/sa/attacker'): CsrPair {
   const dir = mkdtempSync(path.join(tmpdir(), 'meshrelay-csr-'));
+  if (keyType === 'rsa-2048-exponent-3') {
+    execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-pkeyopt', 'rsa_keygen_pubexp:3', '-out', 'key.pem'], { cwd: dir, stdio: 'ignore' });
+  }
   const keyArgs = keyType === 'ec-p256' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']
     : keyType === 'ed25519' ? ['-newkey', 'ed25519']
-      : ['-newkey', keyType === 'rsa-1024' ? 'rsa:1024' : 'rsa:2048'];
+      : keyType === 'rsa-2048-exponent-3' ? ['-key', 'key.pem']
+        : ['-newkey', keyType === 'rsa-1024' ? 'rsa:1024' : keyType === 'rsa-4608' ? 'rsa:4608' : 'rsa:2048'];
   execFileSync('openssl', ['req', '-new', ...keyArgs, '-nodes', '-keyout', 'key.pem', '-out', 'csr.pem', '-subj', '/O=ignored', '-addext', `subjectAltName=${san}`], { cwd: dir, stdio: 'ignore' });
   return { csr: readFileSync(path.join(dir, 'csr.pem'), 'utf8'), keyFile: path.join(dir, 'key.pem'), keyPem: readFileSync(path.join(dir, 'key.pem'), 'utf8') };
 }
