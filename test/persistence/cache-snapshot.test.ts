@@ -61,3 +61,31 @@ test('a damaged snapshot is ignored; a failed write keeps the previous snapshot'
   t.is(readyz.snapshot.loadedFrom, null, 'not loaded');
   t.false(readyz.ready, 'nothing to serve and no upstream: not ready');
 });
+
+test('restarted with istiod unreachable, every VM of a known group gets its EDS from the snapshot, also after the first one left', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-'));
+  const sim = await startSim();
+  const httpbin = 'outbound|8000||httpbin.bar.svc.cluster.local';
+  const endpoints = async (target: string, name: string) => {
+    const vm = new AdsTestClient(target, 'delta');
+    try {
+      vm.send({ node: vmNode({ name }), type_url: TypeUrl.endpoint, resource_names_subscribe: [httpbin] });
+      return (await vm.next()).resources.map((r) => r.name);
+    } finally {
+      vm.close();
+    }
+  };
+  const first = await startRelay({ upstream: sim.target, cacheSnapshotDir: dir });
+  t.deepEqual(await endpoints(first.target, 'vm-before'), [httpbin]);
+  await first.stop();
+  await sim.close();
+  // The group lingers after its last VM leaves; meanwhile no upstream could resend what it drops.
+  const second = await startRelay({ upstream: sim.target, cacheSnapshotDir: dir, groupLingerSeconds: 30, cacheSnapshotIntervalSeconds: 0.2 });
+  t.teardown(() => second.stop());
+  t.deepEqual(await endpoints(second.target, 'vm-a'), [httpbin], 'the first VM after the restart');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  t.deepEqual(await endpoints(second.target, 'vm-b'), [httpbin], 'a later VM, after the first left, still gets the EDS');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const saved = JSON.parse(readFileSync(path.join(dir, 'upstream-cache.json'), 'utf8'));
+  t.true(JSON.stringify(saved).includes(httpbin), 'and the next snapshot still holds it');
+});

@@ -89,6 +89,7 @@ export class UpstreamAdsStream {
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
   private releaseStream: (() => void) | undefined;
   private nodeSent = false;
+  private answered = false;
   private syncScheduled = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly backoff: Backoff;
@@ -150,6 +151,11 @@ export class UpstreamAdsStream {
     this.open();
   }
 
+  /** True while the current stream has been answered: the upstream could resend what it is asked for. */
+  get live(): boolean {
+    return this.stats.state === 'streaming' && this.answered;
+  }
+
   /** A member brought a credential: a stream waiting for one opens now. */
   credentialAdded(): void {
     if (this.stats.state === 'refused') this.open();
@@ -180,6 +186,7 @@ export class UpstreamAdsStream {
     this.releaseStream = release;
     this.sent = new Map();
     this.nodeSent = false;
+    this.answered = false;
     this.stats.state = 'streaming';
     this.stats.streamsOpened++;
     stream.on('data', (bytes: Buffer) => this.receive(stream, bytes));
@@ -298,6 +305,7 @@ export class UpstreamAdsStream {
   private receive(stream: grpc.ClientDuplexStream<Buffer, Buffer>, bytes: Buffer): void {
     if (stream !== this.stream) return;
     this.stats.responses++;
+    this.answered = true;
     this.stats.bytesReceived += bytes.length;
     this.stats.lastResponseAt = new Date().toISOString();
     this.backoff.reset();

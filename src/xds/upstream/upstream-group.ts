@@ -9,6 +9,9 @@ import type { UpstreamAdsStream, UpstreamRefusal } from './upstream-ads-stream.j
 import type { StreamIdentity } from '../downstream/view.js';
 import type { ProxyNode } from '../protocol/node.js';
 
+/** How often dropping unwanted names is tried again while the upstream is away. */
+const FORGET_RETRY_MS = 1000;
+
 /** Reference counts of what the group's members subscribe to, per type. */
 class TypeInterest {
   wildcard = 0;
@@ -34,6 +37,7 @@ export class UpstreamGroup implements XdsView {
   private lingerTimer: NodeJS.Timeout | undefined;
   private readonly closeHooks: Array<() => void> = [];
   private forgetScheduled = false;
+  private forgetTimer: NodeJS.Timeout | undefined;
   upstream!: UpstreamAdsStream;
   /** The member whose node the upstream stream speaks as (istiod computes the group's config for it). */
   opener: ProxyNode | undefined;
@@ -96,14 +100,23 @@ export class UpstreamGroup implements XdsView {
   private scheduleForget(): void {
     if (this.forgetScheduled) return;
     this.forgetScheduled = true;
-    setImmediate(() => {
-      this.forgetScheduled = false;
-      for (const [typeUrl, interest] of this.interest) {
-        const gone = [...interest.leaving].filter((name) => !interest.names.has(name));
-        interest.leaving.clear();
-        if (!interest.upstreamWildcard && gone.length > 0) this.cache.forget(typeUrl, gone);
-      }
-    });
+    setImmediate(() => this.forgetUnwanted());
+  }
+
+  private forgetUnwanted(): void {
+    this.forgetScheduled = false;
+    // While the upstream is away it could not resend a name asked for again, and the cache is all
+    // the VMs have (a degraded restart, a cut edge link): nothing named is dropped until it is back.
+    if (!this.upstream.live) {
+      this.forgetScheduled = true;
+      this.forgetTimer = setTimeout(() => this.forgetUnwanted(), FORGET_RETRY_MS);
+      return;
+    }
+    for (const [typeUrl, interest] of this.interest) {
+      const gone = [...interest.leaving].filter((name) => !interest.names.has(name));
+      interest.leaving.clear();
+      if (!interest.upstreamWildcard && gone.length > 0) this.cache.forget(typeUrl, gone);
+    }
   }
 
   /** Stream mode forwards the one VM's NACKs and health to istiod; group mode keeps them here. */
@@ -168,6 +181,7 @@ export class UpstreamGroup implements XdsView {
   close(): void {
     for (const hook of this.closeHooks.splice(0)) hook();
     clearTimeout(this.lingerTimer);
+    clearTimeout(this.forgetTimer);
     for (const view of this.networkViews.values()) view.close();
     this.upstream.close();
   }
