@@ -327,6 +327,10 @@ export class Relay {
       name: 'meshrelay_cache_snapshot_writes', help: 'Cache snapshots written since start', registers: [this.metrics],
       collect() { this.set(store.writes); },
     });
+    new Gauge({
+      name: 'meshrelay_cache_snapshot_write_failures', help: 'Cache snapshot writes that failed (the previous snapshot was kept) since start', registers: [this.metrics],
+      collect() { this.set(store.writeFailures); },
+    });
   }
 
   /**

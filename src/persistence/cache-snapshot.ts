@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { ResourceCache } from '../xds/cache/resource-cache.js';
 
 const FORMAT_VERSION = 1;
 const FILE_NAME = 'upstream-cache.json';
+const TEMPORARY_SUFFIX = '.tmp-';
 
 interface SnapshotResource {
   name: string;
@@ -67,6 +68,7 @@ export class CacheSnapshotStore {
   loadedFrom: string | undefined;
   lastWriteError = '';
   writes = 0;
+  writeFailures = 0;
 
   constructor(private readonly directory: string, private readonly log: Logger) {
     this.file = path.join(directory, FILE_NAME);
@@ -74,6 +76,7 @@ export class CacheSnapshotStore {
 
   /** Reads the snapshot; returns how many groups it holds (0 when absent or unusable). */
   load(): number {
+    this.removeLeftovers();
     let text: string;
     try {
       text = readFileSync(this.file, 'utf8');
@@ -102,26 +105,58 @@ export class CacheSnapshotStore {
     return [...this.loaded.values()];
   }
 
+  /**
+   * Writes a temporary file to the end (a full disk writes short, it does not always throw), syncs
+   * it, reads it back and compares, and only then renames it over the previous snapshot.
+   */
   write(groups: SnapshotGroup[]): boolean {
     const snapshot: SnapshotFile = { format: FORMAT_VERSION, writtenAt: new Date().toISOString(), checksum: checksum(groups), groups };
-    const temporary = `${this.file}.tmp-${process.pid}`;
+    const bytes = Buffer.from(JSON.stringify(snapshot));
+    const temporary = `${this.file}${TEMPORARY_SUFFIX}${process.pid}`;
     try {
       mkdirSync(this.directory, { recursive: true });
       const descriptor = openSync(temporary, 'w', 0o600);
       try {
-        writeSync(descriptor, JSON.stringify(snapshot));
+        for (let offset = 0; offset < bytes.length;) {
+          const written = writeSync(descriptor, bytes, offset, bytes.length - offset);
+          if (written <= 0) throw new Error(`short write: ${offset} of ${bytes.length} bytes`);
+          offset += written;
+        }
         fsyncSync(descriptor);
       } finally {
         closeSync(descriptor);
       }
+      if (!readFileSync(temporary).equals(bytes)) throw new Error('the written snapshot does not read back as written');
       renameSync(temporary, this.file);
       this.writes++;
       this.lastWriteError = '';
       return true;
     } catch (error) {
+      removeQuietly(temporary);
+      this.writeFailures++;
       this.lastWriteError = (error as Error).message;
       this.log.error({ file: this.file, err: this.lastWriteError }, 'cache snapshot not written; the previous one is kept');
       return false;
     }
+  }
+
+  /** Temporary files of writes a killed process never finished. */
+  private removeLeftovers(): void {
+    try {
+      for (const name of readdirSync(this.directory)) {
+        if (name.startsWith(`${FILE_NAME}${TEMPORARY_SUFFIX}`)) removeQuietly(path.join(this.directory, name));
+      }
+    } catch {
+      // No directory yet: nothing left over.
+    }
+  }
+}
+
+/** Best effort: what cannot be removed (taken by something else) is left. */
+function removeQuietly(file: string): void {
+  try {
+    rmSync(file, { force: true });
+  } catch {
+    // Not a file of ours to remove.
   }
 }

@@ -1,10 +1,13 @@
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
-import { startRelay, startSim } from '../helpers/harness.js';
+import { startRelay, startSim, testLog } from '../helpers/harness.js';
+import { CacheSnapshotStore } from '../../src/persistence/cache-snapshot.js';
 
 async function clusters(target: string): Promise<string[]> {
   const vm = new AdsTestClient(target, 'delta');
@@ -88,4 +91,46 @@ test('restarted with istiod unreachable, every VM of a known group gets its EDS 
   await new Promise((resolve) => setTimeout(resolve, 500));
   const saved = JSON.parse(readFileSync(path.join(dir, 'upstream-cache.json'), 'utf8'));
   t.true(JSON.stringify(saved).includes(httpbin), 'and the next snapshot still holds it');
+});
+
+/** A real small filesystem (tmpfs) that fills up; undefined where mounting is not permitted. */
+function smallFilesystem(kib: number): { dir: string; unmount(): void } | undefined {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-tmpfs-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${kib}k`, 'tmpfs', dir], { stdio: 'ignore' });
+  } catch {
+    return undefined;
+  }
+  return { dir, unmount: () => execFileSync('umount', [dir], { stdio: 'ignore' }) };
+}
+
+const probe = smallFilesystem(64);
+probe?.unmount();
+if (!probe) console.warn('skipping the full-disk snapshot test: mounting a tmpfs is not permitted here (needs root)');
+(probe ? test : test.skip)('on a really full disk a snapshot write fails and says so; the previous snapshot stays whole and loads', (t) => {
+  const fs64k = smallFilesystem(64);
+  if (!fs64k) return t.fail('mounting the tmpfs worked a moment ago and fails now');
+  t.teardown(() => fs64k.unmount());
+  const store = new CacheSnapshotStore(fs64k.dir, testLog);
+  const group = (key: string, kib: number) => ({
+    key, types: [{ typeUrl: TypeUrl.cluster, versionInfo: 'v1', resources: [{ name: 'c', version: 'v1', typeUrl: TypeUrl.cluster, body: randomBytes(kib * 1024).toString('base64') }] }],
+  });
+  t.true(store.write([group('small', 8)]), 'a snapshot that fits is written');
+  const good = readFileSync(path.join(fs64k.dir, 'upstream-cache.json'));
+  t.false(store.write([group('big', 100)]), 'one larger than the disk is not');
+  t.regex(store.lastWriteError, /ENOSPC|short write|read back/);
+  t.is(store.writeFailures, 1);
+  t.true(readFileSync(path.join(fs64k.dir, 'upstream-cache.json')).equals(good), 'the previous snapshot is untouched');
+  t.deepEqual(readdirSync(fs64k.dir), ['upstream-cache.json'], 'no temporary file is left behind');
+  const reloaded = new CacheSnapshotStore(fs64k.dir, testLog);
+  t.is(reloaded.load(), 1);
+  t.truthy(reloaded.restorable('small'));
+});
+
+test('temporary files a killed relay left behind are removed when the snapshot is loaded', (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-'));
+  writeFileSync(path.join(dir, 'upstream-cache.json.tmp-4242'), '{"format":1,"groups":[');
+  const store = new CacheSnapshotStore(dir, testLog);
+  t.is(store.load(), 0);
+  t.deepEqual(readdirSync(dir), []);
 });
