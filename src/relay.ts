@@ -158,7 +158,7 @@ export class Relay {
       await watch.start();
     }
     const rewrites = upstreamRewrites(config);
-    const snapshots = config.cacheSnapshotDir ? new CacheSnapshotStore(config.cacheSnapshotDir, log.child({ component: 'snapshot' })) : undefined;
+    const snapshots = config.cacheSnapshotDir ? new CacheSnapshotStore(config.cacheSnapshotDir, log.child({ component: 'snapshot' }), config.cacheSnapshotMaxMb * 1024 * 1024) : undefined;
     snapshots?.load();
     const addressKeying = await setUpAddressKeying({
       ...config, groupModeUsed: config.mode === 'group' || Object.values(config.modeByNamespace).includes('group'),
@@ -316,7 +316,14 @@ export class Relay {
       const kept = store.loadedGroups().filter((group) => !keys.has(group.key));
       if (store.write([...current, ...kept])) written = now;
     };
-    this.snapshotTimer = setInterval(() => this.writeSnapshot?.(false), intervalMs);
+    this.snapshotTimer = setInterval(() => {
+      // A snapshot that cannot be made is reported, never a reason for the relay to stop.
+      try {
+        this.writeSnapshot?.(false);
+      } catch (error) {
+        this.log.error({ err: (error as Error).message }, 'cache snapshot could not be made');
+      }
+    }, intervalMs);
     this.snapshotTimer.unref();
     const readiness = () => this.readiness();
     new Gauge({

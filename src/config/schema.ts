@@ -68,6 +68,8 @@ export const serveSchema = z.object({
   admissionMaxWaitSeconds: z.number().min(0.01).default(30),
   cacheSnapshotDir: z.string().default(''),
   cacheSnapshotIntervalSeconds: z.number().min(0.05).default(10),
+  // Larger snapshots are neither written nor loaded (parsing a giant one would exhaust memory).
+  cacheSnapshotMaxMb: z.number().min(1).default(256),
   caMode: z.enum(['auto', 'local', 'forward', 'off']).default('auto'),
   caDir: z.string().default(''),
   caUpstream: z.union([z.literal(''), address]).default(''),

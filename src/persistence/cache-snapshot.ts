@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { ResourceCache } from '../xds/cache/resource-cache.js';
@@ -33,8 +33,15 @@ interface SnapshotFile {
   groups: SnapshotGroup[];
 }
 
+/** sha256 of the groups' JSON array, from each group's JSON (no single string of the whole snapshot). */
+function checksumOfParts(parts: string[]): string {
+  const hash = createHash('sha256').update('[');
+  parts.forEach((part, i) => hash.update(i === 0 ? part : `,${part}`));
+  return hash.update(']').digest('hex');
+}
+
 function checksum(groups: SnapshotGroup[]): string {
-  return createHash('sha256').update(JSON.stringify(groups)).digest('hex');
+  return checksumOfParts(groups.map((group) => JSON.stringify(group)));
 }
 
 /** One group's cache as snapshot data: every initialized type with its resources' bytes. */
@@ -70,7 +77,8 @@ export class CacheSnapshotStore {
   writes = 0;
   writeFailures = 0;
 
-  constructor(private readonly directory: string, private readonly log: Logger) {
+  /** `maxBytes`: larger snapshots are neither written nor loaded (a giant one could not be parsed without exhausting memory). */
+  constructor(private readonly directory: string, private readonly log: Logger, private readonly maxBytes = 256 * 1024 * 1024) {
     this.file = path.join(directory, FILE_NAME);
   }
 
@@ -79,6 +87,11 @@ export class CacheSnapshotStore {
     this.removeLeftovers();
     let text: string;
     try {
+      const size = statSync(this.file).size;
+      if (size > this.maxBytes) {
+        this.log.error({ file: this.file, bytes: size, maxBytes: this.maxBytes }, 'cache snapshot is larger than allowed; starting without it');
+        return 0;
+      }
       text = readFileSync(this.file, 'utf8');
     } catch {
       return 0;
@@ -110,23 +123,32 @@ export class CacheSnapshotStore {
    * it, reads it back and compares, and only then renames it over the previous snapshot.
    */
   write(groups: SnapshotGroup[]): boolean {
-    const snapshot: SnapshotFile = { format: FORMAT_VERSION, writtenAt: new Date().toISOString(), checksum: checksum(groups), groups };
-    const bytes = Buffer.from(JSON.stringify(snapshot));
     const temporary = `${this.file}${TEMPORARY_SUFFIX}${process.pid}`;
     try {
+      // Written a group at a time: the whole snapshot is never one string (V8 caps strings at 512 MiB).
+      const parts = groups.map((group) => JSON.stringify(group));
+      const total = parts.reduce((sum, part) => sum + part.length + 1, 0);
+      if (total > this.maxBytes) throw new Error(`the snapshot would be ${total} bytes, over the limit of ${this.maxBytes} (cacheSnapshotMaxMb)`);
+      const header = JSON.stringify({ format: FORMAT_VERSION, writtenAt: new Date().toISOString(), checksum: checksumOfParts(parts) } satisfies Omit<SnapshotFile, 'groups'>);
+      const chunks = [`${header.slice(0, -1)},"groups":[`, ...parts.map((part, i) => (i === 0 ? part : `,${part}`)), ']}'];
+      const written = createHash('sha256');
       mkdirSync(this.directory, { recursive: true });
       const descriptor = openSync(temporary, 'w', 0o600);
       try {
-        for (let offset = 0; offset < bytes.length;) {
-          const written = writeSync(descriptor, bytes, offset, bytes.length - offset);
-          if (written <= 0) throw new Error(`short write: ${offset} of ${bytes.length} bytes`);
-          offset += written;
+        for (const chunk of chunks) {
+          const bytes = Buffer.from(chunk);
+          written.update(bytes);
+          for (let offset = 0; offset < bytes.length;) {
+            const count = writeSync(descriptor, bytes, offset, bytes.length - offset);
+            if (count <= 0) throw new Error(`short write: ${offset} of ${bytes.length} bytes`);
+            offset += count;
+          }
         }
         fsyncSync(descriptor);
       } finally {
         closeSync(descriptor);
       }
-      if (!readFileSync(temporary).equals(bytes)) throw new Error('the written snapshot does not read back as written');
+      if (createHash('sha256').update(readFileSync(temporary)).digest('hex') !== written.digest('hex')) throw new Error('the written snapshot does not read back as written');
       renameSync(temporary, this.file);
       this.writes++;
       this.lastWriteError = '';

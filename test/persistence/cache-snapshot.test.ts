@@ -134,3 +134,18 @@ test('temporary files a killed relay left behind are removed when the snapshot i
   t.is(store.load(), 0);
   t.deepEqual(readdirSync(dir), []);
 });
+
+test('a snapshot over the size limit is neither written nor loaded; the previous one stays', (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-'));
+  const group = (key: string, kib: number) => ({
+    key, types: [{ typeUrl: TypeUrl.cluster, versionInfo: 'v1', resources: [{ name: 'c', version: 'v1', typeUrl: TypeUrl.cluster, body: randomBytes(kib * 1024).toString('base64') }] }],
+  });
+  const store = new CacheSnapshotStore(dir, testLog, 64 * 1024);
+  t.true(store.write([group('small', 8), group('other', 8)]));
+  const good = readFileSync(path.join(dir, 'upstream-cache.json'));
+  t.false(store.write([group('big', 100)]));
+  t.regex(store.lastWriteError, /over the limit of 65536 \(cacheSnapshotMaxMb\)/);
+  t.true(readFileSync(path.join(dir, 'upstream-cache.json')).equals(good));
+  t.is(new CacheSnapshotStore(dir, testLog).load(), 2, 'what was written group by group loads whole');
+  t.is(new CacheSnapshotStore(dir, testLog, 1024).load(), 0, 'a file over the limit is not read (no crash loop on a giant snapshot)');
+});
