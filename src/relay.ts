@@ -28,6 +28,7 @@ import type { ResourceCache } from './xds/cache/resource-cache.js';
 import { CacheSnapshotStore, restoreInto, snapshotOf } from './persistence/cache-snapshot.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
+import { ReceiveBudget } from './transport/receive-budget.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
 import { AdsService } from './xds/downstream/ads-service.js';
 import type { StreamAuthenticator, ViewProvider } from './xds/downstream/view.js';
@@ -227,11 +228,13 @@ export class Relay {
       : undefined);
     if (serving) started.push(() => serving.close());
     const servers: GrpcServer[] = [];
+    const receiveBudget = new ReceiveBudget(config.maxPartialMessageMb * 1024 * 1024);
     const addresses: RelayAddresses = { upstream: upstreamTarget };
     // xDS and the CA share each listener, as on istiod's 15012 (and 15010 for local development).
     const newServer = (authenticate?: StreamAuthenticator) => {
       const server = new GrpcServer({
         maxMessageBytes: config.maxMessageBytes,
+        receiveBudget, partialMessageTimeoutMs: config.partialMessageTimeoutSeconds * 1000,
         maxStreamsPerConnection: config.maxStreamsPerConnection,
         maxConnectionMemoryMb: config.maxConnectionMemoryMb,
         connections: {

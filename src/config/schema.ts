@@ -42,6 +42,9 @@ export const serveSchema = z.object({
   groupIdentity: z.enum(['members', 'token-request']).default('members'),
   groupLingerSeconds: z.number().min(0).default(60),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
+  // Partly received messages held across every stream, and how long one may stay unfinished.
+  maxPartialMessageMb: z.number().min(1).default(256),
+  partialMessageTimeoutSeconds: z.number().min(0.1).default(30),
   maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),
   maxNamesPerRequest: z.number().int().min(1).default(5000),
   maxStreamsPerConnection: z.number().int().min(1).default(100_000),

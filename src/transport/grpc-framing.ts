@@ -21,6 +21,11 @@ export class MessageDeframer {
 
   constructor(private readonly maxMessageBytes: number) {}
 
+  /** Bytes of a message begun but not yet whole. */
+  get pending(): number {
+    return this.buffered;
+  }
+
   push(chunk: Buffer): Buffer[] {
     this.chunks.push(chunk);
     this.buffered += chunk.length;

@@ -4,6 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageDeframer, encodeGrpcMessage, frameMessage } from './grpc-framing.js';
+import { ReceiveBudget } from './receive-budget.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
 import { manageConnection, type ConnectionPolicy } from './connection-lifecycle.js';
 
@@ -18,10 +19,23 @@ export interface PeerInfo {
  * One gRPC call on a raw HTTP/2 stream. Writes take pre-framed bytes so that one serialized
  * response can be written to many streams without a copy per stream (docs/ISTIO-FACTS.md).
  */
+/** What a call may hold of messages it has not received whole. */
+export interface ReceiveLimits {
+  maxMessageBytes: number;
+  /** Shared by every call of the process. */
+  budget: ReceiveBudget;
+  /** A message begun must be whole within this long. */
+  partialMessageTimeoutMs: number;
+}
+
 export class GrpcCall {
   private headersSent = false;
   private finished = false;
   private readonly deframer: MessageDeframer;
+  /** Bytes this call holds of the budget, and since when a message is unfinished. */
+  private held = 0;
+  private partialTimer: NodeJS.Timeout | undefined;
+  private messagesReceived = 0;
   private messageListener: (message: Buffer) => void = () => {};
   private readonly closeListeners: Array<() => void> = [];
 
@@ -30,13 +44,15 @@ export class GrpcCall {
     readonly path: string,
     readonly headers: http2.IncomingHttpHeaders,
     readonly peer: PeerInfo,
-    maxMessageBytes: number,
+    private readonly limits: ReceiveLimits,
   ) {
-    this.deframer = new MessageDeframer(maxMessageBytes);
+    this.deframer = new MessageDeframer(limits.maxMessageBytes);
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => this.onHalfClose());
     stream.on('error', () => { /* reported through 'close'; a reset peer is not an error of ours */ });
     stream.on('close', () => {
       this.finished = true;
+      this.hold(0);
       for (const listener of this.closeListeners.splice(0)) listener();
     });
   }
@@ -121,10 +137,39 @@ export class GrpcCall {
       this.fail(error);
       return;
     }
+    if (!this.hold(this.deframer.pending)) {
+      this.fail(new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED, 'the relay holds too many partly received messages; send whole messages'));
+      return;
+    }
+    this.messagesReceived += messages.length;
     for (const message of messages) {
       if (this.finished) return;
       this.messageListener(message);
     }
+  }
+
+  /** Holds `bytes` of the shared budget (0 releases); false when the budget cannot give them. */
+  private hold(bytes: number): boolean {
+    const more = bytes - this.held;
+    if (more > 0 && !this.limits.budget.take(more)) return false;
+    if (more < 0) this.limits.budget.give(-more);
+    this.held = bytes;
+    if (bytes === 0) {
+      clearTimeout(this.partialTimer);
+      this.partialTimer = undefined;
+    } else if (!this.partialTimer && !this.finished) {
+      this.partialTimer = setTimeout(() => this.fail(new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.DEADLINE_EXCEEDED,
+        `a message was begun but not finished within ${this.limits.partialMessageTimeoutMs / 1000} s`)), this.limits.partialMessageTimeoutMs);
+      this.partialTimer.unref();
+    }
+    return true;
+  }
+
+  /** The client closed its side: an unfinished message, or no request at all, will never come. */
+  private onHalfClose(): void {
+    if (this.finished) return;
+    if (this.deframer.pending > 0) this.fail(new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, 'the client closed its side in the middle of a message'));
+    else if (this.messagesReceived === 0) this.fail(new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, 'the client closed its side without sending a request'));
   }
 }
 
@@ -143,6 +188,9 @@ export const LISTEN_BACKLOG = 4096;
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;
+  /** Partly received messages across calls (shared by a process's servers); 256 MiB by default. */
+  receiveBudget?: ReceiveBudget;
+  partialMessageTimeoutMs?: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
   maxStreamsPerConnection: number;
   /** Node's maxSessionMemory, in MB: data queued on one connection beyond it refuses new streams. */
@@ -170,7 +218,15 @@ export class GrpcServer {
   private readonly longLivedCalls = new WeakSet<GrpcCall>();
   private secureServer: http2.Http2SecureServer | undefined;
 
-  constructor(private readonly options: GrpcServerOptions) {}
+  private readonly receiveLimits: ReceiveLimits;
+
+  constructor(private readonly options: GrpcServerOptions) {
+    this.receiveLimits = {
+      maxMessageBytes: options.maxMessageBytes,
+      budget: options.receiveBudget ?? new ReceiveBudget(256 * 1024 * 1024),
+      partialMessageTimeoutMs: options.partialMessageTimeoutMs ?? 30_000,
+    };
+  }
 
   /**
    * `longLived` calls (ADS streams) are ended on shutdown so clients reconnect elsewhere; others
@@ -262,7 +318,7 @@ export class GrpcServer {
       certificateAuthorized: !!socket?.authorized,
       ...(peerCertificate && Object.keys(peerCertificate).length > 0 ? { certificate: peerCertificate } : {}),
     };
-    const call = new GrpcCall(stream, path, headers, peer, this.options.maxMessageBytes);
+    const call = new GrpcCall(stream, path, headers, peer, this.receiveLimits);
     const registered = this.handlers.get(path);
     if (!registered) {
       call.end(GrpcStatus.UNIMPLEMENTED, `unknown method ${path}`);

@@ -95,3 +95,72 @@ test('a request for too many types on one stream is RESOURCE_EXHAUSTED', async (
   t.is((await attacker.status).code, grpc.status.RESOURCE_EXHAUSTED);
   t.true(await stillServed(r, healthy, 'after-types'));
 });
+
+/** A raw HTTP/2 ADS stream, for what a gRPC client would never send. */
+function rawStream(target: string) {
+  const session = http2.connect(`http://${target}`);
+  const stream = session.request({ ':method': 'POST', ':path': AdsMethod.delta, 'content-type': 'application/grpc', te: 'trailers' });
+  const status = new Promise<{ code: number; message: string }>((resolve) => {
+    const done = (headers: http2.IncomingHttpHeaders) => {
+      if (headers['grpc-status'] !== undefined) resolve({ code: Number(headers['grpc-status']), message: decodeURIComponent(String(headers['grpc-message'] ?? '')) });
+    };
+    stream.on('response', done);
+    stream.on('trailers', done);
+    stream.on('error', () => {});
+    stream.resume();
+  });
+  return { session, stream, status };
+}
+
+/** The gRPC header of a message declaring `length` bytes. */
+const declared = (length: number) => {
+  const header = Buffer.alloc(5);
+  header.writeUInt32BE(length, 1);
+  return header;
+};
+
+test('partly sent messages share one budget across streams: past it the stream adding more is RESOURCE_EXHAUSTED, others are served', async (t) => {
+  const r = await rig({ maxPartialMessageMb: 1 });
+  t.teardown(r.close);
+  r.upstream.set(CDS, { a: 'A', b: 'B' });
+  const holders = Array.from({ length: 3 }, () => rawStream(r.relay.target));
+  t.teardown(() => { for (const h of holders) h.session.destroy(); });
+  // Each declares a 1 MiB message and sends 400 KiB of it: the third passes the 1 MiB budget.
+  for (const holder of holders) {
+    holder.stream.write(declared(1024 * 1024));
+    holder.stream.write(Buffer.alloc(400 * 1024));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const refused = await holders[2]!.status;
+  t.is(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.message);
+  t.regex(refused.message, /partly received/);
+  const healthy = r.delta();
+  healthy.send({ node: vmNode({ name: 'healthy' }), type_url: CDS });
+  t.is((await healthy.next()).resources.length, 2, 'a VM sending whole messages is served');
+});
+
+test('a message begun but never finished is ended after the partial-message timeout', async (t) => {
+  const r = await rig({ partialMessageTimeoutSeconds: 0.5 });
+  t.teardown(r.close);
+  const slow = rawStream(r.relay.target);
+  t.teardown(() => slow.session.destroy());
+  slow.stream.write(declared(1000));
+  slow.stream.write(Buffer.alloc(900));
+  const status = await slow.status;
+  t.is(status.code, grpc.status.DEADLINE_EXCEEDED, status.message);
+});
+
+test('a stream half-closed in the middle of a message, or before any request, is answered INVALID_ARGUMENT instead of left open', async (t) => {
+  const r = await rig();
+  t.teardown(r.close);
+  const truncated = rawStream(r.relay.target);
+  const empty = rawStream(r.relay.target);
+  t.teardown(() => { truncated.session.destroy(); empty.session.destroy(); });
+  truncated.stream.end(Buffer.concat([declared(100), Buffer.alloc(10)]));
+  empty.stream.end();
+  const [a, b] = await Promise.all([truncated.status, empty.status]);
+  t.is(a.code, grpc.status.INVALID_ARGUMENT);
+  t.regex(a.message, /middle of a message/);
+  t.is(b.code, grpc.status.INVALID_ARGUMENT);
+  t.regex(b.message, /without sending a request/);
+});
