@@ -261,12 +261,14 @@ export class GroupRegistry implements ViewProvider {
         group.credentials.setRelayToken({ kind: 'relay-token', metadata: { authorization: `Bearer ${token}`, clusterid: text('CLUSTER_ID') || 'Kubernetes' }, expiresAt });
         group.upstream.credentialAdded();
         timer = setTimeout(obtain, Math.max(1000, (expiresAt - Date.now()) * 0.8));
+        timer.unref();
       }, (error: unknown) => {
         if (closed) return;
         this.options.log.warn({ group: group.key, err: (error as Error).message }, 'no token for the group\'s service account (TokenRequest); retrying');
         group.credentials.setRelayToken(undefined);
         group.upstream.credentialAdded();
         timer = setTimeout(obtain, 10_000);
+        timer.unref();
       });
     };
     obtain();

@@ -38,6 +38,7 @@ export class UpstreamGroup implements XdsView {
   private readonly closeHooks: Array<() => void> = [];
   private forgetScheduled = false;
   private forgetTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   upstream!: UpstreamAdsStream;
   /** The member whose node the upstream stream speaks as (istiod computes the group's config for it). */
   opener: ProxyNode | undefined;
@@ -105,11 +106,13 @@ export class UpstreamGroup implements XdsView {
 
   private forgetUnwanted(): void {
     this.forgetScheduled = false;
+    if (this.closed) return;
     // While the upstream is away it could not resend a name asked for again, and the cache is all
     // the VMs have (a degraded restart, a cut edge link): nothing named is dropped until it is back.
     if (!this.upstream.live) {
       this.forgetScheduled = true;
       this.forgetTimer = setTimeout(() => this.forgetUnwanted(), FORGET_RETRY_MS);
+      this.forgetTimer.unref();
       return;
     }
     for (const [typeUrl, interest] of this.interest) {
@@ -179,6 +182,7 @@ export class UpstreamGroup implements XdsView {
   }
 
   close(): void {
+    this.closed = true;
     for (const hook of this.closeHooks.splice(0)) hook();
     clearTimeout(this.lingerTimer);
     clearTimeout(this.forgetTimer);
