@@ -8,8 +8,8 @@ import { formatAddress, type ListenAddress } from '../../src/transport/listen-ad
 import { testLog } from './harness.js';
 
 /**
- * A generic xDS control plane whose resources the test sets by hand (DESIGN §5 (b): the upstream
- * need not be istiod). Every proxy sees the same cache.
+ * A generic xDS control plane whose resources the test sets by hand (the relay's upstream need not
+ * be istiod: any ADS server, docs/ARCHITECTURE.md). Every proxy sees the same cache.
  */
 class StaticProvider implements ViewProvider, XdsView {
   readonly cache = new ResourceCache();
