@@ -177,6 +177,7 @@ export class Relay {
       backoff,
       lingerMs: config.groupLingerSeconds * 1000,
       verifyFraction: config.verifyGroupFraction,
+      maxGroups: config.maxGroups,
       ...(config.groupIdentity === 'token-request' ? { groupTokens: groupTokenIssuer(config.kubeconfig) } : {}),
       ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(snapshots ? {

@@ -92,6 +92,11 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
     collect() { this.set(groups.list().filter((group) => group.fields['@address'] !== undefined).length); },
   });
   new Counter({
+    name: 'meshrelay_groups_refused_total', help: 'VMs refused because a new group would have passed maxGroups',
+    registers: [registry],
+    collect() { this.reset(); this.inc(groups.groupsRefused); },
+  });
+  new Counter({
     name: 'meshrelay_group_moves_total', help: 'VMs told to reconnect because the config bound to their address moved them to another group',
     registers: [registry],
     collect() { this.reset(); this.inc(groups.moves); },

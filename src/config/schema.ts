@@ -41,6 +41,8 @@ export const serveSchema = z.object({
   // the API server for a token of the group's service account (docs/SECURITY.md).
   groupIdentity: z.enum(['members', 'token-request']).default('members'),
   groupLingerSeconds: z.number().min(0).default(60),
+  // Group-mode groups (upstream streams to istiod) at most; a VM that would need one more is RESOURCE_EXHAUSTED.
+  maxGroups: z.number().int().min(1).default(10_000),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
   // Partly received messages held across every stream, and how long one may stay unfinished.
   maxPartialMessageMb: z.number().min(1).default(256),

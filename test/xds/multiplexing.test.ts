@@ -151,3 +151,28 @@ for (const upstreamProtocol of ['delta', 'sotw'] as const) {
     t.deepEqual({ healthy: upstreamView!.health!.healthy, message: upstreamView!.health!.message }, { healthy: false, message: 'app not ready' });
   });
 }
+
+test('VMs with ever new metadata cannot turn one relay into N upstream streams: past maxGroups a VM needing a new group is RESOURCE_EXHAUSTED, VMs of existing groups are served', async (t) => {
+  const sim = await startSim();
+  const relay = await startRelay({ upstream: sim.target, mode: 'group', maxGroups: 2 });
+  const vms: Array<AdsTestClient<'delta'>> = [];
+  t.teardown(async () => {
+    for (const vm of vms) vm.close();
+    await relay.stop();
+    await sim.close();
+  });
+  const connect = (name: string, app: string) => {
+    const vm = new AdsTestClient(relay.target, 'delta');
+    vms.push(vm);
+    vm.send({ node: vmNode({ name, labels: { app } }), type_url: CDS });
+    return vm;
+  };
+  for (const app of ['a', 'b']) t.true((await connect(`vm-${app}`, app).next()).resources.length > 0);
+  const unique = connect('vm-unique', 'unique-label-1');
+  const status = await unique.status;
+  t.is(status.code, grpc.status.RESOURCE_EXHAUSTED);
+  t.regex(status.details, /maxGroups/);
+  t.true((await connect('vm-a-2', 'a').next()).resources.length > 0, 'a VM of an existing group is still served');
+  t.is(relay.groups.upstreamStreams(), 2);
+  t.regex(await (await fetch(`${relay.adminUrl}/metrics`)).text(), /meshrelay_groups_refused_total 1/);
+});

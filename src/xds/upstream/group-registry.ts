@@ -34,6 +34,11 @@ export interface GroupRegistryOptions {
     relayNetwork: string;
     viewFor(group: XdsView, network: string, nonces: NonceSource): XdsView & { translations: number; close(): void };
   };
+  /**
+   * Group-mode groups at most: each is an upstream stream istiod computes for, so VMs with ever new
+   * metadata (unique labels) would otherwise turn one relay into N streams on istiod.
+   */
+  maxGroups?: number;
   /** The share of VMs joining a group whose own config is checked against the group's (docs/ADDRESS-BINDING.md). */
   verifyFraction?: number;
   /**
@@ -72,6 +77,8 @@ export class GroupRegistry implements ViewProvider {
   /** Nodes verification found served differently from their group: each gets a group of its own. */
   private readonly isolated = new Set<string>();
   readonly verifier: GroupVerifier | undefined;
+  /** VMs refused because a new group would have passed maxGroups (for the metrics). */
+  groupsRefused = 0;
   /** VMs moved to another group since start (for the metrics). */
   moves = 0;
   /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
@@ -92,6 +99,11 @@ export class GroupRegistry implements ViewProvider {
     const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
     let group = this.groups.get(key);
     if (!group) {
+      if (mode === 'group' && this.groupModeGroups() >= (this.options.maxGroups ?? Infinity)) {
+        this.groupsRefused++;
+        throw new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED,
+          `the relay already holds ${this.options.maxGroups} groups (maxGroups): a VM whose metadata matches no existing group is not given a new upstream stream`);
+      }
       group = this.createGroup(key, mode, this.upstreamNode(node, mode), node.id, aggregation.fields, stream);
       group.opener = node;
     }
@@ -184,6 +196,12 @@ export class GroupRegistry implements ViewProvider {
   /** With a shared upstream view the network is the relay's own, so it leaves the key. */
   private rulesFor(sharedView: boolean): AggregationRules {
     return sharedView ? { ...this.options.rules, perInstanceMetadata: [...this.options.rules.perInstanceMetadata, 'NETWORK'] } : this.options.rules;
+  }
+
+  private groupModeGroups(): number {
+    let count = 0;
+    for (const group of this.groups.values()) if (group.mode === 'group') count++;
+    return count;
   }
 
   list(): UpstreamGroup[] {
