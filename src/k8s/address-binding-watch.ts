@@ -1,8 +1,7 @@
 import { CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
 import { bindingDigest, bindingsByAddress, type AddressBinding, type EndpointSliceObject, type ServiceEntryObject, type WorkloadEntryObject } from '../mesh/address-bindings.js';
-import type { ProxyNode } from '../xds/protocol/node.js';
-import { proxyAddresses } from '../xds/upstream/aggregation-key.js';
+import { proxyAddresses, type ProxyNode } from '../xds/protocol/node.js';
 import type { BackoffPolicy } from '../xds/upstream/backoff.js';
 import { loadKubeConfig } from './kube-client.js';
 import { ResilientInformer } from './resilient-informer.js';

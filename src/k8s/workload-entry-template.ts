@@ -1,4 +1,4 @@
-import { metadataString, type ProxyNode } from '../xds/protocol/node.js';
+import { metadataString, proxyAddresses, type ProxyNode } from '../xds/protocol/node.js';
 import type { JsonValue } from '../xds/protocol/struct.js';
 
 /** Istio's networking API group and the version the relay reads and writes (served since Istio 1.22). */
@@ -83,7 +83,7 @@ function stringMap(value: JsonValue | undefined): Record<string, string> {
 export function registeringProxy(node: ProxyNode): RegisteringProxy | undefined {
   const group = metadataString(node, 'AUTO_REGISTER_GROUP');
   if (!group) return undefined;
-  const address = metadataString(node, 'INSTANCE_IPS').split(',').map((ip) => ip.trim()).find(Boolean) || node.ip;
+  const address = proxyAddresses(node)[0] ?? '';
   const locality = node.raw.locality;
   const localityParts = [locality?.region ?? '', locality?.zone ?? '', locality?.sub_zone ?? ''];
   while (localityParts.length > 0 && !localityParts.at(-1)) localityParts.pop();

@@ -148,3 +148,6 @@ export async function workloadCertificate(mesh: RealMesh, target: string): Promi
     client.close();
   }
 }
+
+/** The relay's TLS listener as host:port. */
+export const relayTlsAddress = (relay: { addresses: { tls?: { host: string; port: number } } }) => `${relay.addresses.tls!.host}:${relay.addresses.tls!.port}`;

@@ -10,7 +10,7 @@ import { createCertificate, opensslCsr, opensslVerify } from '../helpers/ca-clie
 import { proxylessBootstrap, startEchoBackend } from '../helpers/echo-backend.js';
 import { eventually } from '../helpers/harness.js';
 import {
-  assertConverged, assertSameConfig, directProxy, endpointsOf, istiodConnections, relayedProxy, relayFor, relayTlsClient, runProxylessCaller, untilIstiodServes, workloadCertificate,
+  assertConverged, assertSameConfig, directProxy, endpointsOf, istiodConnections, relayedProxy, relayFor, relayTlsAddress, relayTlsClient, runProxylessCaller, untilIstiodServes, workloadCertificate,
 } from '../helpers/interop.js';
 import { ConfigProxy, resourceNames, type ProxyConfig } from '../helpers/proxy-config.js';
 import type { ServeConfig } from '../../src/config/schema.js';
@@ -465,15 +465,14 @@ interop('[group] a VM holding only its workload certificate, istiod not trusting
   const tlsRelay = (overrides: Partial<ServeConfig>) => relayFor(t, mesh, 'group', {
     tlsListen: '127.0.0.1:0', tlsCertFile: serving.cert, tlsKeyFile: serving.key, tokenReview: true, caMode: 'forward', caUpstream: mesh.istiod.secureGrpc, ...overrides,
   });
-  const tlsTarget = (relay: { addresses: { tls?: { host: string; port: number } } }) => `${relay.addresses.tls!.host}:${relay.addresses.tls!.port}`;
   const node = realVmNode({ name: 'vm-certificate-only', ip: '10.9.9.1' });
   const membersOnly = await tlsRelay({});
-  const certificate = await workloadCertificate(mesh, tlsTarget(membersOnly));
-  const refused = new ConfigProxy(tlsTarget(membersOnly), 'delta', node, { client: relayTlsClient(mesh, tlsTarget(membersOnly), certificate), headers: { clusterid: 'Kubernetes' } });
+  const certificate = await workloadCertificate(mesh, relayTlsAddress(membersOnly));
+  const refused = new ConfigProxy(relayTlsAddress(membersOnly), 'delta', node, { client: relayTlsClient(mesh, relayTlsAddress(membersOnly), certificate), headers: { clusterid: 'Kubernetes' } });
   t.teardown(() => refused.close());
   t.is((await refused.status).code, grpc.status.UNAUTHENTICATED, 'istiod ignores XFCC from an untrusted peer');
   const withTokens = await tlsRelay({ groupIdentity: 'token-request' });
-  const served = new ConfigProxy(tlsTarget(withTokens), 'delta', node, { client: relayTlsClient(mesh, tlsTarget(withTokens), certificate), headers: { clusterid: 'Kubernetes' } });
+  const served = new ConfigProxy(relayTlsAddress(withTokens), 'delta', node, { client: relayTlsClient(mesh, relayTlsAddress(withTokens), certificate), headers: { clusterid: 'Kubernetes' } });
   t.teardown(() => served.close());
   await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), served);
   t.like(withTokens.groups.list()[0]!.credentials.summary(), { inUse: 'relay-token', relayToken: true });

@@ -11,7 +11,7 @@ import { Envelopes, type NodeMessage } from '../../src/xds/protocol/envelopes.js
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { opensslVerify } from '../helpers/ca-client.js';
 import { eventually } from '../helpers/harness.js';
-import { assertSameConfig, directProxy, relayFor, relayTlsClient, workloadCertificate } from '../helpers/interop.js';
+import { assertSameConfig, directProxy, relayFor, relayTlsAddress, relayTlsClient, workloadCertificate } from '../helpers/interop.js';
 import { renderKustomization } from '../helpers/kubectl.js';
 import { ConfigProxy } from '../helpers/proxy-config.js';
 import { ISTIOD_SERVER_NAME, realIstioUnavailable, startRealMesh, type RealMesh } from '../helpers/real-istio.js';
@@ -54,7 +54,6 @@ function productionRelay(t: Parameters<typeof relayFor>[0], mode: 'group' | 'str
   });
 }
 
-const relayTlsAddress = (relay: { addresses: { tls?: { host: string; port: number } } }) => `${relay.addresses.tls!.host}:${relay.addresses.tls!.port}`;
 
 /** An agent for a VM of `registerIn` (auto-registered), or of the fixture's `vmapp` group (a static entry). */
 async function agentFor(t: Parameters<typeof relayFor>[0], pilotAddress: string, internalIp: string, env: Record<string, string> = {}, registerIn?: string): Promise<VmAgent> {

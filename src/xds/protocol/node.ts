@@ -38,3 +38,9 @@ export function metadataString(node: ProxyNode, key: string): string {
   const value = node.metadata[key];
   return typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value);
 }
+
+/** The proxy's addresses as istiod takes them: INSTANCE_IPS, else the IP in its node id. */
+export function proxyAddresses(node: ProxyNode): string[] {
+  const listed = typeof node.metadata.INSTANCE_IPS === 'string' ? node.metadata.INSTANCE_IPS.split(',').map((ip) => ip.trim()).filter(Boolean) : [];
+  return listed.length > 0 ? listed : node.ip ? [node.ip] : [];
+}

@@ -39,12 +39,6 @@ export function aggregationKey(node: ProxyNode, rules: AggregationRules): Aggreg
   return { key: `${readable}#${digest}`, fields };
 }
 
-/** The proxy's addresses as istiod takes them: INSTANCE_IPS, else the IP in its node id. */
-export function proxyAddresses(node: ProxyNode): string[] {
-  const listed = typeof node.metadata.INSTANCE_IPS === 'string' ? node.metadata.INSTANCE_IPS.split(',').map((ip) => ip.trim()).filter(Boolean) : [];
-  return listed.length > 0 ? listed : node.ip ? [node.ip] : [];
-}
-
 function str(value: JsonValue | undefined): string {
   return typeof value === 'string' ? value : '';
 }

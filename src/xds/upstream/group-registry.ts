@@ -4,7 +4,7 @@ import { NonceSource } from '../cache/response-memo.js';
 import type { ResourceUpdate } from '../cache/resource-cache.js';
 import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../downstream/view.js';
 import type { NodeMessage } from '../protocol/envelopes.js';
-import type { ProxyNode } from '../protocol/node.js';
+import { metadataString, type ProxyNode } from '../protocol/node.js';
 import { aggregationKey, type AggregationRules } from './aggregation-key.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
@@ -84,7 +84,10 @@ export class GroupRegistry implements ViewProvider {
   /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
   readonly refusals = new Map<number, number>();
 
+  private readonly sharedViewRules: AggregationRules;
+
   constructor(private readonly options: GroupRegistryOptions) {
+    this.sharedViewRules = { ...options.rules, perInstanceMetadata: [...options.rules.perInstanceMetadata, 'NETWORK'] };
     if (options.verifyFraction) {
       this.verifier = new GroupVerifier({
         pool: options.pool, protocol: options.protocol, backoff: options.backoff, fraction: options.verifyFraction, log: options.log.child({ component: 'verification' }),
@@ -104,10 +107,10 @@ export class GroupRegistry implements ViewProvider {
         throw new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED,
           `the relay already holds ${this.options.maxGroups} groups (maxGroups): a VM whose metadata matches no existing group is not given a new upstream stream`);
       }
-      group = this.createGroup(key, mode, this.upstreamNode(node, mode), node.id, aggregation.fields, stream);
-      group.opener = node;
+      group = this.createGroup(key, mode, node, aggregation.fields, stream);
+    } else {
+      group.addMember(stream);
     }
-    group.addMember(stream);
     if (mode === 'group') {
       this.members.set(stream.streamId, { node, stream, key, shared: !!shared });
       if (group.opener !== node) this.verify(group, node, stream);
@@ -195,7 +198,7 @@ export class GroupRegistry implements ViewProvider {
 
   /** With a shared upstream view the network is the relay's own, so it leaves the key. */
   private rulesFor(sharedView: boolean): AggregationRules {
-    return sharedView ? { ...this.options.rules, perInstanceMetadata: [...this.options.rules.perInstanceMetadata, 'NETWORK'] } : this.options.rules;
+    return sharedView ? this.sharedViewRules : this.options.rules;
   }
 
   private groupModeGroups(): number {
@@ -224,8 +227,11 @@ export class GroupRegistry implements ViewProvider {
     this.groups.clear();
   }
 
-  private createGroup(key: string, mode: MultiplexMode, upstreamNode: NodeMessage, nodeId: string, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
+  /** A new group with its first member (whose credential the first upstream stream opens with). */
+  private createGroup(key: string, mode: MultiplexMode, opener: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
     const group = new UpstreamGroup(key, mode, fields, this.nonces);
+    group.opener = opener;
+    const upstreamNode = this.upstreamNode(opener, mode);
     if (mode === 'group') this.options.prepareCache?.(key, group.cache);
     const metadata: Record<string, string> = {};
     if (mode === 'stream') {
@@ -236,11 +242,12 @@ export class GroupRegistry implements ViewProvider {
       // A VM that proved itself with its workload certificate is vouched for to istiod (its XFCC
       // authenticator, from TRUSTED_GATEWAY_CIDR).
       if (stream.caller?.forwardedClientCert) metadata['x-forwarded-client-cert'] = stream.caller.forwardedClientCert;
-    } else {
-      // Group mode: each upstream stream is opened with a current member's credential (docs/SECURITY.md).
-      group.credentials.add(stream.streamId, memberCredentials(stream));
-      if (this.options.groupTokens) group.credentials.expectRelayToken();
+    } else if (this.options.groupTokens) {
+      // Group mode: each upstream stream opens with a current member's credential (docs/SECURITY.md),
+      // or the relay's own token for the group once it comes.
+      group.credentials.expectRelayToken();
     }
+    group.addMember(stream);
     group.connect(new UpstreamAdsStream({
       pool: this.options.pool,
       protocol: this.options.protocol,
@@ -257,26 +264,25 @@ export class GroupRegistry implements ViewProvider {
       log: this.options.log.child({ group: key }),
     }));
     this.groups.set(key, group);
-    this.options.log.info({ group: key, mode, node: nodeId }, 'upstream group created');
-    if (mode === 'group') this.obtainGroupToken(group, upstreamNode);
+    this.options.log.info({ group: key, mode, node: opener.id }, 'upstream group created');
+    if (mode === 'group') this.obtainGroupToken(group, opener);
     return group;
   }
 
   /** Asks for a token of the group's service account, and again at 80 % of its life, until the group closes. */
-  private obtainGroupToken(group: UpstreamGroup, node: NodeMessage): void {
+  private obtainGroupToken(group: UpstreamGroup, node: ProxyNode): void {
     const issue = this.options.groupTokens;
     if (!issue) return;
-    const metadata = node.metadata?.fields ?? {};
-    const text = (key: string) => (metadata[key] as { stringValue?: string } | undefined)?.stringValue ?? '';
-    const namespace = text('NAMESPACE');
-    const serviceAccount = text('SERVICE_ACCOUNT') || 'default';
+    const { namespace } = node;
+    const serviceAccount = metadataString(node, 'SERVICE_ACCOUNT') || 'default';
+    const clusterId = metadataString(node, 'CLUSTER_ID') || 'Kubernetes';
     let timer: NodeJS.Timeout | undefined;
     let closed = false;
     group.onClose(() => { closed = true; clearTimeout(timer); });
     const obtain = () => {
       issue(namespace, serviceAccount).then(({ token, expiresAt }) => {
         if (closed) return;
-        group.credentials.setRelayToken({ kind: 'relay-token', metadata: { authorization: `Bearer ${token}`, clusterid: text('CLUSTER_ID') || 'Kubernetes' }, expiresAt });
+        group.credentials.setRelayToken({ kind: 'relay-token', metadata: { authorization: `Bearer ${token}`, clusterid: clusterId }, expiresAt });
         group.upstream.credentialAdded();
         timer = setTimeout(obtain, Math.max(1000, (expiresAt - Date.now()) * 0.8));
         timer.unref();
