@@ -28,7 +28,8 @@ import type { ResourceCache } from './xds/cache/resource-cache.js';
 import { CacheSnapshotStore, restoreInto, snapshotOf } from './persistence/cache-snapshot.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
-import { ReceiveBudget } from './transport/receive-budget.js';
+import { BufferBudget } from './transport/buffer-budget.js';
+import { defaultBufferBudgetMb } from './limits/memory-limit.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
 import { AdsService } from './xds/downstream/ads-service.js';
 import type { StreamAuthenticator, ViewProvider } from './xds/downstream/view.js';
@@ -178,6 +179,7 @@ export class Relay {
       lingerMs: config.groupLingerSeconds * 1000,
       verifyFraction: config.verifyGroupFraction,
       maxGroups: config.maxGroups,
+      responseMemoMb: config.responseMemoMb,
       ...(config.groupIdentity === 'token-request' ? { groupTokens: groupTokenIssuer(config.kubeconfig) } : {}),
       ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(snapshots ? {
@@ -187,7 +189,7 @@ export class Relay {
         },
       } : {}),
       ...(config.sharedUpstreamView ? {
-        sharedNetworks: { relayNetwork: config.network, viewFor: (group, network, nonces) => new NetworkView(group, network, topology, nonces) },
+        sharedNetworks: { relayNetwork: config.network, viewFor: (group, network, memo) => new NetworkView(group, network, topology, memo) },
       } : {}),
       log: log.child({ component: 'upstream' }),
     });
@@ -229,13 +231,13 @@ export class Relay {
       : undefined);
     if (serving) started.push(() => serving.close());
     const servers: GrpcServer[] = [];
-    const receiveBudget = new ReceiveBudget(config.maxPartialMessageMb * 1024 * 1024);
+    const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024);
     const addresses: RelayAddresses = { upstream: upstreamTarget };
     // xDS and the CA share each listener, as on istiod's 15012 (and 15010 for local development).
     const newServer = (authenticate?: StreamAuthenticator) => {
       const server = new GrpcServer({
         maxMessageBytes: config.maxMessageBytes,
-        receiveBudget, partialMessageTimeoutMs: config.partialMessageTimeoutSeconds * 1000,
+        bufferBudget, partialMessageTimeoutMs: config.partialMessageTimeoutSeconds * 1000,
         maxStreamsPerConnection: config.maxStreamsPerConnection,
         maxConnectionMemoryMb: config.maxConnectionMemoryMb,
         connections: {
@@ -274,7 +276,7 @@ export class Relay {
       admission: { streams: streamAdmission, csrs: csrAdmission },
       closables: [meshNetworksFile, kubernetesTopology, addressKeying.watch, upstreamTlsWatch, streamAdmission, csrAdmission],
     });
-    registerRelayMetrics(metrics, { groups, ads, admission: relay.admission });
+    registerRelayMetrics(metrics, { groups, ads, admission: relay.admission, bufferBudget });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
     if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000);
     if (config.adminListen) {

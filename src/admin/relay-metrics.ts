@@ -4,12 +4,13 @@ import type { AdmissionControl } from '../limits/admission-control.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
 import type { GroupRegistry } from '../xds/upstream/group-registry.js';
+import type { BufferBudget } from '../transport/buffer-budget.js';
 
 /**
  * The xDS side's metrics, named like istiod's where they mean the same. Values are read from the
  * live objects at scrape time, so the hot path does no bookkeeping for them.
  */
-export function registerRelayMetrics(registry: Registry, parts: { groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl> }): void {
+export function registerRelayMetrics(registry: Registry, parts: { groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; bufferBudget: BufferBudget }): void {
   const groups = parts.groups;
   new Gauge({
     name: 'meshrelay_eds_translations', help: 'EDS split-horizon translations done for shared upstream views, by downstream network (one per resource version and network, not per VM)',
@@ -109,6 +110,28 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
       const stats = groups.verifier?.stats;
       if (stats) for (const result of ['matched', 'mismatched', 'inconclusive'] as const) this.inc({ result }, stats[result]);
     },
+  });
+  const budget = parts.bufferBudget;
+  new Gauge({
+    name: 'meshrelay_buffered_bytes', help: 'Bytes held for streams: responses queued to streams that do not read (a frame shared by many counts once) and partly received messages',
+    labelNames: ['kind'], registers: [registry],
+    collect() {
+      this.set({ kind: 'queued' }, budget.queuedBytes);
+      this.set({ kind: 'receiving' }, budget.receivingBytes);
+    },
+  });
+  new Gauge({
+    name: 'meshrelay_buffer_budget_bytes', help: 'The buffer budget (maxBufferedMb)', registers: [registry],
+    collect() { this.set(budget.maxBytes); },
+  });
+  new Counter({
+    name: 'meshrelay_buffer_evictions_total', help: 'Streams ended RESOURCE_EXHAUSTED because the buffer budget was passed and they held the most',
+    registers: [registry],
+    collect() { this.reset(); this.inc(budget.evictions); },
+  });
+  new Gauge({
+    name: 'meshrelay_response_memo_bytes', help: 'Serialized responses kept for reuse across groups (bounded by responseMemoMb)', registers: [registry],
+    collect() { this.set(groups.memoLimit.bytes); },
   });
   const ads = parts.ads;
   new Gauge({

@@ -44,8 +44,12 @@ export const serveSchema = z.object({
   // Group-mode groups (upstream streams to istiod) at most; a VM that would need one more is RESOURCE_EXHAUSTED.
   maxGroups: z.number().int().min(1).default(10_000),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
-  // Partly received messages held across every stream, and how long one may stay unfinished.
-  maxPartialMessageMb: z.number().min(1).default(256),
+  // Bytes held for streams across the process (partly received messages, responses queued to streams
+  // that do not read); past it the stream holding the most is ended. Default: a quarter of the
+  // container's memory limit. And how long a message may stay unfinished.
+  maxBufferedMb: z.number().min(1).optional(),
+  // Serialized responses kept for reuse by other streams, across all groups (least recently used go first).
+  responseMemoMb: z.number().min(1).default(128),
   partialMessageTimeoutSeconds: z.number().min(0.1).default(30),
   maxUpstreamMessageBytes: z.number().int().min(1024).default(128 * 1024 * 1024),
   maxNamesPerRequest: z.number().int().min(1).default(5000),

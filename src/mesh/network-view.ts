@@ -1,5 +1,5 @@
 import { ResourceCache, contentHash, type CachedResource, type ResourceUpdate, type TypeChange } from '../xds/cache/resource-cache.js';
-import { ResponseMemo, type NonceSource } from '../xds/cache/response-memo.js';
+import type { ResponseMemo } from '../xds/cache/response-memo.js';
 import type { InterestChange } from '../xds/downstream/subscription.js';
 import type { ProxyReport, XdsView } from '../xds/downstream/view.js';
 import { messageType } from '../xds/protocol/protos.js';
@@ -30,13 +30,11 @@ export function translateEndpoints(body: Buffer, network: string, topology: Netw
  */
 export class NetworkView implements XdsView {
   readonly cache = new ResourceCache();
-  readonly memo: ResponseMemo;
   /** EDS translations done, for /debug/groups and the "M per version, not N" check. */
   translations = 0;
   private readonly detach: Array<() => void> = [];
 
-  constructor(private readonly source: XdsView, readonly network: string, private readonly topology: NetworkTopology, nonces: NonceSource) {
-    this.memo = new ResponseMemo(nonces);
+  constructor(private readonly source: XdsView, readonly network: string, private readonly topology: NetworkTopology, readonly memo: ResponseMemo) {
     this.cache.onChange((change) => this.memo.invalidate(change.typeUrl));
     for (const typeUrl of source.cache.typeUrls()) this.sync({ typeUrl, changed: [...source.cache.all(typeUrl).keys()], removed: [] });
     this.detach.push(source.cache.onChange((change) => this.sync(change)));
@@ -53,6 +51,7 @@ export class NetworkView implements XdsView {
 
   close(): void {
     for (const detach of this.detach.splice(0)) detach();
+    this.memo.clear();
   }
 
   private sync(change: TypeChange): void {

@@ -1,10 +1,12 @@
 import type { Logger } from '../log.js';
 import { ResourceCache } from '../xds/cache/resource-cache.js';
-import { NonceSource, ResponseMemo } from '../xds/cache/response-memo.js';
+import { MemoLimit, NonceSource, ResponseMemo } from '../xds/cache/response-memo.js';
 import type { ViewAttachment, ViewProvider, XdsView } from '../xds/downstream/view.js';
 import { metadataString, type ProxyNode } from '../xds/protocol/node.js';
 import { renderMesh, type SimVariant } from './config-generators.js';
 import type { MeshEndpoint, MeshModel } from './mesh-model.js';
+
+const SIM_MEMO_BYTES = 256 * 1024 * 1024;
 
 /** One rendering of the mesh, shared by every proxy of the same variant. */
 class SimView implements XdsView {
@@ -12,8 +14,8 @@ class SimView implements XdsView {
   readonly memo: ResponseMemo;
   proxies = 0;
 
-  constructor(readonly variant: SimVariant, nonces: NonceSource) {
-    this.memo = new ResponseMemo(nonces);
+  constructor(readonly variant: SimVariant, nonces: NonceSource, memoLimit: MemoLimit) {
+    this.memo = new ResponseMemo(nonces, memoLimit);
     this.cache.onChange((change) => this.memo.invalidate(change.typeUrl));
   }
 
@@ -40,6 +42,7 @@ export interface SimStats {
 export class SimIstiod implements ViewProvider {
   private readonly views = new Map<string, SimView>();
   private readonly nonces = new NonceSource();
+  private readonly memoLimit = new MemoLimit(SIM_MEMO_BYTES);
   private pushCounter = 0;
   private churnTimer: NodeJS.Timeout | undefined;
   private churnStep = 0;
@@ -55,7 +58,7 @@ export class SimIstiod implements ViewProvider {
     const key = `${variant.generator}/${variant.network || '(no network)'}`;
     let view = this.views.get(key);
     if (!view) {
-      view = new SimView(variant, this.nonces);
+      view = new SimView(variant, this.nonces, this.memoLimit);
       this.views.set(key, view);
       this.render(view, this.nextVersion());
       this.stats.variants = this.views.size;

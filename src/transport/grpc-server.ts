@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageDeframer, encodeGrpcMessage, frameMessage } from './grpc-framing.js';
-import { ReceiveBudget } from './receive-budget.js';
+import { BufferBudget, type BudgetHolder } from './buffer-budget.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
 import { manageConnection, type ConnectionPolicy } from './connection-lifecycle.js';
 
@@ -15,25 +15,29 @@ export interface PeerInfo {
   certificateAuthorized: boolean;
 }
 
-/**
- * One gRPC call on a raw HTTP/2 stream. Writes take pre-framed bytes so that one serialized
- * response can be written to many streams without a copy per stream (docs/ISTIO-FACTS.md).
- */
-/** What a call may hold of messages it has not received whole. */
-export interface ReceiveLimits {
+/** What a call may hold: of messages it has not received whole, and of responses not yet sent. */
+export interface BufferLimits {
   maxMessageBytes: number;
   /** Shared by every call of the process. */
-  budget: ReceiveBudget;
+  budget: BufferBudget;
   /** A message begun must be whole within this long. */
   partialMessageTimeoutMs: number;
 }
 
-export class GrpcCall {
+const EVICTED_MESSAGE = 'the relay is over its buffer budget and this stream held the most of it (responses it does not read, or a message it does not finish)';
+
+/**
+ * One gRPC call on a raw HTTP/2 stream. Writes take pre-framed bytes so that one serialized
+ * response can be written to many streams without a copy per stream (docs/ISTIO-FACTS.md).
+ */
+export class GrpcCall implements BudgetHolder {
   private headersSent = false;
   private finished = false;
   private readonly deframer: MessageDeframer;
-  /** Bytes this call holds of the budget, and since when a message is unfinished. */
-  private held = 0;
+  /** Bytes of an unfinished message this call holds of the budget, and its deadline. */
+  private receiving = 0;
+  /** Frames written but not yet handed to the connection (the peer's flow-control window is shut). */
+  private readonly queued: Buffer[] = [];
   private partialTimer: NodeJS.Timeout | undefined;
   private messagesReceived = 0;
   private messageListener: (message: Buffer) => void = () => {};
@@ -44,15 +48,16 @@ export class GrpcCall {
     readonly path: string,
     readonly headers: http2.IncomingHttpHeaders,
     readonly peer: PeerInfo,
-    private readonly limits: ReceiveLimits,
+    private readonly limits: BufferLimits,
   ) {
     this.deframer = new MessageDeframer(limits.maxMessageBytes);
+    limits.budget.add(this);
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.onHalfClose());
     stream.on('error', () => { /* reported through 'close'; a reset peer is not an error of ours */ });
     stream.on('close', () => {
       this.finished = true;
-      this.hold(0);
+      this.releaseBudget();
       for (const listener of this.closeListeners.splice(0)) listener();
     });
   }
@@ -88,7 +93,48 @@ export class GrpcCall {
   writeFrame(frame: Buffer): boolean {
     if (this.closed) return false;
     this.sendHeaders();
-    return this.stream.write(frame);
+    const { budget } = this.limits;
+    this.queued.push(frame);
+    budget.queueFrame(frame);
+    const writable = this.stream.write(frame, () => this.frameSent(frame));
+    return budget.enforce(this) && writable;
+  }
+
+  private frameSent(frame: Buffer): void {
+    const index = this.queued.indexOf(frame);
+    if (index < 0) return;
+    this.queued.splice(index, 1);
+    this.limits.budget.releaseFrame(frame);
+  }
+
+  heldBytes(): number {
+    let bytes = this.receiving;
+    for (const frame of this.queued) bytes += this.limits.budget.shareOf(frame);
+    return bytes;
+  }
+
+  /**
+   * Ended by the budget. With nothing queued the status goes out as trailers; with responses stuck
+   * behind a shut window it cannot, so the stream is reset with ENHANCE_YOUR_CALM, which gRPC maps
+   * to RESOURCE_EXHAUSTED (grpc PROTOCOL-HTTP2.md, "Errors").
+   */
+  evict(): void {
+    if (this.closed) return;
+    const stuck = this.queued.length > 0;
+    this.releaseBudget();
+    if (!stuck) {
+      this.fail(new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED, EVICTED_MESSAGE));
+      return;
+    }
+    this.finished = true;
+    this.stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+
+  private releaseBudget(): void {
+    const { budget } = this.limits;
+    budget.remove(this);
+    for (const frame of this.queued.splice(0)) budget.releaseFrame(frame);
+    this.setReceiving(0);
   }
 
   writeMessage(message: Uint8Array): boolean {
@@ -137,10 +183,9 @@ export class GrpcCall {
       this.fail(error);
       return;
     }
-    if (!this.hold(this.deframer.pending)) {
-      this.fail(new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED, 'the relay holds too many partly received messages; send whole messages'));
-      return;
-    }
+    const more = this.deframer.pending > this.receiving;
+    this.setReceiving(this.deframer.pending);
+    if (more && !this.limits.budget.enforce(this)) return;
     this.messagesReceived += messages.length;
     for (const message of messages) {
       if (this.finished) return;
@@ -148,12 +193,10 @@ export class GrpcCall {
     }
   }
 
-  /** Holds `bytes` of the shared budget (0 releases); false when the budget cannot give them. */
-  private hold(bytes: number): boolean {
-    const more = bytes - this.held;
-    if (more > 0 && !this.limits.budget.take(more)) return false;
-    if (more < 0) this.limits.budget.give(-more);
-    this.held = bytes;
+  /** Counts `bytes` of an unfinished message against the budget (0: none), with its deadline. */
+  private setReceiving(bytes: number): void {
+    this.limits.budget.receive(bytes - this.receiving);
+    this.receiving = bytes;
     if (bytes === 0) {
       clearTimeout(this.partialTimer);
       this.partialTimer = undefined;
@@ -162,7 +205,6 @@ export class GrpcCall {
         `a message was begun but not finished within ${this.limits.partialMessageTimeoutMs / 1000} s`)), this.limits.partialMessageTimeoutMs);
       this.partialTimer.unref();
     }
-    return true;
   }
 
   /** The client closed its side: an unfinished message, or no request at all, will never come. */
@@ -188,8 +230,8 @@ export const LISTEN_BACKLOG = 4096;
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;
-  /** Partly received messages across calls (shared by a process's servers); 256 MiB by default. */
-  receiveBudget?: ReceiveBudget;
+  /** Unfinished messages and unsent responses across calls (shared by a process's servers); 256 MiB by default. */
+  bufferBudget?: BufferBudget;
   partialMessageTimeoutMs?: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection. */
   maxStreamsPerConnection: number;
@@ -218,12 +260,12 @@ export class GrpcServer {
   private readonly longLivedCalls = new WeakSet<GrpcCall>();
   private secureServer: http2.Http2SecureServer | undefined;
 
-  private readonly receiveLimits: ReceiveLimits;
+  private readonly bufferLimits: BufferLimits;
 
   constructor(private readonly options: GrpcServerOptions) {
-    this.receiveLimits = {
+    this.bufferLimits = {
       maxMessageBytes: options.maxMessageBytes,
-      budget: options.receiveBudget ?? new ReceiveBudget(256 * 1024 * 1024),
+      budget: options.bufferBudget ?? new BufferBudget(256 * 1024 * 1024),
       partialMessageTimeoutMs: options.partialMessageTimeoutMs ?? 30_000,
     };
   }
@@ -318,7 +360,7 @@ export class GrpcServer {
       certificateAuthorized: !!socket?.authorized,
       ...(peerCertificate && Object.keys(peerCertificate).length > 0 ? { certificate: peerCertificate } : {}),
     };
-    const call = new GrpcCall(stream, path, headers, peer, this.receiveLimits);
+    const call = new GrpcCall(stream, path, headers, peer, this.bufferLimits);
     const registered = this.handlers.get(path);
     if (!registered) {
       call.end(GrpcStatus.UNIMPLEMENTED, `unknown method ${path}`);

@@ -1,5 +1,5 @@
 import { ResourceCache, type ResourceUpdate } from '../../src/xds/cache/resource-cache.js';
-import { NonceSource, ResponseMemo } from '../../src/xds/cache/response-memo.js';
+import { MemoLimit, NonceSource, ResponseMemo } from '../../src/xds/cache/response-memo.js';
 import { AdsService } from '../../src/xds/downstream/ads-service.js';
 import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../../src/xds/downstream/view.js';
 import type { ProxyNode } from '../../src/xds/protocol/node.js';
@@ -13,7 +13,7 @@ import { testLog } from './harness.js';
  */
 class StaticProvider implements ViewProvider, XdsView {
   readonly cache = new ResourceCache();
-  readonly memo = new ResponseMemo(new NonceSource());
+  readonly memo = new ResponseMemo(new NonceSource(), new MemoLimit(Number.POSITIVE_INFINITY));
   readonly interest: Array<{ typeUrl: string; added: string[]; removed: string[]; wildcard: number }> = [];
 
   constructor() {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { NonceSource } from '../../src/xds/cache/response-memo.js';
+import { MemoLimit, NonceSource, ResponseMemo } from '../../src/xds/cache/response-memo.js';
 import type { UpstreamAdsStream } from '../../src/xds/upstream/upstream-ads-stream.js';
 import { UpstreamGroup } from '../../src/xds/upstream/upstream-group.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
@@ -9,7 +9,7 @@ const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 /** A group whose upstream records the subscriptions it is asked for (sent at the end of the tick). */
 function groupWithRecordedUpstream() {
-  const group = new UpstreamGroup('key', 'group', {}, new NonceSource());
+  const group = new UpstreamGroup('key', 'group', {}, new ResponseMemo(new NonceSource(), new MemoLimit(Number.POSITIVE_INFINITY)));
   const desired: Array<{ wildcard: boolean; names: string[] }> = [];
   let pending: { wildcard: boolean; names: Set<string> } | undefined;
   const upstream = {

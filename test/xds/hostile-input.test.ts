@@ -119,21 +119,25 @@ const declared = (length: number) => {
   return header;
 };
 
-test('partly sent messages share one budget across streams: past it the stream adding more is RESOURCE_EXHAUSTED, others are served', async (t) => {
-  const r = await rig({ maxPartialMessageMb: 1 });
+test('partly sent messages share one budget across streams: past it the stream holding the most is RESOURCE_EXHAUSTED, others are served', async (t) => {
+  const r = await rig({ maxBufferedMb: 1 });
   t.teardown(r.close);
   r.upstream.set(CDS, { a: 'A', b: 'B' });
-  const holders = Array.from({ length: 3 }, () => rawStream(r.relay.target));
+  const sentKiB = [500, 300, 400];
+  const holders = sentKiB.map(() => rawStream(r.relay.target));
   t.teardown(() => { for (const h of holders) h.session.destroy(); });
-  // Each declares a 1 MiB message and sends 400 KiB of it: the third passes the 1 MiB budget.
-  for (const holder of holders) {
+  // Each declares a 1 MiB message and sends part of it: the third passes the 1 MiB budget, and the
+  // first, holding the most, is the one ended.
+  for (const [index, holder] of holders.entries()) {
     holder.stream.write(declared(1024 * 1024));
-    holder.stream.write(Buffer.alloc(400 * 1024));
+    holder.stream.write(Buffer.alloc(sentKiB[index]! * 1024));
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  const refused = await holders[2]!.status;
+  const refused = await holders[0]!.status;
   t.is(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.message);
-  t.regex(refused.message, /partly received/);
+  t.regex(refused.message, /buffer budget/);
+  const stillOpen = await Promise.race([holders[2]!.status.then(() => false), new Promise((resolve) => setTimeout(() => resolve(true), 300))]);
+  t.true(stillOpen, 'the stream that crossed the budget, holding less, is kept');
   const healthy = r.delta();
   healthy.send({ node: vmNode({ name: 'healthy' }), type_url: CDS });
   t.is((await healthy.next()).resources.length, 2, 'a VM sending whole messages is served');

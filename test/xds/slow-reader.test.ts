@@ -48,3 +48,53 @@ test('a VM that stops reading does not delay the others, and later gets the late
   await eventually(() => received.at(-1)?.resources.every((res) => Buffer.from(res.resource!.value).includes(latest)), (done) => done === true, 10_000);
   t.true(received.length < rounds / 2, `slow VM got ${received.length} responses for ${rounds + 1} pushes`);
 });
+
+/** The value of one sample of the relay's /metrics. */
+async function metric(adminUrl: string, sample: string): Promise<number> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${sample} `));
+  return Number(line?.split(' ')[1] ?? NaN);
+}
+
+test('streams that never read, each asking for a different large set, stay within the buffer budget: the largest are reset RESOURCE_EXHAUSTED, a healthy VM is served, and the memo gives back what nobody shares', async (t) => {
+  const budgetMb = 4;
+  const memoMb = 2;
+  const r = await rig({ maxBufferedMb: budgetMb, responseMemoMb: memoMb });
+  t.teardown(r.close);
+  const EDS = TypeUrl.endpoint;
+  const all = Array.from({ length: 40 }, (_, i) => `e${i}`);
+  r.upstream.set(EDS, Object.fromEntries(all.map((name) => [name, name.padEnd(32 * 1024, 'x')])));
+
+  // Each slow VM subscribes to all names but one, so no two responses are alike (~1.2 MiB each), and
+  // shuts its flow-control window so nothing it is sent leaves the relay.
+  const slowCount = 12;
+  const session = http2.connect(`http://${r.relay.target}`, { settings: { initialWindowSize: 0 } });
+  t.teardown(() => session.destroy());
+  const outcomes = Array.from({ length: slowCount }, (_, index) => {
+    const slow = session.request({ ':method': 'POST', ':path': AdsMethod.delta, 'content-type': 'application/grpc', te: 'trailers' });
+    slow.write(frameMessage(Envelopes.encodeDeltaRequest({
+      node: vmNode({ name: `slow-${index}` }), type_url: EDS, resource_names_subscribe: all.filter((_, i) => i !== index),
+    })));
+    slow.on('error', () => {});
+    return new Promise<number>((resolve) => slow.on('close', () => resolve(slow.rstCode ?? 0)));
+  });
+
+  const healthy = r.delta();
+  healthy.send({ node: vmNode({ name: 'healthy' }), type_url: EDS, resource_names_subscribe: ['e0', 'e1'] });
+  const first = await healthy.next();
+  t.is(first.resources.length, 2, 'a VM that reads is served while the slow ones hold the budget');
+  healthy.send({ type_url: EDS, response_nonce: first.nonce });
+
+  const budget = budgetMb * 1024 * 1024;
+  await eventually(() => metric(r.relay.adminUrl, 'meshrelay_buffer_evictions_total'), (evicted) => evicted >= slowCount - Math.floor(budget / (1.2 * 1024 * 1024)), 10_000);
+  t.true(await metric(r.relay.adminUrl, 'meshrelay_buffered_bytes{kind="queued"}') <= budget, 'queued bytes stay within the budget');
+  const resetCodes = await Promise.all(outcomes.map((outcome) => Promise.race([outcome, new Promise<number>((resolve) => setTimeout(() => resolve(-1), 2000))])));
+  const reset = resetCodes.filter((code) => code === http2.constants.NGHTTP2_ENHANCE_YOUR_CALM).length;
+  t.true(reset >= slowCount - 4, `${reset} of ${slowCount} slow streams reset with ENHANCE_YOUR_CALM (gRPC: RESOURCE_EXHAUSTED)`);
+
+  r.upstream.set(EDS, Object.fromEntries(all.map((name) => [name, `${name}-v2`.padEnd(32 * 1024, 'y')])));
+  const update = await healthy.next();
+  t.true(update.resources.every((resource) => Buffer.from(resource.resource!.value).includes('-v2')), 'the healthy VM gets the next push');
+  session.destroy();
+  t.true(await metric(r.relay.adminUrl, 'meshrelay_response_memo_bytes') <= memoMb * 1024 * 1024, 'the memo keeps no more than its limit');
+});

@@ -1,6 +1,6 @@
 import { GrpcStatus, RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { NonceSource } from '../cache/response-memo.js';
+import { MemoLimit, NonceSource, ResponseMemo } from '../cache/response-memo.js';
 import type { ResourceUpdate } from '../cache/resource-cache.js';
 import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../downstream/view.js';
 import type { NodeMessage } from '../protocol/envelopes.js';
@@ -32,13 +32,15 @@ export interface GroupRegistryOptions {
    */
   sharedNetworks?: {
     relayNetwork: string;
-    viewFor(group: XdsView, network: string, nonces: NonceSource): XdsView & { translations: number; close(): void };
+    viewFor(group: XdsView, network: string, memo: ResponseMemo): XdsView & { translations: number; close(): void };
   };
   /**
    * Group-mode groups at most: each is an upstream stream istiod computes for, so VMs with ever new
    * metadata (unique labels) would otherwise turn one relay into N streams on istiod.
    */
   maxGroups?: number;
+  /** Serialized responses kept for reuse, across all groups. */
+  responseMemoMb?: number;
   /** The share of VMs joining a group whose own config is checked against the group's (docs/ADDRESS-BINDING.md). */
   verifyFraction?: number;
   /**
@@ -62,6 +64,7 @@ const forwardedCallMetadata = ['authorization', 'clusterid'];
  * (pilot/pkg/autoregistration/controller.go); in group mode the relay registers each VM itself.
  */
 const memberOnlyMetadata = ['AUTO_REGISTER_GROUP'];
+const DEFAULT_MEMO_MB = 128;
 /** Isolated nodes remembered at most (the oldest is forgotten first). */
 const MAX_ISOLATED = 10_000;
 
@@ -74,6 +77,8 @@ export class GroupRegistry implements ViewProvider {
   /** Group-mode streams and the key they joined under, so a change of key can move them. */
   private readonly members = new Map<string, { node: ProxyNode; stream: StreamIdentity; key: string; shared: boolean }>();
   private readonly nonces = new NonceSource();
+  /** Serialized responses kept across all groups' memos. */
+  readonly memoLimit: MemoLimit;
   /** Nodes verification found served differently from their group: each gets a group of its own. */
   private readonly isolated = new Set<string>();
   readonly verifier: GroupVerifier | undefined;
@@ -87,12 +92,17 @@ export class GroupRegistry implements ViewProvider {
   private readonly sharedViewRules: AggregationRules;
 
   constructor(private readonly options: GroupRegistryOptions) {
+    this.memoLimit = new MemoLimit((options.responseMemoMb ?? DEFAULT_MEMO_MB) * 1024 * 1024);
     this.sharedViewRules = { ...options.rules, perInstanceMetadata: [...options.rules.perInstanceMetadata, 'NETWORK'] };
     if (options.verifyFraction) {
       this.verifier = new GroupVerifier({
         pool: options.pool, protocol: options.protocol, backoff: options.backoff, fraction: options.verifyFraction, log: options.log.child({ component: 'verification' }),
       });
     }
+  }
+
+  private newMemo(): ResponseMemo {
+    return new ResponseMemo(this.nonces, this.memoLimit);
   }
 
   attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
@@ -121,7 +131,7 @@ export class GroupRegistry implements ViewProvider {
       const network = typeof node.metadata.NETWORK === 'string' ? node.metadata.NETWORK : '';
       let networkView = joined.networkViews.get(network);
       if (!networkView) {
-        networkView = shared.viewFor(joined, network, this.nonces);
+        networkView = shared.viewFor(joined, network, this.newMemo());
         joined.networkViews.set(network, networkView);
       }
       view = networkView;
@@ -229,7 +239,7 @@ export class GroupRegistry implements ViewProvider {
 
   /** A new group with its first member (whose credential the first upstream stream opens with). */
   private createGroup(key: string, mode: MultiplexMode, opener: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
-    const group = new UpstreamGroup(key, mode, fields, this.nonces);
+    const group = new UpstreamGroup(key, mode, fields, this.newMemo());
     group.opener = opener;
     const upstreamNode = this.upstreamNode(opener, mode);
     if (mode === 'group') this.options.prepareCache?.(key, group.cache);

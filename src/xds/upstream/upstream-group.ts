@@ -1,5 +1,5 @@
 import { ResourceCache } from '../cache/resource-cache.js';
-import { ResponseMemo, type NonceSource } from '../cache/response-memo.js';
+import type { ResponseMemo } from '../cache/response-memo.js';
 import type { InterestChange } from '../downstream/subscription.js';
 import type { ProxyReport, XdsView } from '../downstream/view.js';
 import type { JsonValue } from '../protocol/struct.js';
@@ -27,7 +27,6 @@ class TypeInterest {
  */
 export class UpstreamGroup implements XdsView {
   readonly cache = new ResourceCache();
-  readonly memo: ResponseMemo;
   /** Member streams, each with the way to end it. */
   readonly members = new Map<string, StreamIdentity['refuse']>();
   /** Group mode: what members lend the upstream stream to authenticate it. */
@@ -49,9 +48,8 @@ export class UpstreamGroup implements XdsView {
     readonly key: string,
     readonly mode: 'group' | 'stream',
     readonly fields: { [field: string]: JsonValue },
-    nonces: NonceSource,
+    readonly memo: ResponseMemo,
   ) {
-    this.memo = new ResponseMemo(nonces);
     this.cache.onChange((change) => this.memo.invalidate(change.typeUrl));
   }
 
@@ -187,6 +185,7 @@ export class UpstreamGroup implements XdsView {
     clearTimeout(this.lingerTimer);
     clearTimeout(this.forgetTimer);
     for (const view of this.networkViews.values()) view.close();
+    this.memo.clear();
     this.upstream.close();
   }
 }

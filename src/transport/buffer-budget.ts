@@ -1,0 +1,98 @@
+/** A stream whose buffered bytes the budget counts, and which it may end to stay within itself. */
+export interface BudgetHolder {
+  /** Bytes this stream is responsible for: its unfinished message plus its share of queued frames. */
+  heldBytes(): number;
+  /** Ends the stream now, releasing everything it holds (RESOURCE_EXHAUSTED to the client). */
+  evict(): void;
+}
+
+/**
+ * Bytes held for streams across the whole process: partly received messages and responses queued to
+ * streams that do not read. Envoy's overload manager is the model (envoy docs, "Overload manager",
+ * reset streams on heap pressure): past the budget the stream holding the most is ended, so many
+ * slow or hostile streams together cannot exhaust memory while healthy ones keep being served.
+ * A response frame written to many streams is one buffer (serialize-once fan-out) and counts once;
+ * each stream is charged its share of it.
+ */
+export class BufferBudget {
+  private readonly holders = new Set<BudgetHolder>();
+  /** Queued frames → how many streams still have them queued. */
+  private readonly frames = new Map<Buffer, number>();
+  private receiving = 0;
+  private queued = 0;
+  /** Streams ended to keep within the budget. */
+  evictions = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  get heldBytes(): number {
+    return this.receiving + this.queued;
+  }
+
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  get receivingBytes(): number {
+    return this.receiving;
+  }
+
+  add(holder: BudgetHolder): void {
+    this.holders.add(holder);
+  }
+
+  remove(holder: BudgetHolder): void {
+    this.holders.delete(holder);
+  }
+
+  /** Changes the bytes of unfinished messages by `delta`. */
+  receive(delta: number): void {
+    this.receiving = Math.max(0, this.receiving + delta);
+  }
+
+  queueFrame(frame: Buffer): void {
+    const holders = this.frames.get(frame) ?? 0;
+    if (holders === 0) this.queued += frame.length;
+    this.frames.set(frame, holders + 1);
+  }
+
+  releaseFrame(frame: Buffer): void {
+    const holders = this.frames.get(frame);
+    if (holders === undefined) return;
+    if (holders > 1) {
+      this.frames.set(frame, holders - 1);
+      return;
+    }
+    this.frames.delete(frame);
+    this.queued -= frame.length;
+  }
+
+  /** One stream's share of a queued frame. */
+  shareOf(frame: Buffer): number {
+    return frame.length / (this.frames.get(frame) ?? 1);
+  }
+
+  /**
+   * Ends the streams holding the most until the budget holds. False when `requester` was one of them.
+   */
+  enforce(requester?: BudgetHolder): boolean {
+    let requesterKept = true;
+    while (this.heldBytes > this.maxBytes) {
+      let largest: BudgetHolder | undefined;
+      let largestBytes = 0;
+      for (const holder of this.holders) {
+        const bytes = holder.heldBytes();
+        if (bytes > largestBytes) {
+          largest = holder;
+          largestBytes = bytes;
+        }
+      }
+      if (!largest) break;
+      this.holders.delete(largest);
+      this.evictions++;
+      if (largest === requester) requesterKept = false;
+      largest.evict();
+    }
+    return requesterKept;
+  }
+}
