@@ -180,6 +180,8 @@ export class Relay {
       verifyFraction: config.verifyGroupFraction,
       maxGroups: config.maxGroups,
       responseMemoMb: config.responseMemoMb,
+      groupCreation: { ratePerSecond: config.groupCreationRate, burst: config.groupCreationBurst },
+      absentNames: { perVm: config.maxAbsentNamesPerVm, perGroup: config.maxAbsentNamesPerGroup, graceMs: config.absentNameGraceSeconds * 1000 },
       ...(config.groupIdentity === 'token-request' ? { groupTokens: groupTokenIssuer(config.kubeconfig) } : {}),
       ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(snapshots ? {

@@ -93,9 +93,18 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
     collect() { this.set(groups.list().filter((group) => group.fields['@address'] !== undefined).length); },
   });
   new Counter({
-    name: 'meshrelay_groups_refused_total', help: 'VMs refused because a new group would have passed maxGroups',
+    name: 'meshrelay_groups_refused_total', help: 'VMs refused a new group: reason max_groups (RESOURCE_EXHAUSTED) or rate (groupCreationRate, UNAVAILABLE)',
+    labelNames: ['reason'],
     registers: [registry],
-    collect() { this.reset(); this.inc(groups.groupsRefused); },
+    collect() {
+      this.reset();
+      for (const [reason, count] of Object.entries(groups.groupsRefused)) this.inc({ reason }, count);
+    },
+  });
+  new Counter({
+    name: 'meshrelay_vms_ended_for_absent_names_total', help: 'VMs ended RESOURCE_EXHAUSTED for subscribing names the upstream does not have (maxAbsentNamesPerVm / PerGroup), or the most of them when the upstream refused their group\'s subscription',
+    registers: [registry],
+    collect() { this.reset(); this.inc(groups.absentNames.stats.vmsEnded); },
   });
   new Counter({
     name: 'meshrelay_group_moves_total', help: 'VMs told to reconnect because the config bound to their address moved them to another group',

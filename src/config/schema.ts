@@ -43,6 +43,14 @@ export const serveSchema = z.object({
   groupLingerSeconds: z.number().min(0).default(60),
   // Group-mode groups (upstream streams to istiod) at most; a VM that would need one more is RESOURCE_EXHAUSTED.
   maxGroups: z.number().int().min(1).default(10_000),
+  // New groups per second and burst: beyond it a VM needing a new group is UNAVAILABLE (it backs off).
+  groupCreationRate: z.number().min(0).default(100),
+  groupCreationBurst: z.number().int().min(1).default(500),
+  // Subscribed names the upstream does not have (asked for, upstream answering, still missing after
+  // the grace): a VM over its limit, or holding the most while its group is over the group's, is ended.
+  maxAbsentNamesPerVm: z.number().int().min(0).default(1000),
+  maxAbsentNamesPerGroup: z.number().int().min(0).default(10_000),
+  absentNameGraceSeconds: z.number().min(0.01).default(10),
   maxMessageBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
   // Bytes held for streams across the process (partly received messages, responses queued to streams
   // that do not read); past it the stream holding the most is ended. Default: a quarter of the

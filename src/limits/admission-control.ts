@@ -71,6 +71,19 @@ export class AdmissionControl {
     });
   }
 
+  /** Takes a token if one is free now, never waiting (for work that cannot be queued, e.g. creating a group). */
+  tryAdmit(): boolean {
+    if (this.policy.ratePerSecond <= 0) return true;
+    this.refill();
+    if (this.tokens < 1) {
+      this.refused++;
+      return false;
+    }
+    this.tokens -= 1;
+    this.admitted++;
+    return true;
+  }
+
   close(): void {
     clearTimeout(this.drainTimer);
     for (const waiter of [...this.queues.reconnect.splice(0), ...this.queues.new.splice(0)]) {

@@ -63,10 +63,11 @@ function varint(value: number): Buffer {
   return Buffer.from(bytes);
 }
 
-export async function startStaticUpstream(port = 0): Promise<StaticUpstream> {
+/** `limits`: what the upstream refuses, like istiod's message size limit. */
+export async function startStaticUpstream(port = 0, limits: { maxMessageBytes?: number; maxNamesPerRequest?: number } = {}): Promise<StaticUpstream> {
   const provider = new StaticProvider();
-  const server = new GrpcServer({ maxMessageBytes: 64 * 1024 * 1024, maxStreamsPerConnection: 100_000, log: testLog });
-  const ads = new AdsService(provider, { maxNamesPerRequest: 100_000, maxTypesPerStream: 64 }, testLog);
+  const server = new GrpcServer({ maxMessageBytes: limits.maxMessageBytes ?? 64 * 1024 * 1024, maxStreamsPerConnection: 100_000, log: testLog });
+  const ads = new AdsService(provider, { maxNamesPerRequest: limits.maxNamesPerRequest ?? 100_000, maxTypesPerStream: 64 }, testLog);
   ads.register(server);
   const address = await server.listen({ host: '127.0.0.1', port });
   return {

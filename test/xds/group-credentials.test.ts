@@ -4,7 +4,7 @@ import type { StreamIdentity } from '../../src/xds/downstream/view.js';
 
 const jwt = (claims: object) => `Bearer e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
 const member = (streamId: string, callMetadata: Record<string, string>, forwardedClientCert?: string): StreamIdentity => ({
-  streamId, callMetadata, refuse: () => {},
+  streamId, callMetadata, refuse: () => {}, subscribedNames: () => new Set(),
   ...(forwardedClientCert ? { caller: { trustDomain: 'cluster.local', namespace: 'vm', serviceAccount: 'vm-sa', forwardedClientCert } } : {}),
 });
 const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;

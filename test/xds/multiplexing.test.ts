@@ -174,5 +174,32 @@ test('VMs with ever new metadata cannot turn one relay into N upstream streams: 
   t.regex(status.details, /maxGroups/);
   t.true((await connect('vm-a-2', 'a').next()).resources.length > 0, 'a VM of an existing group is still served');
   t.is(relay.groups.upstreamStreams(), 2);
-  t.regex(await (await fetch(`${relay.adminUrl}/metrics`)).text(), /meshrelay_groups_refused_total 1/);
+  t.regex(await (await fetch(`${relay.adminUrl}/metrics`)).text(), /meshrelay_groups_refused_total\{reason="max_groups"\} 1/);
+});
+
+test('new groups are created at a bounded rate: past the burst a VM needing a new group is UNAVAILABLE and gets one once the rate allows', async (t) => {
+  const sim = await startSim();
+  const relay = await startRelay({ upstream: sim.target, mode: 'group', groupCreationRate: 2, groupCreationBurst: 2 });
+  const vms: Array<AdsTestClient<'delta'>> = [];
+  t.teardown(async () => {
+    for (const vm of vms) vm.close();
+    await relay.stop();
+    await sim.close();
+  });
+  const connect = (name: string, app: string) => {
+    const vm = new AdsTestClient(relay.target, 'delta');
+    vms.push(vm);
+    vm.send({ node: vmNode({ name, labels: { app } }), type_url: CDS });
+    return vm;
+  };
+  const [a, b, c] = [connect('vm-a', 'a'), connect('vm-b', 'b'), connect('vm-c', 'c')];
+  t.true((await a.next()).resources.length > 0);
+  t.true((await b.next()).resources.length > 0);
+  const status = await c.status;
+  t.is(status.code, grpc.status.UNAVAILABLE);
+  t.regex(status.details, /groupCreationRate/);
+  t.true((await connect('vm-a-2', 'a').next()).resources.length > 0, 'a VM of an existing group needs no new group');
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.true((await connect('vm-c-retry', 'c').next()).resources.length > 0, 'the retry, once the rate allows, gets its group');
+  t.regex(await (await fetch(`${relay.adminUrl}/metrics`)).text(), /meshrelay_groups_refused_total\{reason="rate"\} 1/);
 });

@@ -61,6 +61,7 @@ let sessionCounter = 0;
 const ORDERED_TYPES = 4;
 const INITIAL_ORDER_WAIT_MS = 2000;
 const MAX_HELD_REQUESTS = 32;
+const NO_NAMES: ReadonlySet<string> = new Set();
 
 /** The fields both request envelopes share. */
 export interface AdsRequest {
@@ -221,7 +222,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     this.node = parseNode(node);
     if (this.caller) checkIdentity(this.node, this.caller);
     const identity: StreamIdentity = {
-      streamId: this.id, callMetadata: callMetadata(this.call), refuse: (error) => this.refuse(error), ...(this.caller ? { caller: this.caller } : {}),
+      streamId: this.id, callMetadata: callMetadata(this.call), refuse: (error) => this.refuse(error),
+      subscribedNames: (typeUrl) => this.types.get(typeUrl)?.subscription.names ?? NO_NAMES, ...(this.caller ? { caller: this.caller } : {}),
     };
     this.attachment = this.provider.attach(this.node, identity);
     this.detachCache = this.attachment.view.cache.onChange((change) => this.onCacheChange(change));

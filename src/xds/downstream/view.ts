@@ -60,6 +60,8 @@ export interface StreamIdentity {
   caller?: CallerIdentity;
   /** Ends the stream with this error (e.g. the VM may not register its WorkloadEntry). */
   refuse(error: unknown): void;
+  /** The names the stream subscribes to of a type (its group judges which cannot exist upstream). */
+  subscribedNames(typeUrl: string): ReadonlySet<string>;
 }
 
 export interface ViewProvider {

@@ -11,7 +11,8 @@ import type { ConnectionPool } from './connection-pool.js';
 import { UpstreamAdsStream, type UpstreamProtocol } from './upstream-ads-stream.js';
 import { memberCredentials } from './group-credentials.js';
 import { GroupVerifier } from './group-verifier.js';
-import { UpstreamGroup } from './upstream-group.js';
+import { DEFAULT_ABSENT_NAME_LIMITS, UpstreamGroup, type AbsentNameLimits } from './upstream-group.js';
+import { AdmissionControl } from '../../limits/admission-control.js';
 
 export type MultiplexMode = 'group' | 'stream';
 
@@ -41,6 +42,9 @@ export interface GroupRegistryOptions {
   maxGroups?: number;
   /** Serialized responses kept for reuse, across all groups. */
   responseMemoMb?: number;
+  /** New groups per second and burst (0 = no limit). */
+  groupCreation?: { ratePerSecond: number; burst: number };
+  absentNames?: Omit<AbsentNameLimits, 'stats'>;
   /** The share of VMs joining a group whose own config is checked against the group's (docs/ADDRESS-BINDING.md). */
   verifyFraction?: number;
   /**
@@ -82,8 +86,11 @@ export class GroupRegistry implements ViewProvider {
   /** Nodes verification found served differently from their group: each gets a group of its own. */
   private readonly isolated = new Set<string>();
   readonly verifier: GroupVerifier | undefined;
-  /** VMs refused because a new group would have passed maxGroups (for the metrics). */
-  groupsRefused = 0;
+  /** VMs refused a new group, by reason (for the metrics). */
+  readonly groupsRefused = { max_groups: 0, rate: 0 };
+  private readonly groupCreation: AdmissionControl | undefined;
+  /** Subscribed names no upstream has: per VM, per group; and the VMs ended for them. */
+  readonly absentNames: AbsentNameLimits;
   /** VMs moved to another group since start (for the metrics). */
   moves = 0;
   /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
@@ -93,6 +100,8 @@ export class GroupRegistry implements ViewProvider {
 
   constructor(private readonly options: GroupRegistryOptions) {
     this.memoLimit = new MemoLimit((options.responseMemoMb ?? DEFAULT_MEMO_MB) * 1024 * 1024);
+    this.absentNames = { ...DEFAULT_ABSENT_NAME_LIMITS, ...options.absentNames, stats: { vmsEnded: 0 } };
+    if (options.groupCreation) this.groupCreation = new AdmissionControl({ ...options.groupCreation, maxQueued: 0, maxWaitMs: 0 }, 'new group');
     this.sharedViewRules = { ...options.rules, perInstanceMetadata: [...options.rules.perInstanceMetadata, 'NETWORK'] };
     if (options.verifyFraction) {
       this.verifier = new GroupVerifier({
@@ -113,9 +122,16 @@ export class GroupRegistry implements ViewProvider {
     let group = this.groups.get(key);
     if (!group) {
       if (mode === 'group' && this.groupModeGroups() >= (this.options.maxGroups ?? Infinity)) {
-        this.groupsRefused++;
+        this.groupsRefused.max_groups++;
         throw new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED,
           `the relay already holds ${this.options.maxGroups} groups (maxGroups): a VM whose metadata matches no existing group is not given a new upstream stream`);
+      }
+      // Each new group is a stream istiod computes for: VMs arriving with ever new metadata are let
+      // through at a bounded rate (they retry), so they cannot turn into a burst of streams on istiod.
+      if (mode === 'group' && this.groupCreation && !this.groupCreation.tryAdmit()) {
+        this.groupsRefused.rate++;
+        throw new RelayError('MR_OVERLOADED', GrpcStatus.UNAVAILABLE,
+          `new groups are being created faster than ${this.options.groupCreation!.ratePerSecond}/s (groupCreationRate); retry with backoff`);
       }
       group = this.createGroup(key, mode, node, aggregation.fields, stream);
     } else {
@@ -239,7 +255,7 @@ export class GroupRegistry implements ViewProvider {
 
   /** A new group with its first member (whose credential the first upstream stream opens with). */
   private createGroup(key: string, mode: MultiplexMode, opener: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
-    const group = new UpstreamGroup(key, mode, fields, this.newMemo());
+    const group = new UpstreamGroup(key, mode, fields, this.newMemo(), this.absentNames);
     group.opener = opener;
     const upstreamNode = this.upstreamNode(opener, mode);
     if (mode === 'group') this.options.prepareCache?.(key, group.cache);

@@ -20,9 +20,15 @@ export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'refused' | 'clos
  */
 const REFUSALS = new Set<number>([
   grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.UNIMPLEMENTED,
+  // A request too large for istiod (grpc-go: "received message larger than max"), or istiod's own
+  // request rate limit (pilot/pkg/xds/ads.go): the group decides which it was.
+  grpc.status.RESOURCE_EXHAUSTED,
 ]);
 /** Refusals that say the credential, not the request, was wrong. */
-const CREDENTIAL_REFUSALS = new Set<number>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED]);
+/** Names per Delta subscription request sent upstream. */
+const UPSTREAM_NAMES_PER_REQUEST = 1000;
+
+export const CREDENTIAL_REFUSALS = new Set<number>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED]);
 
 export interface UpstreamRefusal {
   code: number;
@@ -90,6 +96,7 @@ export class UpstreamAdsStream {
   private releaseStream: (() => void) | undefined;
   private nodeSent = false;
   private answered = false;
+  private answeredSince = 0;
   private syncScheduled = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly backoff: Backoff;
@@ -154,6 +161,11 @@ export class UpstreamAdsStream {
   /** True while the current stream has been answered: the upstream could resend what it is asked for. */
   get live(): boolean {
     return this.stats.state === 'streaming' && this.answered;
+  }
+
+  /** Since when (performance.now()) the current stream has been answered; undefined while it has not. */
+  get answeredAt(): number | undefined {
+    return this.live ? this.answeredSince : undefined;
   }
 
   /** A member brought a credential: a stream waiting for one opens now. */
@@ -256,8 +268,11 @@ export class UpstreamAdsStream {
     if (!sent) {
       // Legacy wildcard (empty first request) is what every Envoy and istiod understand.
       if (desired.wildcard && desired.names.size > 0) subscribe.push(WILDCARD);
-      subscribe.push(...desired.names);
-      for (const resource of this.options.cache.all(typeUrl).values()) initialVersions[resource.name] = resource.version;
+      const cached = this.options.cache.all(typeUrl);
+      for (const resource of cached.values()) initialVersions[resource.name] = resource.version;
+      // Names the cache holds first: they are what VMs are served, whatever becomes of the rest.
+      for (const name of desired.names) if (cached.has(name)) subscribe.push(name);
+      for (const name of desired.names) if (!cached.has(name)) subscribe.push(name);
     } else {
       if (desired.wildcard && !sent.wildcard) subscribe.push(WILDCARD);
       if (!desired.wildcard && sent.wildcard) unsubscribe.push(WILDCARD);
@@ -265,13 +280,23 @@ export class UpstreamAdsStream {
       for (const name of sent.names) if (!desired.names.has(name)) unsubscribe.push(name);
     }
     this.sent.set(typeUrl, { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', previousVersion: sent?.previousVersion ?? '', nonce: sent?.nonce ?? '' });
-    this.write(Envelopes.encodeDeltaRequest({
-      ...this.nodeOnce(),
-      type_url: typeUrl,
-      resource_names_subscribe: subscribe,
-      resource_names_unsubscribe: unsubscribe,
-      initial_resource_versions: initialVersions,
-    }));
+    // Delta subscriptions add up, so a large one goes in several requests: one giant resubscribe
+    // could pass the upstream's message limit and be refused whole, every time (xds_protocol.rst,
+    // "Incremental xDS"). Versions go in the first, as the protocol asks.
+    let first = true;
+    for (let offset = 0; first || offset < subscribe.length + unsubscribe.length; offset += UPSTREAM_NAMES_PER_REQUEST) {
+      const end = offset + UPSTREAM_NAMES_PER_REQUEST;
+      const subscribeChunk = subscribe.slice(offset, end);
+      const unsubscribeChunk = unsubscribe.slice(Math.max(0, offset - subscribe.length), Math.max(0, end - subscribe.length));
+      this.write(Envelopes.encodeDeltaRequest({
+        ...this.nodeOnce(),
+        type_url: typeUrl,
+        resource_names_subscribe: subscribeChunk,
+        resource_names_unsubscribe: unsubscribeChunk,
+        ...(first ? { initial_resource_versions: initialVersions } : {}),
+      }));
+      first = false;
+    }
   }
 
   private syncSotw(typeUrl: string, desired: DesiredSubscription, sent: SentSubscription | undefined): void {
@@ -305,6 +330,7 @@ export class UpstreamAdsStream {
   private receive(stream: grpc.ClientDuplexStream<Buffer, Buffer>, bytes: Buffer): void {
     if (stream !== this.stream) return;
     this.stats.responses++;
+    if (!this.answered) this.answeredSince = performance.now();
     this.answered = true;
     this.stats.bytesReceived += bytes.length;
     this.stats.lastResponseAt = new Date().toISOString();

@@ -5,18 +5,38 @@ import type { ProxyReport, XdsView } from '../downstream/view.js';
 import type { JsonValue } from '../protocol/struct.js';
 import { GrpcStatus, RelayError } from '../../errors.js';
 import { GroupCredentials, memberCredentials } from './group-credentials.js';
-import type { UpstreamAdsStream, UpstreamRefusal } from './upstream-ads-stream.js';
+import { CREDENTIAL_REFUSALS, type UpstreamAdsStream, type UpstreamRefusal } from './upstream-ads-stream.js';
 import type { StreamIdentity } from '../downstream/view.js';
 import type { ProxyNode } from '../protocol/node.js';
 
 /** How often dropping unwanted names is tried again while the upstream is away. */
 const FORGET_RETRY_MS = 1000;
 
+/**
+ * Names a VM may subscribe to that the upstream does not have. Envoy asks for EDS and RDS names its
+ * CDS and LDS named, so istiod has them; a stream holding many others is broken or hostile, and in
+ * group mode they would be resubscribed on the group's stream for every member (group poisoning).
+ */
+export interface AbsentNameLimits {
+  perVm: number;
+  perGroup: number;
+  /** How long after being asked for (and the upstream answering) a name missing from the cache counts as absent. */
+  graceMs: number;
+  /** VMs ended for holding absent names, across groups (for the metrics). */
+  stats: { vmsEnded: number };
+}
+
+export const DEFAULT_ABSENT_NAME_LIMITS: Omit<AbsentNameLimits, 'stats'> = { perVm: 1000, perGroup: 10_000, graceMs: 10_000 };
+
 /** Reference counts of what the group's members subscribe to, per type. */
 class TypeInterest {
   wildcard = 0;
   upstreamWildcard = false;
   readonly names = new Map<string, number>();
+  /** When each name was first asked for (performance.now()), to judge names that never arrive. */
+  readonly askedAt = new Map<string, number>();
+  /** Names the upstream was asked for and did not have after the grace period. */
+  readonly absent = new Set<string>();
   /** Names whose last subscriber left in this tick: forgotten unless someone subscribes again first. */
   readonly leaving = new Set<string>();
 }
@@ -27,8 +47,8 @@ class TypeInterest {
  */
 export class UpstreamGroup implements XdsView {
   readonly cache = new ResourceCache();
-  /** Member streams, each with the way to end it. */
-  readonly members = new Map<string, StreamIdentity['refuse']>();
+  /** Member streams, with the way to end each and what each subscribes to. */
+  readonly members = new Map<string, StreamIdentity>();
   /** Group mode: what members lend the upstream stream to authenticate it. */
   readonly credentials = new GroupCredentials();
   readonly createdAt = new Date().toISOString();
@@ -38,6 +58,7 @@ export class UpstreamGroup implements XdsView {
   private forgetScheduled = false;
   private forgetTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private auditTimer: NodeJS.Timeout | undefined;
   upstream!: UpstreamAdsStream;
   /** The member whose node the upstream stream speaks as (istiod computes the group's config for it). */
   opener: ProxyNode | undefined;
@@ -49,6 +70,7 @@ export class UpstreamGroup implements XdsView {
     readonly mode: 'group' | 'stream',
     readonly fields: { [field: string]: JsonValue },
     readonly memo: ResponseMemo,
+    private readonly absentLimits: AbsentNameLimits = { ...DEFAULT_ABSENT_NAME_LIMITS, stats: { vmsEnded: 0 } },
   ) {
     this.cache.onChange((change) => this.memo.invalidate(change.typeUrl));
   }
@@ -67,16 +89,26 @@ export class UpstreamGroup implements XdsView {
     }
     interest.wildcard += change.wildcard;
     let namesChanged = false;
+    let askedNew = false;
     for (const name of change.added) {
       const count = interest.names.get(name) ?? 0;
       interest.names.set(name, count + 1);
-      if (count === 0) namesChanged = true;
+      if (count === 0) {
+        namesChanged = true;
+        if (!this.cache.get(typeUrl, name)) {
+          interest.askedAt.set(name, performance.now());
+          askedNew = true;
+        }
+      }
     }
+    if (askedNew) this.scheduleAudit(this.absentLimits.graceMs);
     const dropped: string[] = [];
     for (const name of change.removed) {
       const count = interest.names.get(name) ?? 0;
       if (count <= 1) {
         interest.names.delete(name);
+        interest.askedAt.delete(name);
+        interest.absent.delete(name);
         dropped.push(name);
         namesChanged = true;
       } else interest.names.set(name, count - 1);
@@ -120,6 +152,82 @@ export class UpstreamGroup implements XdsView {
     }
   }
 
+  private scheduleAudit(delayMs: number): void {
+    if (this.auditTimer || this.closed) return;
+    this.auditTimer = setTimeout(() => {
+      this.auditTimer = undefined;
+      this.auditAbsentNames();
+    }, delayMs);
+    this.auditTimer.unref();
+  }
+
+  /**
+   * Judges the names asked for that have not arrived: once the upstream has answered for the grace
+   * period and still not sent one, it is absent. A VM holding more absent names than a VM may, or
+   * the most of them while the group holds more than a group may, is ended with the reason; the
+   * group keeps serving the rest, and the names leave its upstream subscription with that VM.
+   */
+  private auditAbsentNames(): void {
+    if (this.closed) return;
+    const { graceMs } = this.absentLimits;
+    const answeredAt = this.upstream.answeredAt;
+    if (answeredAt === undefined) {
+      this.scheduleAudit(graceMs);
+      return;
+    }
+    const now = performance.now();
+    let nextDue = Infinity;
+    for (const [typeUrl, interest] of this.interest) {
+      for (const [name, askedAt] of interest.askedAt) {
+        if (this.cache.get(typeUrl, name)) {
+          interest.askedAt.delete(name);
+          interest.absent.delete(name);
+          continue;
+        }
+        const due = Math.max(askedAt, answeredAt) + graceMs;
+        if (due <= now) interest.absent.add(name);
+        else nextDue = Math.min(nextDue, due);
+      }
+    }
+    this.endMembersOverAbsentLimits();
+    if (nextDue !== Infinity) this.scheduleAudit(Math.max(10, nextDue - now));
+  }
+
+  private endMembersOverAbsentLimits(): void {
+    const { perVm, perGroup } = this.absentLimits;
+    let groupAbsent = 0;
+    for (const interest of this.interest.values()) groupAbsent += interest.absent.size;
+    if (groupAbsent === 0) return;
+    const holders = this.membersByAbsentNames();
+    for (const { member, absent } of holders) {
+      if (absent <= perVm && groupAbsent <= perGroup) break;
+      if (absent === 0) break;
+      groupAbsent -= absent;
+      this.endForAbsentNames(member, absent > perVm
+        ? `this VM subscribes ${absent} names the upstream does not have, over the limit of ${perVm} per VM`
+        : `this VM's group holds more than ${perGroup} names the upstream does not have, and this VM asked for the most (${absent})`);
+    }
+  }
+
+  /** Members with the absent names each holds, most first. */
+  private membersByAbsentNames(): Array<{ member: StreamIdentity; absent: number }> {
+    const out: Array<{ member: StreamIdentity; absent: number }> = [];
+    for (const member of this.members.values()) {
+      let absent = 0;
+      for (const [typeUrl, interest] of this.interest) {
+        if (interest.absent.size === 0) continue;
+        for (const name of member.subscribedNames(typeUrl)) if (interest.absent.has(name)) absent++;
+      }
+      if (absent > 0) out.push({ member, absent });
+    }
+    return out.sort((a, b) => b.absent - a.absent);
+  }
+
+  private endForAbsentNames(member: StreamIdentity, why: string): void {
+    this.absentLimits.stats.vmsEnded++;
+    member.refuse(new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, why));
+  }
+
   /** Stream mode forwards the one VM's NACKs and health to istiod; group mode keeps them here. */
   report(event: ProxyReport): void {
     if (this.mode !== 'stream') return;
@@ -138,7 +246,7 @@ export class UpstreamGroup implements XdsView {
   addMember(stream: StreamIdentity): void {
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
-    this.members.set(stream.streamId, stream.refuse);
+    this.members.set(stream.streamId, stream);
     if (this.mode !== 'group') return;
     this.credentials.add(stream.streamId, memberCredentials(stream));
     const refusal = this.upstream?.stats.lastRefusal;
@@ -156,8 +264,18 @@ export class UpstreamGroup implements XdsView {
    * (Envoy backs off and retries); VMs already served keep their config from the cache.
    */
   upstreamRefused(refusal: UpstreamRefusal): void {
-    if (!this.isEmpty()) return;
-    for (const refuse of [...this.members.values()]) refuse(refusedError(refusal));
+    if (!CREDENTIAL_REFUSALS.has(refusal.code)) {
+      // A request refused for what it asks: the member that asked for the most names the upstream
+      // does not have is the likely cause; it goes, so the group's next stream can succeed.
+      const [culprit] = this.membersByAbsentNames();
+      if (culprit) {
+        this.endForAbsentNames(culprit.member, `the upstream refused this VM's group's subscription (${refusal.message}), and this VM asked for the most names the upstream does not have (${culprit.absent})`);
+        return;
+      }
+    }
+    // istiod's request rate limit passes; VMs wait for the stream's retry instead of being told to back off.
+    if (!this.isEmpty() || refusal.code === GrpcStatus.RESOURCE_EXHAUSTED) return;
+    for (const member of [...this.members.values()]) member.refuse(refusedError(refusal));
   }
 
   private isEmpty(): boolean {
@@ -184,6 +302,7 @@ export class UpstreamGroup implements XdsView {
     for (const hook of this.closeHooks.splice(0)) hook();
     clearTimeout(this.lingerTimer);
     clearTimeout(this.forgetTimer);
+    clearTimeout(this.auditTimer);
     for (const view of this.networkViews.values()) view.close();
     this.memo.clear();
     this.upstream.close();
