@@ -13,7 +13,17 @@ export const CaFiles = {
   root: 'root-cert.pem',
 } as const;
 
+/** The CA files' contents: what signing worker threads build their own bundle from. */
+export interface CaPems {
+  cert: string;
+  key: string;
+  /** cert-chain.pem, or the CA certificate when there is none. */
+  chain: string;
+  root: string;
+}
+
 export interface CaBundle {
+  pems: CaPems;
   issuer: Issuer;
   certificate: X509Certificate;
   /** PEM of each certificate between the signing CA and the root, signing CA first. */
@@ -37,27 +47,31 @@ export function loadCaBundle(directory: string): CaBundle {
       throw bad(`cannot read ${full}: ${(error as Error).message}`);
     }
   };
-  const certPem = read(CaFiles.cert);
-  const rootPem = read(CaFiles.root);
+  const cert = read(CaFiles.cert);
   const chainFile = path.join(directory, CaFiles.chain);
-  const chainText = existsSync(chainFile) ? read(CaFiles.chain) : certPem;
+  return parseCaBundle({ cert, key: read(CaFiles.key), root: read(CaFiles.root), chain: existsSync(chainFile) ? read(CaFiles.chain) : cert }, directory);
+}
+
+/** Checks CA file contents (read from `where`): the key matches the certificate, which is a CA chained to the root. */
+export function parseCaBundle(pems: CaPems, where: string): CaBundle {
   let key: KeyObject;
   let certificate: X509Certificate;
   let root: X509Certificate;
   try {
-    key = createPrivateKey(read(CaFiles.key));
-    certificate = new X509Certificate(certPem);
-    root = new X509Certificate(rootPem);
+    key = createPrivateKey(pems.key);
+    certificate = new X509Certificate(pems.cert);
+    root = new X509Certificate(pems.root);
   } catch (error) {
-    throw bad(`CA files in ${directory} are not valid PEM: ${(error as Error).message}`);
+    throw bad(`CA files in ${where} are not valid PEM: ${(error as Error).message}`);
   }
-  if (!certificate.checkPrivateKey(key)) throw bad(`${CaFiles.key} does not match ${CaFiles.cert} in ${directory}`);
-  if (!certificate.ca) throw bad(`${CaFiles.cert} in ${directory} is not a CA certificate`);
+  if (!certificate.checkPrivateKey(key)) throw bad(`${CaFiles.key} does not match ${CaFiles.cert} in ${where}`);
+  if (!certificate.ca) throw bad(`${CaFiles.cert} in ${where} is not a CA certificate`);
   // cert-chain.pem holds the signing CA and any intermediates up to (not including) the root.
-  const chainPems = pemToDers(chainText).map((der) => new X509Certificate(der).toString())
+  const chainPems = pemToDers(pems.chain).map((der) => new X509Certificate(der).toString())
     .filter((pem) => new X509Certificate(pem).fingerprint256 !== root.fingerprint256);
-  const ders = pemToDers(certPem);
+  const ders = pemToDers(pems.cert);
   return {
+    pems,
     issuer: issuerOf(ders[0]!, key),
     certificate,
     chainPems: chainPems.length > 0 ? chainPems : [certificate.toString()],

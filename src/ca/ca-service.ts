@@ -9,7 +9,7 @@ import { authenticateCaller, type AuthenticatorOptions } from './authenticator.j
 import type { CaForwarder } from './ca-forwarder.js';
 import { CreateCertificateMethod } from './ca-forwarder.js';
 import type { CaMetrics } from './ca-metrics.js';
-import type { LocalSigner } from './local-signer.js';
+import type { SigningPool } from './signing-pool.js';
 
 interface IstioCertificateRequest {
   csr: string;
@@ -20,7 +20,7 @@ const requestType = () => messageType('istio.v1.auth.IstioCertificateRequest');
 const responseType = () => messageType('istio.v1.auth.IstioCertificateResponse');
 
 export type CaService =
-  | { mode: 'local'; signer: LocalSigner; authentication: AuthenticatorOptions }
+  | { mode: 'local'; signing: SigningPool; authentication: AuthenticatorOptions }
   | { mode: 'forward'; forwarder: CaForwarder; authentication: AuthenticatorOptions };
 
 function header(call: GrpcCall, name: string): string | undefined {
@@ -67,7 +67,7 @@ export function registerCaService(server: GrpcServer, service: CaService, metric
 async function signLocally(service: Extract<CaService, { mode: 'local' }>, request: IstioCertificateRequest, call: GrpcCall): Promise<Buffer> {
   const caller = await authenticateCaller(call, service.authentication);
   const validity = typeof request.validity_duration === 'number' ? request.validity_duration : request.validity_duration.toNumber();
-  const chain = service.signer.sign(request.csr, caller.identity, validity);
+  const chain = await service.signing.sign(request.csr, caller.identity, validity);
   return Buffer.from(responseType().encode({ cert_chain: chain }).finish());
 }
 

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { Registry } from 'prom-client';
 import { caUpstreamRoot, resolveCaMode, type ServeConfig } from '../config/schema.js';
@@ -14,6 +15,7 @@ import { CA_AUDIENCE } from './identity.js';
 import { JwtVerifier } from './jwt.js';
 import type { TokenVerifier } from './authenticator.js';
 import { LocalSigner } from './local-signer.js';
+import { SigningPool } from './signing-pool.js';
 import { IssuedServingCertificate, type ServingCertificate } from './serving-certificate.js';
 import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials } from '../config/upstream-tls.js';
 
@@ -65,7 +67,9 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
     ?? (jwksFile ? new JwtVerifier({ jwksFile, issuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain }) : undefined);
   const watcher = new CaBundleWatcher(caDir, log);
   watcher.start();
-  const signer = new LocalSigner(watcher, { defaultSeconds: config.workloadCertTtlSeconds, maxSeconds: config.maxWorkloadCertTtlSeconds });
+  const ttl = { defaultSeconds: config.workloadCertTtlSeconds, maxSeconds: config.maxWorkloadCertTtlSeconds };
+  const signer = new LocalSigner(watcher, ttl);
+  const signing = new SigningPool(watcher, ttl, config.caSigningThreads ?? defaultSigningThreads(), config.caMaxQueued, log);
   const recordExpiry = () => {
     const { root, chain } = signer.expiries();
     metrics.rootExpiry.set(root.getTime() / 1000);
@@ -80,7 +84,7 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   }
   watcher.onReload(recordExpiry);
   return {
-    service: { mode: 'local', signer, authentication: { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) } },
+    service: { mode: 'local', signing, authentication: { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) } },
     metrics,
     tokens,
     serving,
@@ -88,6 +92,7 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
     close: () => {
       watcher.close();
       serving?.close();
+      void signing.close();
     },
   };
 }
@@ -114,4 +119,9 @@ function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffP
       forwarder.close();
     },
   };
+}
+
+/** One signing thread per core but one (the event loop's), at least one, at most four. */
+function defaultSigningThreads(): number {
+  return Math.min(4, Math.max(1, availableParallelism() - 1));
 }

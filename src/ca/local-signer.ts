@@ -1,5 +1,5 @@
 import { GrpcStatus, RelayError } from '../errors.js';
-import type { CaBundleWatcher } from './ca-bundle.js';
+import type { CaBundle } from './ca-bundle.js';
 import { spiffeId, type WorkloadIdentity } from './identity.js';
 import { Oid, derToPem, issueCertificate, parseCsr } from './x509.js';
 
@@ -18,7 +18,7 @@ const CLOCK_SKEW_MS = 60_000;
  * lifetime clamped to the CA's, and the chain [leaf, cert-chain…, root].
  */
 export class LocalSigner {
-  constructor(private readonly ca: CaBundleWatcher, private readonly ttl: TtlPolicy) {}
+  constructor(private readonly ca: { readonly bundle: CaBundle }, private readonly ttl: TtlPolicy) {}
 
   sign(csrPem: string, identity: WorkloadIdentity, requestedSeconds: number, now = Date.now()): string[] {
     const csr = parseCsr(csrPem);

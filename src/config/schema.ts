@@ -115,6 +115,8 @@ export const serveSchema = z.object({
   maxWorkloadCertTtlSeconds: z.number().int().min(60).default(90 * 24 * 3600),
   servingDnsNames: z.array(z.string().min(1)).default(['istiod.istio-system.svc']),
   caMaxConcurrent: z.number().int().min(1).default(64),
+  // Local CA: threads that verify and sign CSRs off the event loop; default one per core but one (1–4).
+  caSigningThreads: z.number().int().min(1).max(64).optional(),
   caMaxQueued: z.number().int().min(0).default(10_000),
   caRequestTimeoutSeconds: z.number().min(0.1).default(10),
 }).strict().superRefine((config, context) => {

@@ -90,3 +90,20 @@ test('many concurrent CSRs: none lost, none duplicated, each for its own key', a
     .equals(createPublicKey(csr.keyPem).export({ type: 'spki', format: 'der' })));
   t.true(matches, 'each certificate carries the key of the CSR it answers');
 });
+
+test('signing runs on its threads with bounded room: past threads × 4 in signing and caMaxQueued waiting, a CSR is RESOURCE_EXHAUSTED, the rest are issued', async (t) => {
+  const r = await caRig('rsa-2048', { caSigningThreads: 1, caMaxQueued: 0 });
+  t.teardown(r.close);
+  const csr = opensslCsr('ec-p256');
+  const headers = r.bearer();
+  const outcomes = await Promise.allSettled(Array.from({ length: 40 }, () => createCertificate(r.client, csr.csr, headers)));
+  const issued = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+  const refused = outcomes.filter((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+  t.true(issued.length >= 4, `${issued.length} issued`);
+  t.true(refused.length > 0, 'some CSRs found no room');
+  for (const outcome of refused) {
+    t.is((outcome.reason as grpc.ServiceError).code, grpc.status.RESOURCE_EXHAUSTED);
+    t.regex((outcome.reason as grpc.ServiceError).details, /local CA signing/);
+  }
+  t.true((await createCertificate(r.client, csr.csr, headers)).length >= 2, 'signing goes on afterwards');
+});
