@@ -81,6 +81,7 @@ export class Relay {
   private stopping = false;
   private snapshots: CacheSnapshotStore | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
+  private snapshotExpiryTimer: NodeJS.Timeout | undefined;
   private writeSnapshot: ((force: boolean) => void) | undefined;
   /** How long /readyz reports 503 before connections are closed (endpoint removal takes time). */
   readinessDrainMs = 0;
@@ -186,7 +187,7 @@ export class Relay {
       ...(rewrites ? { transformUpstream: rewrites } : {}),
       ...(snapshots ? {
         prepareCache: (key: string, cache: ResourceCache) => {
-          const saved = snapshots.restorable(key);
+          const saved = snapshots.claim(key);
           if (saved) restoreInto(cache, saved);
         },
       } : {}),
@@ -280,7 +281,7 @@ export class Relay {
     });
     registerRelayMetrics(metrics, { groups, ads, admission: relay.admission, bufferBudget });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
-    if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000);
+    if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000, config.groupLingerSeconds * 1000);
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       started.push(() => relay.admin?.close());
@@ -311,7 +312,7 @@ export class Relay {
   }
 
   /** Writes the group caches to disk when they changed, every `intervalMs`, and once on stop. */
-  private startSnapshots(store: CacheSnapshotStore, intervalMs: number): void {
+  private startSnapshots(store: CacheSnapshotStore, intervalMs: number, lingerMs: number): void {
     this.snapshots = store;
     let written = -1;
     const generation = () => this.groups.list().reduce((sum, group) => sum + group.cache.typeUrls().reduce((s, t) => s + group.cache.generation(t), 0) + group.cache.typeUrls().length, 0);
@@ -319,10 +320,8 @@ export class Relay {
       const now = generation();
       if (!force && now === written) return;
       const current = this.groups.list().filter((group) => group.mode === 'group').map((group) => snapshotOf(group.key, group.cache));
-      // Groups restored from disk whose VMs have not come back yet are kept, not forgotten.
-      const keys = new Set(current.map((group) => group.key));
-      const kept = store.loadedGroups().filter((group) => !keys.has(group.key));
-      if (store.write([...current, ...kept])) written = now;
+      // Saved groups whose VMs have not come back yet are kept until they expire.
+      if (store.write([...current, ...store.unclaimedGroups()])) written = now;
     };
     this.snapshotTimer = setInterval(() => {
       // A snapshot that cannot be made is reported, never a reason for the relay to stop.
@@ -333,6 +332,10 @@ export class Relay {
       }
     }, intervalMs);
     this.snapshotTimer.unref();
+    this.snapshotExpiryTimer = setTimeout(() => {
+      if (store.expireUnclaimed() > 0) this.writeSnapshot?.(true);
+    }, lingerMs);
+    this.snapshotExpiryTimer.unref();
     const readiness = () => this.readiness();
     new Gauge({
       name: 'meshrelay_degraded', help: '1 while serving VMs from the cache snapshot with the upstream unreachable', registers: [this.metrics],
@@ -356,6 +359,7 @@ export class Relay {
   async stop(graceMs = 0): Promise<void> {
     this.stopping = true;
     clearInterval(this.snapshotTimer);
+    clearTimeout(this.snapshotExpiryTimer);
     this.writeSnapshot?.(true);
     const readinessWindow = Math.min(this.readinessDrainMs, graceMs / 2);
     if (readinessWindow > 0) await new Promise((resolve) => setTimeout(resolve, readinessWindow));

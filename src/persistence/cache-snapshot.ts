@@ -110,12 +110,27 @@ export class CacheSnapshotStore {
     }
   }
 
-  restorable(key: string): SnapshotGroup | undefined {
-    return this.loaded.get(key);
+  /** The saved cache of a group being created; from then on the live group is what is saved. */
+  claim(key: string): SnapshotGroup | undefined {
+    const saved = this.loaded.get(key);
+    this.loaded.delete(key);
+    return saved;
   }
 
-  loadedGroups(): SnapshotGroup[] {
+  /** Saved groups no VM has come back for yet: they are written again until they expire. */
+  unclaimedGroups(): SnapshotGroup[] {
     return [...this.loaded.values()];
+  }
+
+  /**
+   * Forgets saved groups still unclaimed: a group no VM came back for within the linger period is
+   * closed like any group left empty, instead of being carried from snapshot to snapshot forever.
+   */
+  expireUnclaimed(): number {
+    const expired = this.loaded.size;
+    if (expired > 0) this.log.info({ groups: expired }, 'saved groups no VM came back for have expired');
+    this.loaded.clear();
+    return expired;
   }
 
   /**

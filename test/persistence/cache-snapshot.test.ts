@@ -93,6 +93,37 @@ test('restarted with istiod unreachable, every VM of a known group gets its EDS 
   t.true(JSON.stringify(saved).includes(httpbin), 'and the next snapshot still holds it');
 });
 
+test('saved groups no VM comes back for expire after the linger period, like groups left empty; the groups VMs came back to stay saved', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-'));
+  const sim = await startSim();
+  const connect = (target: string, app: string) => {
+    const vm = new AdsTestClient(target, 'delta');
+    vm.send({ node: vmNode({ name: `vm-${app}`, labels: { app } }), type_url: TypeUrl.cluster });
+    return vm;
+  };
+  const first = await startRelay({ upstream: sim.target, mode: 'group', cacheSnapshotDir: dir });
+  for (const app of ['returns', 'gone']) {
+    const vm = connect(first.target, app);
+    await vm.next();
+    vm.close();
+  }
+  await first.stop();
+  await sim.close();
+  const savedKeys = () => (JSON.parse(readFileSync(path.join(dir, 'upstream-cache.json'), 'utf8')) as { groups: Array<{ key: string }> }).groups.map((group) => group.key);
+  t.is(savedKeys().length, 2);
+
+  const second = await startRelay({ upstream: sim.target, mode: 'group', cacheSnapshotDir: dir, groupLingerSeconds: 1, cacheSnapshotIntervalSeconds: 0.2 });
+  const back = connect(second.target, 'returns');
+  t.teardown(async () => { back.close(); await second.stop(); });
+  t.true((await back.next()).resources.length > 0, 'the returning VM is served from the snapshot');
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.is(savedKeys().length, 2, 'within the linger period both are still saved');
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  const kept = savedKeys();
+  t.is(kept.length, 1, 'the group no VM came back for has expired');
+  t.deepEqual(kept, second.groups.list().map((group) => group.key), 'the group its VM came back to is the one saved');
+});
+
 /** A real small filesystem (tmpfs) that fills up; undefined where mounting is not permitted. */
 function smallFilesystem(kib: number): { dir: string; unmount(): void } | undefined {
   const dir = mkdtempSync(path.join(tmpdir(), 'snapshot-tmpfs-'));
@@ -124,7 +155,7 @@ if (!probe) console.warn('skipping the full-disk snapshot test: mounting a tmpfs
   t.deepEqual(readdirSync(fs64k.dir), ['upstream-cache.json'], 'no temporary file is left behind');
   const reloaded = new CacheSnapshotStore(fs64k.dir, testLog);
   t.is(reloaded.load(), 1);
-  t.truthy(reloaded.restorable('small'));
+  t.truthy(reloaded.claim('small'));
 });
 
 test('temporary files a killed relay left behind are removed when the snapshot is loaded', (t) => {
