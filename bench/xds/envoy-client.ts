@@ -73,6 +73,7 @@ export class ResourceDecoder {
 export interface ClientEvents {
   configured(client: EnvoyClient, elapsedMs: number): void;
   /** A response arrived carrying the upstream's push stamp (`<RFC3339>/<n>`) for the given type. */
+  /** `receivedMs`, `ackedMs`: wall clock (Date.now()), comparable with the stamp. */
   update(client: EnvoyClient, typeUrl: string, stamp: PushStamp, receivedMs: number, ackedMs: number): void;
   error(client: EnvoyClient, message: string): void;
 }
@@ -300,7 +301,7 @@ export class EnvoyClient {
   }
 
   /** EDS names the clusters need / RDS names the listeners need. */
-  private wanted(typeUrl: string): Set<string> {
+  wanted(typeUrl: string): Set<string> {
     const from = this.types.get(typeUrl === EDS ? CDS : LDS);
     const names = new Set<string>();
     for (const references of from?.references.values() ?? []) for (const name of references) names.add(name);

@@ -15,8 +15,8 @@ const NAMESPACES = ['bar', 'bookinfo', 'payments', 'shop', 'vm'];
  * A mesh of the profile's size on the simulated istiod's two networks: services on `net1` behind
  * the east-west gateway, so VMs on `vm-net` get them split-horizon translated, as in production.
  */
-export function profileMesh(profile: ProfileName): MeshModel {
-  const { services, endpointsPerService } = PROFILES[profile];
+export function profileMesh(profile: ProfileName, endpointsPerService: number = PROFILES[profile].endpointsPerService): MeshModel {
+  const { services } = PROFILES[profile];
   return meshSchema.parse({
     networks: {
       net1: { clusterId: 'cluster1', gateways: [{ address: '192.0.2.10', port: 15443 }] },

@@ -136,7 +136,7 @@ function once<T>(child: ChildProcess, accept: (message: T) => boolean): Promise<
   });
 }
 
-async function startSim(mesh: MeshModel): Promise<Server & { port: number }> {
+export async function startSim(mesh: MeshModel): Promise<Server & { port: number }> {
   const child = fork(path.join(here, 'sim-process.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   child.send({ type: 'start', mesh, port: 0 } satisfies SimCommand);
   const { port } = await once<SimMessage>(child, (m) => m.type === 'listening') as { port: number };
@@ -200,7 +200,7 @@ function bumpFirstEndpoint(service: MeshService): MeshService {
 }
 
 /** One endpoint's weight changed: the smallest EDS update (≈1 KiB). */
-function changeOneEndpoint(mesh: MeshModel, step: number): MeshModel {
+export function changeOneEndpoint(mesh: MeshModel, step: number): MeshModel {
   const service = mesh.services[step % mesh.services.length]!;
   return { ...mesh, services: mesh.services.map((s) => (s === service ? bumpFirstEndpoint(s) : s)) };
 }

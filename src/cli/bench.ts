@@ -3,7 +3,8 @@ import { runCsrBench } from '../../bench/csr-bench.js';
 import { htmlReport, passed, resultTable } from '../../bench/xds/report.js';
 import { runXdsBench, type TargetKind, type XdsBenchOptions } from '../../bench/xds/xds-bench.js';
 import { loadConfig } from '../config/load.js';
-import { benchCsrSchema, benchXdsSchema } from '../config/schema.js';
+import { benchAttackSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
+import { attackTable, runAttackBench } from '../../bench/attack/attack-bench.js';
 
 async function csr(argv: string[]): Promise<void> {
   const config = loadConfig(benchCsrSchema, argv);
@@ -54,8 +55,16 @@ async function xds(argv: string[]): Promise<void> {
   if (!passed(results)) process.exitCode = 1;
 }
 
-/** `meshrelay bench [flags]`: simulated VM Envoys (xDS); `meshrelay bench csr [flags]`: the CA. */
+async function attack(argv: string[]): Promise<void> {
+  const config = loadConfig(benchAttackSchema, argv);
+  const results = await runAttackBench({ ...config, serveArgs: config.serveArgs.split(/\s+/).filter(Boolean) });
+  process.stdout.write(`${attackTable(results)}\n`);
+  if (config.json) writeFileSync(config.json, `${JSON.stringify({ command: `meshrelay bench attack ${argv.join(' ')}`, results }, null, 2)}\n`);
+}
+
+/** `meshrelay bench [flags]`: simulated VM Envoys (xDS); `meshrelay bench csr [flags]`: the CA; `meshrelay bench attack`: hostile loads. */
 export async function runBench(argv: string[]): Promise<void> {
   if (argv[0] === 'csr') await csr(argv.slice(1));
+  else if (argv[0] === 'attack') await attack(argv.slice(1));
   else await xds(argv[0] === 'xds' ? argv.slice(1) : argv);
 }

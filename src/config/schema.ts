@@ -197,6 +197,17 @@ export const benchCsrSchema = z.object({
   relayCpuProf: z.string().default(''),
 }).strict();
 
+/** `meshrelay bench attack`: hostile loads against a relay process, a healthy VM watched (docs/RELIABILITY.md). */
+export const benchAttackSchema = z.object({
+  attacks: z.array(z.enum(['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm'])).default(['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm']),
+  streams: z.number().int().min(1).default(1000),
+  holdSeconds: z.number().min(0).default(15),
+  endpointsPerService: z.number().int().min(1).default(120),
+  // Passed to `meshrelay serve` as they are, e.g. "--max-buffered-mb 512".
+  serveArgs: z.string().default(''),
+  json: z.string().default(''),
+}).strict();
+
 /** `meshrelay bench` (xDS): simulated VM Envoys against the relay, the upstream or the raw baseline. */
 export const benchXdsSchema = z.object({
   clients: z.number().int().min(1).max(100_000).default(1000),
