@@ -24,6 +24,16 @@ async function mesh(t: import('ava').ExecutionContext, upstream: StaticUpstream,
   return { relay, vm };
 }
 
+/** A VM of the group subscribed to e0 and e1, served and ACKed. */
+async function servedVictim(t: import('ava').ExecutionContext, vm: Awaited<ReturnType<typeof mesh>>['vm']) {
+  const victim = vm('victim');
+  victim.client.send({ node: victim.node, type_url: EDS, resource_names_subscribe: ['e0', 'e1'] });
+  const first = await victim.client.next();
+  t.is(first.resources.length, 2);
+  victim.client.send({ type_url: EDS, response_nonce: first.nonce });
+  return victim;
+}
+
 const groupNames = (relay: Awaited<ReturnType<typeof startRelay>>) => relay.groups.list()[0]?.subscriptionSummary()[EDS]?.names ?? 0;
 
 test('a VM subscribing names the upstream does not have is ended past the per-VM limit; the rest of its group keeps being served, and the names leave the upstream subscription', async (t) => {
@@ -31,11 +41,7 @@ test('a VM subscribing names the upstream does not have is ended past the per-VM
   t.teardown(() => upstream.close());
   upstream.set(EDS, { e0: 'A', e1: 'B' });
   const { relay, vm } = await mesh(t, upstream, { maxAbsentNamesPerVm: 100, absentNameGraceSeconds: 0.3 });
-  const victim = vm('victim');
-  victim.client.send({ node: victim.node, type_url: EDS, resource_names_subscribe: ['e0', 'e1'] });
-  const first = await victim.client.next();
-  t.is(first.resources.length, 2);
-  victim.client.send({ type_url: EDS, response_nonce: first.nonce });
+  const victim = await servedVictim(t, vm);
 
   const attacker = vm('attacker');
   attacker.client.send({ node: attacker.node, type_url: EDS, resource_names_subscribe: ['e0', ...bogus(0, 500)] });
@@ -94,10 +100,7 @@ test('an upstream that refuses the group\'s resubscribe after a restart: the mem
   t.teardown(() => upstream.close());
   upstream.set(EDS, { e0: 'A', e1: 'B' });
   const { relay, vm } = await mesh(t, upstream, { maxAbsentNamesPerVm: 1000, absentNameGraceSeconds: 0.3 });
-  const victim = vm('victim');
-  victim.client.send({ node: victim.node, type_url: EDS, resource_names_subscribe: ['e0', 'e1'] });
-  const first = await victim.client.next();
-  victim.client.send({ type_url: EDS, response_nonce: first.nonce });
+  const victim = await servedVictim(t, vm);
   // Two requests of 300 absent names each: each alone is accepted, their union (602 names) is not.
   const attacker = vm('attacker');
   attacker.client.send({ node: attacker.node, type_url: EDS, resource_names_subscribe: bogus(0, 300) });

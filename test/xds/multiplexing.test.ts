@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import type { ServeConfig } from '../../src/config/schema.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
 import { eventually, startRelay, startSim } from '../helpers/harness.js';
@@ -152,9 +153,10 @@ for (const upstreamProtocol of ['delta', 'sotw'] as const) {
   });
 }
 
-test('VMs with ever new metadata cannot turn one relay into N upstream streams: past maxGroups a VM needing a new group is RESOURCE_EXHAUSTED, VMs of existing groups are served', async (t) => {
+/** A group-mode relay before the sim, and VMs whose app label picks their group. */
+async function labelledVms(t: ExecutionContext, overrides: Partial<ServeConfig>) {
   const sim = await startSim();
-  const relay = await startRelay({ upstream: sim.target, mode: 'group', maxGroups: 2 });
+  const relay = await startRelay({ upstream: sim.target, mode: 'group', ...overrides });
   const vms: Array<AdsTestClient<'delta'>> = [];
   t.teardown(async () => {
     for (const vm of vms) vm.close();
@@ -167,6 +169,11 @@ test('VMs with ever new metadata cannot turn one relay into N upstream streams: 
     vm.send({ node: vmNode({ name, labels: { app } }), type_url: CDS });
     return vm;
   };
+  return { relay, connect };
+}
+
+test('VMs with ever new metadata cannot turn one relay into N upstream streams: past maxGroups a VM needing a new group is RESOURCE_EXHAUSTED, VMs of existing groups are served', async (t) => {
+  const { relay, connect } = await labelledVms(t, { maxGroups: 2 });
   for (const app of ['a', 'b']) t.true((await connect(`vm-${app}`, app).next()).resources.length > 0);
   const unique = connect('vm-unique', 'unique-label-1');
   const status = await unique.status;
@@ -178,20 +185,7 @@ test('VMs with ever new metadata cannot turn one relay into N upstream streams: 
 });
 
 test('new groups are created at a bounded rate: past the burst a VM needing a new group is UNAVAILABLE and gets one once the rate allows', async (t) => {
-  const sim = await startSim();
-  const relay = await startRelay({ upstream: sim.target, mode: 'group', groupCreationRate: 2, groupCreationBurst: 2 });
-  const vms: Array<AdsTestClient<'delta'>> = [];
-  t.teardown(async () => {
-    for (const vm of vms) vm.close();
-    await relay.stop();
-    await sim.close();
-  });
-  const connect = (name: string, app: string) => {
-    const vm = new AdsTestClient(relay.target, 'delta');
-    vms.push(vm);
-    vm.send({ node: vmNode({ name, labels: { app } }), type_url: CDS });
-    return vm;
-  };
+  const { relay, connect } = await labelledVms(t, { groupCreationRate: 2, groupCreationBurst: 2 });
   const [a, b, c] = [connect('vm-a', 'a'), connect('vm-b', 'b'), connect('vm-c', 'c')];
   t.true((await a.next()).resources.length > 0);
   t.true((await b.next()).resources.length > 0);
