@@ -153,10 +153,14 @@ async function groupPoisoning(relay: RelayProcess, restartUpstream: () => Promis
   attack.close();
 }
 
-/** `streams` CSRs at once (20 distinct RSA-2048 CSRs, as istio-agent sends), authenticated. */
-async function csrStorm(relay: RelayProcess, token: string, options: AttackOptions, outcomes: Outcomes): Promise<void> {
+/** 20 distinct RSA-2048 CSRs, as istio-agent sends; made before the attack (key generation would stall the watching process). */
+function csrRequests(): Buffer[] {
   const requestType = messageType('istio.v1.auth.IstioCertificateRequest');
-  const csrs = Array.from({ length: 20 }, () => Buffer.from(requestType.encode(requestType.fromObject({ csr: makeCsr('rsa-2048'), validity_duration: 3600 })).finish()));
+  return Array.from({ length: 20 }, () => Buffer.from(requestType.encode(requestType.fromObject({ csr: makeCsr('rsa-2048'), validity_duration: 3600 })).finish()));
+}
+
+/** `streams` CSRs at once, authenticated. */
+async function csrStorm(relay: RelayProcess, token: string, csrs: Buffer[], options: AttackOptions, outcomes: Outcomes): Promise<void> {
   const clients = Array.from({ length: 8 }, () => new grpc.Client(relay.address, grpc.credentials.createInsecure()));
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${token}`);
@@ -226,14 +230,15 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
       await sleep(PROBE_INTERVAL_MS);
     }
   })();
-  const attackStart = Date.now();
   const token = mintDevToken(issuer, 'vm', 'vm-sa', 3600);
+  const csrs = attack === 'csr-storm' ? csrRequests() : [];
+  const attackStart = Date.now();
   switch (attack) {
     case 'slow-readers': await slowReaders(relay, names, options, outcomes); break;
     case 'partial-messages': await partialMessages(relay, options, outcomes); break;
     case 'group-poisoning': await groupPoisoning(relay, () => sim.restart!(1000), options, outcomes, true); break;
     case 'upstream-restart': await groupPoisoning(relay, () => sim.restart!(1000), options, outcomes, false); break;
-    case 'csr-storm': await csrStorm(relay, token, options, outcomes); break;
+    case 'csr-storm': await csrStorm(relay, token, csrs, options, outcomes); break;
   }
   const attackEnd = Date.now();
   probing = false;
