@@ -76,23 +76,37 @@ export class BufferBudget {
    * Ends the streams holding the most until the budget holds. False when `requester` was one of them.
    */
   enforce(requester?: BudgetHolder): boolean {
-    let requesterKept = true;
-    while (this.heldBytes > this.maxBytes) {
+    return this.makeRoom(requester, 0);
+  }
+
+  /**
+   * Ends the streams holding the most until `bytes` more fit, the requester counted as holding them:
+   * a response is not built only for its stream to be ended for it. On a tie a stream already holding
+   * bytes goes first (they are stuck; the requester has not shown it does not read). False when the
+   * requester was ended.
+   */
+  makeRoom(requester: BudgetHolder | undefined, bytes: number): boolean {
+    while (this.heldBytes + bytes > this.maxBytes) {
       let largest: BudgetHolder | undefined;
       let largestBytes = 0;
       for (const holder of this.holders) {
-        const bytes = holder.heldBytes();
-        if (bytes > largestBytes) {
+        if (holder === requester) continue;
+        const held = holder.heldBytes();
+        if (held > largestBytes) {
           largest = holder;
-          largestBytes = bytes;
+          largestBytes = held;
         }
       }
-      if (!largest) break;
+      if (requester && this.holders.has(requester) && requester.heldBytes() + bytes > largestBytes) {
+        largest = requester;
+        largestBytes = requester.heldBytes() + bytes;
+      }
+      if (!largest || largestBytes === 0) break;
       this.holders.delete(largest);
       this.evictions++;
-      if (largest === requester) requesterKept = false;
       largest.evict();
+      if (largest === requester) return false;
     }
-    return requesterKept;
+    return true;
   }
 }

@@ -100,6 +100,11 @@ export class GrpcCall implements BudgetHolder {
     return budget.enforce(this) && writable;
   }
 
+  /** Makes room in the budget for a response of `bytes` about to be built; false when this call was ended instead. */
+  reserve(bytes: number): boolean {
+    return this.limits.budget.makeRoom(this, bytes);
+  }
+
   private frameSent(frame: Buffer): void {
     const index = this.queued.indexOf(frame);
     if (index < 0) return;

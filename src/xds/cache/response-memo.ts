@@ -88,6 +88,10 @@ export class ResponseMemo {
     return entry;
   }
 
+  has(typeUrl: string, key: string): boolean {
+    return this.byType.get(typeUrl)?.has(key) ?? false;
+  }
+
   invalidate(typeUrl: string): void {
     const entries = this.byType.get(typeUrl);
     if (!entries) return;

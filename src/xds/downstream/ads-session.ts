@@ -347,6 +347,17 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     return Date.now() < deadline;
   }
 
+  /**
+   * A response not built yet is charged against the buffer budget first: past it, building a large
+   * response only for its stream to be ended would cost every other VM the time.
+   */
+  protected roomFor(typeUrl: string, key: string, resources: ReadonlyArray<{ body: Buffer }>): boolean {
+    if (this.memo.has(typeUrl, key)) return true;
+    let bytes = 0;
+    for (const resource of resources) bytes += resource.body.length;
+    return this.call.reserve(bytes);
+  }
+
   protected get cache() {
     return this.attachment!.view.cache;
   }

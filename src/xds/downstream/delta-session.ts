@@ -85,6 +85,7 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
     const key = everything
       ? `delta|${generation}|*`
       : `delta|${generation}|${updates.map((r) => r.name).join(',')}|${removed.join(',')}`;
+    if (!this.roomFor(typeUrl, key, updates)) return false;
     const versionInfo = this.cache.versionInfo(typeUrl);
     const response = this.memo.getOrBuild(typeUrl, key, (nonce) => ({
       versionInfo,

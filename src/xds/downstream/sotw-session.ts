@@ -55,6 +55,7 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
     const selection = fullState ? this.selectFullState(typeUrl, state) : this.selectChanged(typeUrl, state);
     if (!selection) return true;
     const { key, resources } = selection;
+    if (!this.roomFor(typeUrl, key, resources)) return false;
     const versionInfo = this.cache.versionInfo(typeUrl);
     const response = this.memo.getOrBuild(typeUrl, key, (nonce) => ({
       versionInfo,

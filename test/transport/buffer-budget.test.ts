@@ -1,0 +1,52 @@
+import test from 'ava';
+import { BufferBudget, type BudgetHolder } from '../../src/transport/buffer-budget.js';
+
+/** A stream holding `bytes` of one unshared frame. */
+function holder(budget: BufferBudget, name: string, bytes: number, ended: string[]): BudgetHolder {
+  const frame = Buffer.alloc(bytes);
+  const stream: BudgetHolder = {
+    heldBytes: () => (ended.includes(name) ? 0 : budget.shareOf(frame)),
+    evict: () => { ended.push(name); budget.releaseFrame(frame); },
+  };
+  budget.add(stream);
+  budget.queueFrame(frame);
+  return stream;
+}
+
+test('past the budget the stream holding the most is ended, until the rest fits', (t) => {
+  const budget = new BufferBudget(1000);
+  const ended: string[] = [];
+  holder(budget, 'a', 300, ended);
+  holder(budget, 'b', 600, ended);
+  const c = holder(budget, 'c', 200, ended);
+  t.true(budget.enforce(c), 'the stream that crossed the budget is kept');
+  t.deepEqual(ended, ['b']);
+  t.is(budget.heldBytes, 500);
+  t.is(budget.evictions, 1);
+});
+
+test('a frame written to many streams counts once, each charged its share', (t) => {
+  const budget = new BufferBudget(1000);
+  const frame = Buffer.alloc(900);
+  for (let index = 0; index < 3; index++) budget.queueFrame(frame);
+  t.is(budget.queuedBytes, 900);
+  t.is(budget.shareOf(frame), 300);
+  budget.releaseFrame(frame);
+  budget.releaseFrame(frame);
+  t.is(budget.queuedBytes, 900, 'held while any stream still has it queued');
+  budget.releaseFrame(frame);
+  t.is(budget.queuedBytes, 0);
+});
+
+test('room for a response not built yet: the requester is ended instead when it would hold the most, never on a tie', (t) => {
+  const budget = new BufferBudget(1000);
+  const ended: string[] = [];
+  holder(budget, 'stuck', 600, ended);
+  const requester = holder(budget, 'requester', 0, ended);
+  t.true(budget.makeRoom(requester, 400), 'it fits');
+  t.true(budget.makeRoom(requester, 600), 'on a tie with what it would hold, the stuck stream goes');
+  t.deepEqual(ended, ['stuck']);
+  holder(budget, 'other', 300, ended);
+  t.false(budget.makeRoom(requester, 900), 'a response larger than anything held ends its own stream before it is built');
+  t.deepEqual(ended, ['stuck', 'requester']);
+});
