@@ -105,3 +105,17 @@ test('meshrelay bench --upstream-target --compare puts direct VMs and both relay
   t.regex(result.stdout, /connect: upstream \(istiod\) CPU/);
   t.regex(result.stdout, /group ÷ direct/);
 });
+
+test('meshrelay bench attack: slow readers past a small buffer budget are ended RESOURCE_EXHAUSTED while the healthy VM keeps getting EDS and new VMs are configured', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'meshrelay-attack-test-'));
+  const json = path.join(dir, 'out.json');
+  const result = await bench(['attack', '--attacks', 'slow-readers', '--streams', '40', '--hold-seconds', '2', '--endpoints-per-service', '8',
+    '--serve-args=--max-buffered-mb 1', '--json', json]);
+  t.is(result.code, 0, result.stderr.slice(-2000));
+  t.regex(result.stdout, /\| slow-readers \|/);
+  const [run] = JSON.parse(readFileSync(json, 'utf8')).results;
+  t.true((run.outcomes['RST ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)'] ?? 0) > 0, JSON.stringify(run.outcomes));
+  t.true(run.healthyUpdates > 0, 'the healthy VM got EDS updates during the attack');
+  t.is(run.probes.failed, 0);
+  t.true(run.probes.ok > 0);
+});
