@@ -20,11 +20,8 @@ import { startRelayProcess } from '../relay-process.js';
 import { EnvoyClient, ResourceDecoder, type ClientEvents } from '../xds/envoy-client.js';
 import { profileMesh } from '../xds/profiles.js';
 import { changeOneEndpoint, startSim } from '../xds/xds-bench.js';
-import type { AttackRun, AttackerCommand, AttackerMessage } from './attacker.js';
+import type { Attack, AttackRun, AttackerCommand, AttackerMessage } from './attacker.js';
 
-/** `upstream-restart` is the control for `group-poisoning`: the same restart, no attacker. */
-export const ATTACKS = ['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm'] as const;
-export type Attack = (typeof ATTACKS)[number];
 
 export interface AttackOptions {
   attacks: Attack[];

@@ -4,6 +4,7 @@ import { AdsMethod } from '../protocol/envelopes.js';
 import { shortTypeName } from '../protocol/type-urls.js';
 import type { AdsSession, SessionLimits } from './ads-session.js';
 import { DeltaSession } from './delta-session.js';
+import { PushCounters } from './push-counters.js';
 import { SotwSession } from './sotw-session.js';
 import type { StreamAuthenticator, ViewProvider } from './view.js';
 
@@ -26,21 +27,6 @@ export interface SyncStatus {
     nacks: number;
     lastNack?: { nonce: string; message: string; code: number; at: string };
   }>;
-}
-
-/** Counters kept across sessions (Prometheus counters must not drop when a VM leaves). */
-export class PushCounters {
-  readonly pushes = new Map<string, number>();
-  readonly nacks = new Map<string, number>();
-  /**
-   * Called per response written: how long it took to build and write, and how long since the
-   * change that caused it reached the cache (istiod: pilot_xds_push_time, pilot_proxy_convergence_time).
-   */
-  onPush: ((typeUrl: string, pushSeconds: number, convergenceSeconds: number | undefined) => void) | undefined;
-
-  count(map: Map<string, number>, typeUrl: string): void {
-    map.set(typeUrl, (map.get(typeUrl) ?? 0) + 1);
-  }
 }
 
 /** Serves both ADS methods from one ViewProvider and keeps the live sessions for the admin views. */

@@ -7,7 +7,7 @@ import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
 import type { AdmissionControl } from '../../limits/admission-control.js';
-import type { PushCounters } from './ads-service.js';
+import type { PushCounters } from './push-counters.js';
 import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
 
 export interface SessionLimits {
