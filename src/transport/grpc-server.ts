@@ -283,10 +283,6 @@ export class GrpcServer {
     this.handlers.set(path, { handler, longLived: options.longLived ?? false });
   }
 
-  get activeCalls(): number {
-    return this.calls.size;
-  }
-
   /** Open HTTP/2 connections. */
   get connections(): number {
     return this.sessions.size;

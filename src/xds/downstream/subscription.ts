@@ -17,10 +17,6 @@ export class Subscription {
   readonly names = new Set<string>();
   private everNamed = false;
 
-  matches(name: string): boolean {
-    return this.wildcard || this.names.has(name);
-  }
-
   /** SotW: each request carries the whole name list. */
   replaceSotw(requested: readonly string[]): InterestChange {
     const explicitWildcard = requested.includes(WILDCARD);

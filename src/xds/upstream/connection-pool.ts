@@ -79,10 +79,6 @@ export class ConnectionPool {
     return this.clients.some((client) => client.getChannel().getConnectivityState(true) === grpc.connectivityState.READY);
   }
 
-  streamsPerConnection(): number[] {
-    return [...this.load];
-  }
-
   close(): void {
     for (const client of this.clients) client.close();
   }
