@@ -4,6 +4,9 @@ import { runServe } from './serve.js';
 import { runSimIstiod } from './sim-istiod.js';
 import { runToken } from './token.js';
 import { runBench } from './bench.js';
+import { flagHelp } from '../config/help.js';
+import { benchAttackSchema, benchCsrSchema, benchXdsSchema, serveSchema, simSchema, tokenSchema } from '../config/schema.js';
+import type { z } from 'zod';
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   serve: runServe,
@@ -12,25 +15,49 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   bench: runBench,
 };
 
+/** What each command (and bench kind) accepts: its help is generated from this schema. */
+const schemas: Record<string, z.ZodType> = {
+  serve: serveSchema,
+  'sim-istiod': simSchema,
+  token: tokenSchema,
+  bench: benchXdsSchema,
+  'bench xds': benchXdsSchema,
+  'bench csr': benchCsrSchema,
+  'bench attack': benchAttackSchema,
+};
+
 const usage = `meshrelay — xDS and CA relay for Istio VM sidecars
 
 Usage:
-  meshrelay serve [flags]        run the relay (see docs/CLI.md or README for flags)
-  meshrelay sim-istiod [flags]   run the simulated istiod on its own
-  meshrelay token --namespace NS --service-account SA [--ttl-seconds N] [--state-dir DIR]
-                                 print a dev service-account JWT (audience istio-ca) for the dev CA
-  meshrelay bench csr [--concurrency N] [--seconds S] [--ca-keys rsa-2048,ec-p256] [--json FILE]
-                                 CSR/s and latency of local signing, and native vs node-forge signing
-  meshrelay help                 this text
+  meshrelay serve [flags]          run the relay
+  meshrelay sim-istiod [flags]     run the simulated istiod on its own
+  meshrelay token [flags]          print a dev service-account JWT (audience istio-ca) for the dev CA
+  meshrelay bench [xds] [flags]    simulated VM Envoys against the relay, the upstream or a raw baseline
+  meshrelay bench csr [flags]      CSR/s and latency of local signing
+  meshrelay bench attack [flags]   hostile loads against a relay, a healthy VM watched
+  meshrelay help                   this text
+  meshrelay COMMAND --help         the command's flags and their defaults
 
 Every flag can also be set as MESHRELAY_<NAME> in the environment or as a key in a YAML
-file given by --config; flags win over the environment, which wins over the file.`;
+file given by --config; flags win over the environment, which wins over the file. The README
+explains each flag.`;
+
+function commandHelp(name: string): string {
+  return `meshrelay ${name} [flags]\n\n${flagHelp(schemas[name]!)}\n`;
+}
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (!command || command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(`${usage}\n`);
     return;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    const sub = command === 'bench' && rest[0] && !rest[0].startsWith('-') ? `bench ${rest[0]}` : command;
+    if (schemas[sub]) {
+      process.stdout.write(commandHelp(sub));
+      return;
+    }
   }
   const run = commands[command];
   if (!run) {

@@ -82,7 +82,7 @@ function parseFlags(argv: string[]): Map<string, string | boolean> {
   return flags;
 }
 
-function objectShape(schema: z.ZodType): Record<string, z.ZodType> {
+export function objectShape(schema: z.ZodType): Record<string, z.ZodType> {
   let current: unknown = schema;
   // Unwrap refinements and pipes down to the object.
   for (let depth = 0; depth < 5; depth++) {
@@ -133,5 +133,5 @@ function coerce(raw: unknown, field: z.ZodType, key: string): unknown {
 
 const camelFromKebab = (text: string) => text.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const camelFromSnake = (text: string) => text.toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-const kebabFromCamel = (text: string) => text.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+export const kebabFromCamel = (text: string) => text.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 const snakeFromCamel = (text: string) => text.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
