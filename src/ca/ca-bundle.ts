@@ -1,7 +1,7 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { issuerOf, pemToDers, type Issuer } from './x509.js';
 
@@ -34,7 +34,7 @@ export interface CaBundle {
 }
 
 function bad(message: string): RelayError {
-  return new RelayError('MR_BAD_CONFIG', GrpcStatus.FAILED_PRECONDITION, message);
+  return new RelayError('MR_BAD_CA_FILES', message);
 }
 
 /** Reads and checks a CA directory: the key matches the certificate, which is a CA chained to the root. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { GrpcStatus, RelayError, type RelayErrorCode } from '../errors.js';
+import { GrpcStatus, RelayError, UpstreamStatusError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConcurrencyLimiter } from '../limits/concurrency-limiter.js';
 import { Backoff, type BackoffPolicy } from '../xds/upstream/backoff.js';
@@ -99,17 +99,8 @@ export class CaForwarder {
   }
 }
 
-const codeForStatus: Partial<Record<number, RelayErrorCode>> = {
-  [grpc.status.UNAUTHENTICATED]: 'MR_UNAUTHENTICATED',
-  [grpc.status.PERMISSION_DENIED]: 'MR_PERMISSION_DENIED',
-  [grpc.status.INVALID_ARGUMENT]: 'MR_BAD_CSR',
-  [grpc.status.RESOURCE_EXHAUSTED]: 'MR_CA_OVERLOADED',
-  [grpc.status.UNAVAILABLE]: 'MR_CA_UNAVAILABLE',
-  [grpc.status.DEADLINE_EXCEEDED]: 'MR_CA_UNAVAILABLE',
-};
-
 /** istiod's status passes through to the VM as it was. */
 function toRelayError(error: grpc.ServiceError): RelayError {
   const status = (error.code ?? GrpcStatus.INTERNAL) as GrpcStatus;
-  return new RelayError(codeForStatus[status] ?? 'MR_INTERNAL', status, `istiod CA: ${error.details || error.message}`, { cause: error });
+  return new UpstreamStatusError(status, `istiod CA: ${error.details || error.message}`, { cause: error });
 }

@@ -33,9 +33,9 @@ function decodeRequest(bytes: Buffer): IstioCertificateRequest {
   try {
     request = requestType().decode(bytes) as unknown as IstioCertificateRequest;
   } catch (error) {
-    throw new RelayError('MR_BAD_CSR', GrpcStatus.INVALID_ARGUMENT, `malformed IstioCertificateRequest: ${(error as Error).message}`);
+    throw new RelayError('MR_BAD_CSR', `malformed IstioCertificateRequest: ${(error as Error).message}`);
   }
-  if (!request.csr) throw new RelayError('MR_BAD_CSR', GrpcStatus.INVALID_ARGUMENT, 'IstioCertificateRequest has no csr');
+  if (!request.csr) throw new RelayError('MR_BAD_CSR', 'IstioCertificateRequest has no csr');
   return request;
 }
 
@@ -78,7 +78,7 @@ async function forward(service: Extract<CaService, { mode: 'forward' }>, bytes: 
   const authorization = header(call, 'authorization');
   const clusterId = header(call, 'clusterid');
   if (!verifiedCertificate && !authorization) {
-    throw new RelayError('MR_UNAUTHENTICATED', GrpcStatus.UNAUTHENTICATED, 'no credentials: present a client certificate or an "authorization: Bearer <service-account JWT>" header');
+    throw new RelayError('MR_UNAUTHENTICATED', 'no credentials: present a client certificate or an "authorization: Bearer <service-account JWT>" header');
   }
   return service.forwarder.forward(bytes, {
     ...(authorization ? { authorization } : {}),

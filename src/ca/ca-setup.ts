@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { Registry } from 'prom-client';
 import { caUpstreamRoot, resolveCaMode, type ServeConfig } from '../config/schema.js';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BackoffPolicy } from '../xds/upstream/backoff.js';
 import { CaBundleWatcher, CaFiles } from './ca-bundle.js';
@@ -59,7 +59,7 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
     issuers = issuers.length > 0 ? issuers : [DEV_ISSUER];
   }
   if (jwksFile && issuers.length === 0) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, 'invalid jwtIssuers: jwksFile is set, so name the token issuers to trust');
+    throw new RelayError('MR_BAD_CONFIG', 'invalid jwtIssuers: jwksFile is set, so name the token issuers to trust');
   }
   if (!jwksFile && !tokenReview) log.warn('no jwksFile and no tokenReview: the local CA accepts only client certificates (renewals)');
   // TokenReview when configured (the API server decides), else offline against the issuer keys.

@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 /** The audience Istio's CA requires of service-account tokens. */
 export const CA_AUDIENCE = 'istio-ca';
@@ -37,5 +37,5 @@ export function sameIdentity(a: WorkloadIdentity, b: WorkloadIdentity): boolean 
   return a.trustDomain === b.trustDomain && a.namespace === b.namespace && a.serviceAccount === b.serviceAccount;
 }
 
-export const unauthenticated = (message: string) => new RelayError('MR_UNAUTHENTICATED', GrpcStatus.UNAUTHENTICATED, message);
-export const permissionDenied = (message: string) => new RelayError('MR_PERMISSION_DENIED', GrpcStatus.PERMISSION_DENIED, message);
+export const unauthenticated = (message: string) => new RelayError('MR_UNAUTHENTICATED', message);
+export const permissionDenied = (message: string) => new RelayError('MR_PERMISSION_DENIED', message);

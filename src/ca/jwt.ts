@@ -1,6 +1,6 @@
 import { createPublicKey, sign, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import type { TokenVerifier } from './authenticator.js';
 import { kubernetesServiceAccount, unauthenticated, type WorkloadIdentity } from './identity.js';
 
@@ -61,14 +61,14 @@ export class JwtVerifier implements TokenVerifier {
     try {
       document = JSON.parse(readFileSync(options.jwksFile, 'utf8')) as { keys?: JsonWebKey[] };
     } catch (error) {
-      throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `cannot read JWKS file ${options.jwksFile}: ${(error as Error).message}`);
+      throw new RelayError('MR_BAD_CONFIG', `cannot read JWKS file ${options.jwksFile}: ${(error as Error).message}`);
     }
     this.keys = (document.keys ?? []).map((jwk) => ({
       kid: typeof jwk.kid === 'string' ? jwk.kid : undefined,
       kty: String(jwk.kty),
       key: createPublicKey({ key: jwk, format: 'jwk' }),
     }));
-    if (this.keys.length === 0) throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `JWKS file ${options.jwksFile} holds no keys`);
+    if (this.keys.length === 0) throw new RelayError('MR_BAD_CONFIG', `JWKS file ${options.jwksFile} holds no keys`);
   }
 
   verify(token: string): WorkloadIdentity {

@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import type { CaBundle } from './ca-bundle.js';
 import { spiffeId, type WorkloadIdentity } from './identity.js';
 import { Oid, derToPem, issueCertificate, parseCsr } from './x509.js';
@@ -24,11 +24,11 @@ export class LocalSigner {
     const csr = parseCsr(csrPem);
     const seconds = requestedSeconds > 0 ? requestedSeconds : this.ttl.defaultSeconds;
     if (seconds > this.ttl.maxSeconds) {
-      throw new RelayError('MR_BAD_TTL', GrpcStatus.INVALID_ARGUMENT, `requested TTL ${seconds}s is greater than the max allowed TTL ${this.ttl.maxSeconds}s`);
+      throw new RelayError('MR_BAD_TTL', `requested TTL ${seconds}s is greater than the max allowed TTL ${this.ttl.maxSeconds}s`);
     }
     const bundle = this.ca.bundle;
     const caExpiry = new Date(bundle.certificate.validTo).getTime();
-    if (caExpiry <= now) throw new RelayError('MR_CA_UNAVAILABLE', GrpcStatus.FAILED_PRECONDITION, 'the signing CA certificate has expired');
+    if (caExpiry <= now) throw new RelayError('MR_CA_EXPIRED', 'the signing CA certificate has expired');
     const notAfter = new Date(Math.min(now + seconds * 1000, caExpiry));
     const leaf = issueCertificate({
       subject: [],

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { GrpcStatus, RelayError, type RelayErrorCode } from '../errors.js';
+import { RelayError, type RelayErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConcurrencyLimiter } from '../limits/concurrency-limiter.js';
 import type { CaBundleWatcher, CaPems } from './ca-bundle.js';
@@ -12,7 +12,7 @@ export type SigningRequest =
 
 export type SigningReply =
   | { id: number; chain: string[] }
-  | { id: number; error: { code: RelayErrorCode; grpcStatus: GrpcStatus; message: string } };
+  | { id: number; error: { code: RelayErrorCode; message: string } };
 
 interface Pending {
   resolve: (chain: string[]) => void;
@@ -49,7 +49,7 @@ export class SigningPool {
   sign(csrPem: string, identity: WorkloadIdentity, seconds: number): Promise<string[]> {
     return this.limiter.run(() => new Promise<string[]>((resolve, reject) => {
       if (this.closed) {
-        reject(new RelayError('MR_CA_UNAVAILABLE', GrpcStatus.UNAVAILABLE, 'the relay is shutting down'));
+        reject(new RelayError('MR_CA_UNAVAILABLE', 'the relay is shutting down'));
         return;
       }
       const thread = this.threads.reduce((least, candidate) => (candidate.pending.size < least.pending.size ? candidate : least));
@@ -74,11 +74,11 @@ export class SigningPool {
       if (!pending) return;
       thread.pending.delete(reply.id);
       if ('chain' in reply) pending.resolve(reply.chain);
-      else pending.reject(new RelayError(reply.error.code, reply.error.grpcStatus, reply.error.message));
+      else pending.reject(new RelayError(reply.error.code, reply.error.message));
     });
     worker.on('error', (error) => this.log.error({ err: error.message }, 'signing thread failed'));
     worker.on('exit', () => {
-      for (const pending of thread.pending.values()) pending.reject(new RelayError('MR_CA_UNAVAILABLE', GrpcStatus.UNAVAILABLE, 'the signing thread stopped; retry'));
+      for (const pending of thread.pending.values()) pending.reject(new RelayError('MR_CA_UNAVAILABLE', 'the signing thread stopped; retry'));
       thread.pending.clear();
       if (this.closed) return;
       const index = this.threads.indexOf(thread);

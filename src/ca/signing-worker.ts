@@ -23,7 +23,7 @@ parentPort!.on('message', (message: SigningRequest) => {
     reply = { id: message.id, chain: signer.sign(message.csrPem, message.identity, message.seconds) };
   } catch (error) {
     const relayError = RelayError.from(error);
-    reply = { id: message.id, error: { code: relayError.code, grpcStatus: relayError.grpcStatus, message: relayError.message } };
+    reply = { id: message.id, error: { code: relayError.code, message: relayError.message } };
   }
   parentPort!.postMessage(reply);
 });

@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 /**
  * X.509 pieces built with node-forge's ASN.1 helpers and signed with Node's native crypto: forge's
@@ -42,7 +42,7 @@ const signatureHashes: Record<string, string> = {
 };
 
 function invalid(message: string): RelayError {
-  return new RelayError('MR_BAD_CSR', GrpcStatus.INVALID_ARGUMENT, message);
+  return new RelayError('MR_BAD_CSR', message);
 }
 
 // @types/node-forge declares only the old boolean form of fromDer's second argument.
@@ -172,7 +172,7 @@ function signatureAlgorithm(key: KeyObject): { oid: string; hash: string; withNu
       ? { oid: Oid.ecdsaWithSha384, hash: 'sha384', withNullParams: false }
       : { oid: Oid.ecdsaWithSha256, hash: 'sha256', withNullParams: false };
   }
-  throw new RelayError('MR_BAD_CONFIG', GrpcStatus.FAILED_PRECONDITION, `unsupported CA key type ${key.asymmetricKeyType}`);
+  throw new RelayError('MR_BAD_CA_FILES', `unsupported CA key type ${key.asymmetricKeyType}`);
 }
 
 const seq = (...items: Asn1[]) => asn1.create(Class.UNIVERSAL, Type.SEQUENCE, true, items);

@@ -71,5 +71,6 @@ async function main(): Promise<void> {
 main().catch((error: unknown) => {
   const message = error instanceof RelayError ? error.message : error instanceof Error ? error.stack ?? error.message : String(error);
   process.stderr.write(`meshrelay: ${message}\n`);
-  process.exit(error instanceof RelayError && error.code === 'MR_BAD_CONFIG' ? 2 : 1);
+  // Exit status 2: the configuration (flags, files, CA files) is what must change.
+  process.exit(error instanceof RelayError && (error.code === 'MR_BAD_CONFIG' || error.code === 'MR_BAD_CA_FILES') ? 2 : 1);
 });

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 /**
  * Builds a config from flags > env (MESHRELAY_*) > config file > defaults (docs/ISTIO-FACTS.md), and
@@ -43,7 +43,7 @@ export function loadConfig<S extends z.ZodType>(schema: S, argv: string[], env: 
 }
 
 function configError(message: string): RelayError {
-  return new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, message);
+  return new RelayError('MR_BAD_CONFIG', message);
 }
 
 function readConfigFile(file: string): Record<string, unknown> {

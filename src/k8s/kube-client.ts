@@ -1,5 +1,5 @@
 import { KubeConfig } from '@kubernetes/client-node';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 /** A kubeconfig from a file, or the pod's in-cluster service account when no file is given. */
 export function loadKubeConfig(kubeconfigFile: string): KubeConfig {
@@ -8,10 +8,10 @@ export function loadKubeConfig(kubeconfigFile: string): KubeConfig {
     if (kubeconfigFile) config.loadFromFile(kubeconfigFile);
     else config.loadFromCluster();
   } catch (error) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `cannot load kubeconfig ${kubeconfigFile || '(in-cluster)'}: ${(error as Error).message}`);
+    throw new RelayError('MR_BAD_CONFIG', `cannot load kubeconfig ${kubeconfigFile || '(in-cluster)'}: ${(error as Error).message}`);
   }
   if (!config.getCurrentCluster()) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `kubeconfig ${kubeconfigFile || '(in-cluster)'} names no cluster`);
+    throw new RelayError('MR_BAD_CONFIG', `kubeconfig ${kubeconfigFile || '(in-cluster)'} names no cluster`);
   }
   return config;
 }

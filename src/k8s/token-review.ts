@@ -1,5 +1,5 @@
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import { kubernetesServiceAccount, unauthenticated, type WorkloadIdentity } from '../ca/identity.js';
 import type { TokenVerifier } from '../ca/authenticator.js';
 
@@ -22,7 +22,7 @@ export class TokenReviewVerifier implements TokenVerifier {
         body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [this.audience] } },
       });
     } catch (error) {
-      throw new RelayError('MR_CA_UNAVAILABLE', GrpcStatus.UNAVAILABLE, `TokenReview failed: ${(error as Error).message}`, { cause: error });
+      throw new RelayError('MR_CA_UNAVAILABLE', `TokenReview failed: ${(error as Error).message}`, { cause: error });
     }
     const status = review.status;
     if (!status?.authenticated) throw unauthenticated(`the API server did not authenticate the token${status?.error ? `: ${status.error}` : ''}`);

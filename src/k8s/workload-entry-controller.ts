@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, type Registry } from 'prom-client';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CallerIdentity } from '../xds/downstream/view.js';
 import { Backoff, type BackoffPolicy } from '../xds/upstream/backoff.js';
@@ -45,7 +45,7 @@ function parseTime(value: string | undefined): number | undefined {
 
 /** Like istiod (ValidateWorkloadEntryIdentity): only a VM proven to be the entry's namespace and service account may control it. */
 function checkCanControl(caller: CallerIdentity | undefined, entry: WorkloadEntry): void {
-  const deny = (message: string) => new RelayError('MR_PERMISSION_DENIED', GrpcStatus.PERMISSION_DENIED, message);
+  const deny = (message: string) => new RelayError('MR_PERMISSION_DENIED', message);
   if (!caller) throw deny('registration of WorkloadEntry requires a verified identity (connect on the TLS listener with a workload certificate or token)');
   if (caller.namespace !== entry.metadata.namespace) {
     throw deny(`registration of WorkloadEntry namespace mismatch: "${caller.namespace}" vs "${entry.metadata.namespace}"`);
@@ -156,8 +156,7 @@ export class WorkloadEntryController {
     }
     const group = await this.store.getGroup(proxy.namespace, proxy.group);
     if (!group) {
-      throw new RelayError('MR_REGISTRATION_FAILED', GrpcStatus.FAILED_PRECONDITION,
-        `auto-registration WorkloadEntry of ${proxy.id} failed: cannot find WorkloadGroup ${proxy.namespace}/${proxy.group}`);
+      throw new RelayError('MR_REGISTRATION_FAILED', `auto-registration WorkloadEntry of ${proxy.id} failed: cannot find WorkloadGroup ${proxy.namespace}/${proxy.group}`);
     }
     const entry = workloadEntryFromGroup(name, proxy, group);
     checkCanControl(caller, entry);
@@ -232,7 +231,7 @@ export class WorkloadEntryController {
     const { proxy, name } = registration;
     await registration.done;
     const entry = await this.store.getEntry(proxy.namespace, name);
-    if (!entry) throw new RelayError('MR_REGISTRATION_FAILED', GrpcStatus.NOT_FOUND, `health of ${proxy.id}: WorkloadEntry ${proxy.namespace}/${name} not found`);
+    if (!entry) throw new RelayError('MR_WORKLOAD_ENTRY_NOT_FOUND', `health of ${proxy.id}: WorkloadEntry ${proxy.namespace}/${name} not found`);
     // Only the controlling replica speaks for the VM's health.
     if (entry.metadata.annotations?.[Annotation.workloadController] !== this.options.instanceId) return;
     const conditions = entry.status?.conditions ?? [];
@@ -274,7 +273,7 @@ export class WorkloadEntryController {
         const retry = !(error instanceof RelayError) && isRetryable(error) && attempt < maxAttempts && !this.closed;
         const level = isConflict(error) && retry ? 'debug' : 'warn';
         this.log[level]({ entry: key, op: what, attempt, err: (error as Error).message, willRetry: retry }, 'WorkloadEntry write failed');
-        if (!retry) throw error instanceof RelayError ? error : new RelayError('MR_UPSTREAM_UNAVAILABLE', GrpcStatus.UNAVAILABLE, `WorkloadEntry ${key}: ${(error as Error).message}`, { cause: error });
+        if (!retry) throw error instanceof RelayError ? error : new RelayError('MR_UPSTREAM_UNAVAILABLE', `WorkloadEntry ${key}: ${(error as Error).message}`, { cause: error });
         await sleep(backoff.nextDelayMs());
       }
     }

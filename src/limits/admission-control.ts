@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 export interface AdmissionPolicy {
   /** New admissions per second (0 = no limit). */
@@ -19,7 +19,7 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-const overloaded = (what: string, why: string) => new RelayError('MR_OVERLOADED', GrpcStatus.UNAVAILABLE, `${what}: relay overloaded (${why}); retry with backoff`);
+const overloaded = (what: string, why: string) => new RelayError('MR_OVERLOADED', `${what}: relay overloaded (${why}); retry with backoff`);
 
 /**
  * A token bucket with a bounded queue, for new xDS streams and CSRs. Clients that reconnect with

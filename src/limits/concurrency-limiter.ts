@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 /**
  * At most `maxConcurrent` tasks run; up to `maxQueued` wait in arrival order; beyond that a task is
@@ -13,7 +13,7 @@ export class ConcurrencyLimiter {
   async run<T>(task: () => Promise<T>): Promise<T> {
     if (this.running >= this.maxConcurrent) {
       if (this.queue.length >= this.maxQueued) {
-        throw new RelayError('MR_CA_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED, `${this.what}: ${this.maxQueued} requests already queued; retry later`);
+        throw new RelayError('MR_CA_OVERLOADED', `${this.what}: ${this.maxQueued} requests already queued; retry later`);
       }
       await new Promise<void>((resolve) => this.queue.push(resolve));
     } else {

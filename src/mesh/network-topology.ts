@@ -4,7 +4,7 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseYamlDocument } from '../config/yaml-document.js';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NetworkGateway } from './split-horizon.js';
 
@@ -37,7 +37,7 @@ function cidr(text: string, where: string): { address: string; prefix: number; f
   const family = isIP(address ?? '');
   const prefix = Number(prefixText);
   if (!family || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `${where}: fromCidr "${text}" is not a CIDR`);
+    throw new RelayError('MR_BAD_CONFIG', `${where}: fromCidr "${text}" is not a CIDR`);
   }
   return { address: address!, prefix, family: family === 4 ? 'ipv4' : 'ipv6' };
 }
@@ -216,7 +216,7 @@ export function staticGateways(specs: string[]): TopologySource['networks'] & { 
     const match = /^([^=/]+)(?:\/([^=]+))?=(\[[^\]]+\]|[^:]+):(\d+)$/.exec(spec.trim());
     const port = match ? Number(match[4]) : NaN;
     if (!match || !(port >= 1 && port <= 65535)) {
-      throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `invalid gateways: "${spec}" is not network[/cluster]=address:port`);
+      throw new RelayError('MR_BAD_CONFIG', `invalid gateways: "${spec}" is not network[/cluster]=address:port`);
     }
     const address = match[3]!.replace(/^\[|\]$/g, '');
     const network = (networks[match[1]!] ??= { endpoints: [], gateways: [] });
@@ -268,7 +268,7 @@ export class MeshNetworksFile {
     try {
       text = readFileSync(this.file, 'utf8');
     } catch (error) {
-      throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `cannot read meshNetworks file ${this.file}: ${(error as Error).message}`);
+      throw new RelayError('MR_BAD_CONFIG', `cannot read meshNetworks file ${this.file}: ${(error as Error).message}`);
     }
     return parseMeshNetworks(text, this.file);
   }

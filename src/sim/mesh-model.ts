@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseYamlDocument } from '../config/yaml-document.js';
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 const endpointSchema = z.object({
   address: z.string().min(1),
@@ -113,7 +113,7 @@ export function loadMesh(file: string | undefined): MeshModel {
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `cannot read mesh file ${file}: ${(error as Error).message}`);
+    throw new RelayError('MR_BAD_CONFIG', `cannot read mesh file ${file}: ${(error as Error).message}`);
   }
   return parseMesh(text, file);
 }

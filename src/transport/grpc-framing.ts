@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 const HEADER_BYTES = 5;
 
@@ -35,12 +35,10 @@ export class MessageDeframer {
       const compressed = head[0]!;
       const length = head.readUInt32BE(1);
       if (compressed !== 0) {
-        throw new RelayError('MR_COMPRESSION_UNSUPPORTED', GrpcStatus.UNIMPLEMENTED,
-          'compressed gRPC messages are not supported (grpc-accept-encoding: identity)');
+        throw new RelayError('MR_COMPRESSION_UNSUPPORTED', 'compressed gRPC messages are not supported (grpc-accept-encoding: identity)');
       }
       if (length > this.maxMessageBytes) {
-        throw new RelayError('MR_MESSAGE_TOO_LARGE', GrpcStatus.RESOURCE_EXHAUSTED,
-          `received message larger than max (${length} vs. ${this.maxMessageBytes})`);
+        throw new RelayError('MR_MESSAGE_TOO_LARGE', `received message larger than max (${length} vs. ${this.maxMessageBytes})`);
       }
       if (this.buffered < HEADER_BYTES + length) break;
       const whole = this.take(HEADER_BYTES + length);

@@ -128,7 +128,7 @@ export class GrpcCall implements BudgetHolder {
     const stuck = this.queued.length > 0;
     this.releaseBudget();
     if (!stuck) {
-      this.fail(new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED, EVICTED_MESSAGE));
+      this.fail(new RelayError('MR_OVER_LIMIT', EVICTED_MESSAGE));
       return;
     }
     this.finished = true;
@@ -206,8 +206,7 @@ export class GrpcCall implements BudgetHolder {
       clearTimeout(this.partialTimer);
       this.partialTimer = undefined;
     } else if (!this.partialTimer && !this.finished) {
-      this.partialTimer = setTimeout(() => this.fail(new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.DEADLINE_EXCEEDED,
-        `a message was begun but not finished within ${this.limits.partialMessageTimeoutMs / 1000} s`)), this.limits.partialMessageTimeoutMs);
+      this.partialTimer = setTimeout(() => this.fail(new RelayError('MR_MESSAGE_TIMEOUT', `a message was begun but not finished within ${this.limits.partialMessageTimeoutMs / 1000} s`)), this.limits.partialMessageTimeoutMs);
       this.partialTimer.unref();
     }
   }
@@ -215,8 +214,8 @@ export class GrpcCall implements BudgetHolder {
   /** The client closed its side: an unfinished message, or no request at all, will never come. */
   private onHalfClose(): void {
     if (this.finished) return;
-    if (this.deframer.pending > 0) this.fail(new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, 'the client closed its side in the middle of a message'));
-    else if (this.messagesReceived === 0) this.fail(new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, 'the client closed its side without sending a request'));
+    if (this.deframer.pending > 0) this.fail(new RelayError('MR_MALFORMED_MESSAGE', 'the client closed its side in the middle of a message'));
+    else if (this.messagesReceived === 0) this.fail(new RelayError('MR_MALFORMED_MESSAGE', 'the client closed its side without sending a request'));
   }
 }
 

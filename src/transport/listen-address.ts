@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../errors.js';
+import { RelayError } from '../errors.js';
 
 export interface ListenAddress {
   host: string;
@@ -10,7 +10,7 @@ export function parseListenAddress(text: string): ListenAddress {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text.trim());
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) {
-    throw new RelayError('MR_BAD_CONFIG', GrpcStatus.INVALID_ARGUMENT, `invalid address "${text}": want host:port, [ipv6]:port or :port`);
+    throw new RelayError('MR_BAD_CONFIG', `invalid address "${text}": want host:port, [ipv6]:port or :port`);
   }
   const host = match[1] ?? match[2] ?? '';
   return { host: host === '' ? '0.0.0.0' : host, port };

@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../../errors.js';
+import { RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { GrpcCall } from '../../transport/grpc-server.js';
 import type { TypeChange } from '../cache/resource-cache.js';
@@ -135,7 +135,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
 
   private hold(bytes: Buffer): void {
     if (this.held!.length >= MAX_HELD_REQUESTS) {
-      this.refuse(new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, 'too many requests before the stream was authenticated and admitted'));
+      this.refuse(new RelayError('MR_TOO_MANY_REQUESTS', 'too many requests before the stream was authenticated and admitted'));
       return;
     }
     this.held!.push(bytes);
@@ -193,20 +193,19 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     try {
       return this.decode(bytes);
     } catch (error) {
-      throw new RelayError('MR_MALFORMED_MESSAGE', GrpcStatus.INVALID_ARGUMENT, `malformed ${this.requestName}: ${(error as Error).message}`);
+      throw new RelayError('MR_MALFORMED_MESSAGE', `malformed ${this.requestName}: ${(error as Error).message}`);
     }
   }
 
   private checkTypeUrl(typeUrl: string): void {
     if (!isWellFormedTypeUrl(typeUrl)) {
-      throw new RelayError('MR_BAD_TYPE_URL', GrpcStatus.INVALID_ARGUMENT, `malformed type_url "${typeUrl.slice(0, 80)}"`);
+      throw new RelayError('MR_BAD_TYPE_URL', `malformed type_url "${typeUrl.slice(0, 80)}"`);
     }
   }
 
   private checkNameCount(count: number): void {
     if (count > this.limits.maxNamesPerRequest) {
-      throw new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED,
-        `request names ${count} resources, over the limit of ${this.limits.maxNamesPerRequest}`);
+      throw new RelayError('MR_TOO_MANY_NAMES', `request names ${count} resources, over the limit of ${this.limits.maxNamesPerRequest}`);
     }
   }
 
@@ -217,7 +216,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   private ensureAttached(node: NodeMessage | null | undefined): Promise<void> | undefined {
     if (this.attachment) return undefined;
     if (!node || !node.id) {
-      throw new RelayError('MR_MISSING_NODE', GrpcStatus.INVALID_ARGUMENT, 'the first request on a stream must carry node with a non-empty id');
+      throw new RelayError('MR_MISSING_NODE', 'the first request on a stream must carry node with a non-empty id');
     }
     this.node = parseNode(node);
     if (this.caller) checkIdentity(this.node, this.caller);
@@ -235,7 +234,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     const existing = this.types.get(typeUrl);
     if (existing) return { state: existing, created: false };
     if (this.types.size >= this.limits.maxTypesPerStream) {
-      throw new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, `stream subscribes to more than ${this.limits.maxTypesPerStream} types`);
+      throw new RelayError('MR_TOO_MANY_TYPES', `stream subscribes to more than ${this.limits.maxTypesPerStream} types`);
     }
     const state = new TypeState();
     this.types.set(typeUrl, state);
@@ -386,8 +385,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
 function checkIdentity(node: ProxyNode, caller: CallerIdentity): void {
   const serviceAccount = typeof node.metadata.SERVICE_ACCOUNT === 'string' ? node.metadata.SERVICE_ACCOUNT : '';
   if (node.namespace !== caller.namespace || (serviceAccount && serviceAccount !== caller.serviceAccount)) {
-    throw new RelayError('MR_PERMISSION_DENIED', GrpcStatus.PERMISSION_DENIED,
-      `authenticated as ${caller.namespace}/${caller.serviceAccount}, but the node claims ${node.namespace || '(no namespace)'}/${serviceAccount || '(no service account)'}`);
+    throw new RelayError('MR_PERMISSION_DENIED', `authenticated as ${caller.namespace}/${caller.serviceAccount}, but the node claims ${node.namespace || '(no namespace)'}/${serviceAccount || '(no service account)'}`);
   }
 }
 

@@ -1,4 +1,4 @@
-import { GrpcStatus, RelayError } from '../../errors.js';
+import { RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { MemoLimit, NonceSource, ResponseMemo } from '../cache/response-memo.js';
 import type { ResourceUpdate } from '../cache/resource-cache.js';
@@ -123,15 +123,13 @@ export class GroupRegistry implements ViewProvider {
     if (!group) {
       if (mode === 'group' && this.groupModeGroups() >= (this.options.maxGroups ?? Infinity)) {
         this.groupsRefused.max_groups++;
-        throw new RelayError('MR_OVERLOADED', GrpcStatus.RESOURCE_EXHAUSTED,
-          `the relay already holds ${this.options.maxGroups} groups (maxGroups): a VM whose metadata matches no existing group is not given a new upstream stream`);
+        throw new RelayError('MR_OVER_LIMIT', `the relay already holds ${this.options.maxGroups} groups (maxGroups): a VM whose metadata matches no existing group is not given a new upstream stream`);
       }
       // Each new group is a stream istiod computes for: VMs arriving with ever new metadata are let
       // through at a bounded rate (they retry), so they cannot turn into a burst of streams on istiod.
       if (mode === 'group' && this.groupCreation && !this.groupCreation.tryAdmit()) {
         this.groupsRefused.rate++;
-        throw new RelayError('MR_OVERLOADED', GrpcStatus.UNAVAILABLE,
-          `new groups are being created faster than ${this.options.groupCreation!.ratePerSecond}/s (groupCreationRate); retry with backoff`);
+        throw new RelayError('MR_OVERLOADED', `new groups are being created faster than ${this.options.groupCreation!.ratePerSecond}/s (groupCreationRate); retry with backoff`);
       }
       group = this.createGroup(key, mode, node, aggregation.fields, stream);
     } else {
@@ -175,7 +173,7 @@ export class GroupRegistry implements ViewProvider {
       moved++;
       this.moves++;
       this.options.log.info({ node: member.node.id, from: member.key }, 'config bound to the VM\'s address changed; moving it to its new group');
-      member.stream.refuse(new RelayError('MR_GROUP_CHANGED', GrpcStatus.UNAVAILABLE, 'the configuration bound to this VM\'s address changed: reconnect to be served by its new group'));
+      member.stream.refuse(new RelayError('MR_GROUP_CHANGED', 'the configuration bound to this VM\'s address changed: reconnect to be served by its new group'));
     }
     // istiod computes a group's config for the node its stream speaks as, address included: a group
     // whose opener's address now binds other config (the opener moved, or left and its address was
@@ -218,7 +216,7 @@ export class GroupRegistry implements ViewProvider {
       this.isolated.add(node.id);
       if (!this.members.has(stream.streamId)) return;
       this.moves++;
-      stream.refuse(new RelayError('MR_GROUP_CHANGED', GrpcStatus.UNAVAILABLE, 'istiod configures this VM differently from its group: reconnect to be served by a group of its own'));
+      stream.refuse(new RelayError('MR_GROUP_CHANGED', 'istiod configures this VM differently from its group: reconnect to be served by a group of its own'));
     });
   }
 

@@ -3,7 +3,7 @@ import type { ResponseMemo } from '../cache/response-memo.js';
 import type { InterestChange } from '../downstream/subscription.js';
 import type { ProxyReport, XdsView } from '../downstream/view.js';
 import type { JsonValue } from '../protocol/struct.js';
-import { GrpcStatus, RelayError } from '../../errors.js';
+import { GrpcStatus, RelayError, UpstreamStatusError } from '../../errors.js';
 import { GroupCredentials, memberCredentials } from './group-credentials.js';
 import { CREDENTIAL_REFUSALS, type UpstreamAdsStream, type UpstreamRefusal } from './upstream-ads-stream.js';
 import type { StreamIdentity } from '../downstream/view.js';
@@ -225,7 +225,7 @@ export class UpstreamGroup implements XdsView {
 
   private endForAbsentNames(member: StreamIdentity, why: string): void {
     this.absentLimits.stats.vmsEnded++;
-    member.refuse(new RelayError('MR_TOO_MANY_NAMES', GrpcStatus.RESOURCE_EXHAUSTED, why));
+    member.refuse(new RelayError('MR_TOO_MANY_NAMES', why));
   }
 
   /** Stream mode forwards the one VM's NACKs and health to istiod; group mode keeps them here. */
@@ -310,5 +310,5 @@ export class UpstreamGroup implements XdsView {
 }
 
 function refusedError(refusal: UpstreamRefusal): RelayError {
-  return new RelayError('MR_UPSTREAM_REFUSED', refusal.code as GrpcStatus, `istiod refused this VM's group: ${refusal.message}`);
+  return new UpstreamStatusError(refusal.code as GrpcStatus, `istiod refused this VM's group: ${refusal.message}`);
 }
