@@ -1,8 +1,9 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { existsSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { watchDirectories } from '../config/file-watch.js';
 import { issuerOf, pemToDers, type Issuer } from './x509.js';
 
 /** Istio's plugged-in CA files (docs/ISTIO-FACTS.md), as istiod reads them from its cacerts directory. */
@@ -87,8 +88,7 @@ export function parseCaBundle(pems: CaPems, where: string): CaBundle {
  */
 export class CaBundleWatcher {
   private current: CaBundle;
-  private watcher: FSWatcher | undefined;
-  private reloadTimer: NodeJS.Timeout | undefined;
+  private watch: { close(): void } | undefined;
   private readonly listeners = new Set<(bundle: CaBundle) => void>();
 
   constructor(private readonly directory: string, private readonly log: Logger) {
@@ -104,11 +104,9 @@ export class CaBundleWatcher {
   }
 
   start(): void {
-    this.watcher = watch(this.directory, () => {
-      clearTimeout(this.reloadTimer);
-      this.reloadTimer = setTimeout(() => this.reload(), 200);
+    this.watch = watchDirectories([this.directory], () => this.reload(), {
+      onError: (error) => this.log.warn({ err: error.message, directory: this.directory }, 'CA directory watch failed'),
     });
-    this.watcher.on('error', (error) => this.log.warn({ err: error.message, directory: this.directory }, 'CA directory watch failed'));
   }
 
   /** Loads the files again; returns whether the new bundle is in use. */
@@ -127,7 +125,6 @@ export class CaBundleWatcher {
   }
 
   close(): void {
-    clearTimeout(this.reloadTimer);
-    this.watcher?.close();
+    this.watch?.close();
   }
 }

@@ -1,8 +1,8 @@
 import { Resolver } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { watchFiles } from '../config/file-watch.js';
 import { parseYamlDocument } from '../config/yaml-document.js';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -231,22 +231,16 @@ export function staticGateways(specs: string[]): TopologySource['networks'] & { 
  * good topology stays in force.
  */
 export class MeshNetworksFile {
-  private watcher: FSWatcher | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private watch: { close(): void } | undefined;
 
   constructor(private readonly file: string, private readonly topology: NetworkTopology, private readonly log: Logger) {
     topology.set({ name: `file:${file}`, networks: this.read() });
   }
 
-  /** Watches the directory: editors and ConfigMap mounts replace the file rather than write it. */
   start(): void {
-    const name = path.basename(this.file);
-    this.watcher = watch(path.dirname(this.file), (_event, changed) => {
-      if (changed !== null && changed !== name && !changed.startsWith('..')) return;
-      clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.reload(), 200);
+    this.watch = watchFiles([this.file], () => this.reload(), {
+      onError: (error) => this.log.warn({ err: error.message, file: this.file }, 'meshNetworks watch failed'),
     });
-    this.watcher.on('error', (error) => this.log.warn({ err: error.message, file: this.file }, 'meshNetworks watch failed'));
   }
 
   reload(): void {
@@ -259,8 +253,7 @@ export class MeshNetworksFile {
   }
 
   close(): void {
-    clearTimeout(this.timer);
-    this.watcher?.close();
+    this.watch?.close();
   }
 
   private read(): MeshNetworks {
