@@ -1,13 +1,10 @@
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import { frameMessage, MessageDeframer } from '../../src/transport/grpc-framing.js';
-import {
-  AdsMethod, Envelopes, type AnyMessage, type DeltaDiscoveryResponse, type DiscoveryResponse, type NodeMessage, type RpcStatus,
-} from '../../src/xds/protocol/envelopes.js';
+import { AdsMethod, Envelopes, type AnyMessage, type DeltaDiscoveryResponse, type DiscoveryResponse, type NodeMessage, type RpcStatus, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 
-export type Protocol = 'delta' | 'sotw';
 
 const CDS = TypeUrl.cluster;
 const EDS = TypeUrl.endpoint;
@@ -134,7 +131,7 @@ export class EnvoyClient {
   constructor(
     readonly index: number,
     private readonly target: string,
-    readonly protocol: Protocol,
+    readonly protocol: XdsProtocol,
     private readonly node: NodeMessage,
     readonly nacks: boolean,
     private readonly decoder: ResourceDecoder,

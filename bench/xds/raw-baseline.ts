@@ -11,7 +11,7 @@ import { frameMessage } from '../../src/transport/grpc-framing.js';
 import { LISTEN_BACKLOG } from '../../src/transport/grpc-server.js';
 import { renderMesh } from '../../src/sim/config-generators.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
-import { AdsMethod, Envelopes } from '../../src/xds/protocol/envelopes.js';
+import { AdsMethod, Envelopes, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import type { ResourceUpdate } from '../../src/xds/cache/resource-cache.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 
@@ -20,13 +20,13 @@ export type BaselineMessage = { type: 'listening'; port: number } | { type: 'pus
 
 const ORDER = [TypeUrl.cluster, TypeUrl.endpoint, TypeUrl.listener, TypeUrl.route];
 const FULL_STATE = new Set<string>([TypeUrl.cluster, TypeUrl.listener]);
-const streams = new Map<http2.ServerHttp2Stream, 'delta' | 'sotw'>();
+const streams = new Map<http2.ServerHttp2Stream, XdsProtocol>();
 let rendered = new Map<string, ResourceUpdate[]>();
 let initialFrames = new Map<string, Buffer[]>();
 let push = 0;
 let nonce = 0;
 
-function response(protocol: 'delta' | 'sotw', typeUrl: string, resources: ResourceUpdate[], version: string): Buffer {
+function response(protocol: XdsProtocol, typeUrl: string, resources: ResourceUpdate[], version: string): Buffer {
   const any = (resource: ResourceUpdate) => ({ type_url: typeUrl, value: resource.body });
   const bytes = protocol === 'delta'
     ? Envelopes.encodeDeltaResponse({

@@ -2,11 +2,11 @@
  * A bench worker process: hosts a share of the simulated VM Envoys, so the load generator spreads
  * over processes and is not the bottleneck on its own. Driven by its parent over IPC.
  */
-import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
-import { EnvoyClient, ResourceDecoder, notBefore, type Protocol, type PushStamp } from './envoy-client.js';
+import type { NodeMessage, XdsProtocol } from '../../src/xds/protocol/envelopes.js';
+import { EnvoyClient, ResourceDecoder, notBefore, type PushStamp } from './envoy-client.js';
 
 export type WorkerCommand =
-  | { type: 'init'; target: string; protocol: Protocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean }> }
+  | { type: 'init'; target: string; protocol: XdsProtocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean }> }
   | { type: 'connect'; ratePerSecond: number }
   | { type: 'reconnect-all' }
   | { type: 'watch'; id: number; typeUrl: string; stamp: PushStamp }

@@ -11,11 +11,12 @@ import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { cpuSeconds, rssBytes, RssSampler } from '../process-stats.js';
 import { startRelayProcess, type RelayProcess } from '../relay-process.js';
 import { summarize, type LatencySummary } from '../stats.js';
-import { EnvoyClient, ResourceDecoder, stampOf, type Protocol, type PushStamp } from './envoy-client.js';
+import { EnvoyClient, ResourceDecoder, stampOf, type PushStamp } from './envoy-client.js';
 import { profileMesh, type ProfileName } from './profiles.js';
 import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
 import type { SimCommand, SimMessage } from './sim-process.js';
 import type { WorkerCommand, WorkerProgress, WorkerSamples } from './worker.js';
+import type { XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -26,7 +27,7 @@ export type Scenario = (typeof SCENARIOS)[number];
 export interface XdsBenchOptions {
   clients: number;
   groups: number;
-  protocol: Protocol;
+  protocol: XdsProtocol;
   workers: number;
   profile: ProfileName;
   nackFraction: number;
@@ -451,7 +452,7 @@ function mostCommon(values: string[]): string {
   return [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
 }
 
-async function referenceHash(target: string, protocol: Protocol, node: ReturnType<typeof vmNode>, decoder: ResourceDecoder, timeoutSeconds: number): Promise<string> {
+async function referenceHash(target: string, protocol: XdsProtocol, node: ReturnType<typeof vmNode>, decoder: ResourceDecoder, timeoutSeconds: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => { client.close(); reject(new Error(`reference client got no full config from ${target}`)); }, timeoutSeconds * 1000);
     const client = new EnvoyClient(-1, target, protocol, node, false, decoder, {

@@ -1,8 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import {
-  AdsMethod, Envelopes,
-  type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type DiscoveryRequest, type DiscoveryResponse,
-} from '../../src/xds/protocol/envelopes.js';
+import { AdsMethod, Envelopes,
+  type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type DiscoveryRequest, type DiscoveryResponse, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 
 export { vmNode, type VmNodeOptions } from '../../src/sim/vm-node.js';
 
@@ -10,7 +8,7 @@ type Received<P> = P extends 'sotw' ? DiscoveryResponse : DeltaDiscoveryResponse
 type Sent<P> = P extends 'sotw' ? Partial<DiscoveryRequest> : Partial<DeltaDiscoveryRequest>;
 
 /** A minimal ADS client on grpc-js for tests: send requests, await responses, see the status. */
-export class AdsTestClient<P extends 'sotw' | 'delta'> {
+export class AdsTestClient<P extends XdsProtocol> {
   readonly responses: Array<Received<P>> = [];
   private waiters: Array<() => void> = [];
   readonly status: Promise<grpc.StatusObject>;

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import type { ServeConfig } from '../../src/config/schema.js';
-import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
+import type { NodeMessage, XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { createCertificate, opensslCsr } from './ca-client.js';
@@ -12,7 +12,6 @@ import { compareConfigs, ConfigProxy, summarize, type ConfigDifference, type Pro
 import { ISTIOD_SERVER_NAME, type RealMesh } from './real-istio.js';
 import type { Relay } from './setup.js';
 
-export type Protocol = 'sotw' | 'delta';
 
 function metadataString(node: NodeMessage, key: string): string {
   const value = node.metadata?.fields?.[key] as { stringValue?: string } | undefined;
@@ -20,7 +19,7 @@ function metadataString(node: NodeMessage, key: string): string {
 }
 
 /** The VM straight to istiod's 15012, authenticated with its service-account token, as istio-agent does. */
-export async function directProxy(t: ExecutionContext, mesh: RealMesh, node: NodeMessage, protocol: Protocol, options: ProxyOptions = {}): Promise<ConfigProxy> {
+export async function directProxy(t: ExecutionContext, mesh: RealMesh, node: NodeMessage, protocol: XdsProtocol, options: ProxyOptions = {}): Promise<ConfigProxy> {
   const token = await mesh.token(metadataString(node, 'NAMESPACE'), metadataString(node, 'SERVICE_ACCOUNT'));
   const proxy = new ConfigProxy(mesh.istiod.secureGrpc, protocol, node, {
     ...options, client: mesh.secureClient(), headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' },
@@ -30,7 +29,7 @@ export async function directProxy(t: ExecutionContext, mesh: RealMesh, node: Nod
 }
 
 /** The same VM through the relay's listener, with its token (stream mode forwards it to istiod). */
-export async function relayedProxy(t: ExecutionContext, mesh: RealMesh, relay: Relay & { target: string }, node: NodeMessage, protocol: Protocol, options: ProxyOptions = {}): Promise<ConfigProxy> {
+export async function relayedProxy(t: ExecutionContext, mesh: RealMesh, relay: Relay & { target: string }, node: NodeMessage, protocol: XdsProtocol, options: ProxyOptions = {}): Promise<ConfigProxy> {
   const token = await mesh.token(metadataString(node, 'NAMESPACE'), metadataString(node, 'SERVICE_ACCOUNT'));
   const proxy = new ConfigProxy(relay.target, protocol, node, { headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' }, ...options });
   t.teardown(() => proxy.close());

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { ResourceDecoder } from '../../bench/xds/envoy-client.js';
-import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
+import type { NodeMessage, XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
 import type { JsonValue } from '../../src/xds/protocol/struct.js';
 import { shortTypeName, TypeUrl } from '../../src/xds/protocol/type-urls.js';
@@ -47,7 +47,7 @@ interface TypeHold {
  * resource by resource.
  */
 export class ConfigProxy {
-  private ads: AdsTestClient<'sotw' | 'delta'>;
+  private ads: AdsTestClient<XdsProtocol>;
   private closed = false;
   /** Streams reopened after the server ended one (with `reconnect`). */
   reconnects = 0;
@@ -57,7 +57,7 @@ export class ConfigProxy {
   private nodeSent = false;
   readonly errors: string[] = [];
 
-  constructor(private readonly target: string, readonly protocol: 'sotw' | 'delta', private readonly node: NodeMessage, private readonly options: ProxyOptions = {}) {
+  constructor(private readonly target: string, readonly protocol: XdsProtocol, private readonly node: NodeMessage, private readonly options: ProxyOptions = {}) {
     this.ads = new AdsTestClient(target, protocol, options.client, options.headers ?? {}, true);
     void this.pump(this.ads);
     for (const typeUrl of [...WILDCARD_TYPES, ...(options.extraWildcardTypes ?? [])]) this.subscribe(typeUrl, []);
@@ -173,7 +173,7 @@ export class ConfigProxy {
     }
   }
 
-  private async pump(ads: AdsTestClient<'sotw' | 'delta'>): Promise<void> {
+  private async pump(ads: AdsTestClient<XdsProtocol>): Promise<void> {
     for (;;) {
       let response;
       try {

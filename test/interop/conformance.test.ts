@@ -18,6 +18,7 @@ import {
   EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
 } from '../helpers/real-istio.js';
 import { HTTPBIN_PODS, httpbinEndpointSlice, installVmMeshFixture, realVmNode, VM_ADDRESS } from '../helpers/vm-mesh-fixture.js';
+import type { XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 
 // "The relay is invisible": every case compares what a VM gets straight from the real istiod with
 // what the same VM gets through the relay, resource by resource.
@@ -54,7 +55,7 @@ function staticServiceEntry(name: string, host: string, port: { number: number; 
 const POLICY_PRINCIPAL = 'cluster.local/ns/bar/sa/httpbin';
 
 /** A plain VM connected both ways (straight to istiod, and through a group-mode relay), found equal. */
-async function connectedBothWays(t: ExecutionContext, protocol: 'sotw' | 'delta') {
+async function connectedBothWays(t: ExecutionContext, protocol: XdsProtocol) {
   const relay = await relayFor(t, mesh, 'group');
   const node = plainVm();
   const direct = await directProxy(t, mesh, node, protocol);

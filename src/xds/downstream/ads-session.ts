@@ -2,7 +2,7 @@ import { RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { GrpcCall } from '../../transport/grpc-server.js';
 import type { TypeChange } from '../cache/resource-cache.js';
-import type { NodeMessage, RpcStatus } from '../protocol/envelopes.js';
+import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
@@ -53,7 +53,6 @@ export interface HealthReport {
   at: string;
 }
 
-export type SessionProtocol = 'sotw' | 'delta';
 
 let sessionCounter = 0;
 
@@ -88,7 +87,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   private detachCache: (() => void) | undefined;
   private readonly orderingDeadline = new Map<string, number>();
   private closed = false;
-  abstract readonly protocol: SessionProtocol;
+  abstract readonly protocol: XdsProtocol;
 
   /** The authenticated caller, once known (TLS listener). */
   caller: CallerIdentity | undefined;

@@ -1,13 +1,13 @@
 import { frameMessage } from '../../transport/grpc-framing.js';
 import type { CachedResource } from '../cache/resource-cache.js';
-import { Envelopes, type DeltaDiscoveryRequest } from '../protocol/envelopes.js';
-import { AdsSession, type SessionProtocol, type TypeState } from './ads-session.js';
+import { Envelopes, type DeltaDiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
+import { AdsSession, type TypeState } from './ads-session.js';
 
 const MAX_PENDING_NONCES = 64;
 
 /** A DeltaAggregatedResources stream (incremental xDS). */
 export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
-  readonly protocol: SessionProtocol = 'delta';
+  readonly protocol: XdsProtocol = 'delta';
 
   protected readonly requestName = 'DeltaDiscoveryRequest';
 

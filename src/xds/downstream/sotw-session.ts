@@ -1,12 +1,12 @@
 import { frameMessage } from '../../transport/grpc-framing.js';
 import type { CachedResource } from '../cache/resource-cache.js';
-import { Envelopes, type DiscoveryRequest } from '../protocol/envelopes.js';
+import { Envelopes, type DiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
 import { isFullStateType } from '../protocol/type-urls.js';
-import { AdsSession, type SessionProtocol, type TypeState } from './ads-session.js';
+import { AdsSession, type TypeState } from './ads-session.js';
 
 /** A StreamAggregatedResources stream (state of the world). */
 export class SotwSession extends AdsSession<DiscoveryRequest> {
-  readonly protocol: SessionProtocol = 'sotw';
+  readonly protocol: XdsProtocol = 'sotw';
 
   protected readonly requestName = 'DiscoveryRequest';
 

@@ -5,6 +5,9 @@ import type { ProtoStruct } from './struct.js';
  * Envelope shapes as protobufjs decodes them (keepCase). Resources stay as Any bytes: the relay
  * decodes a resource only to transform it (docs/ISTIO-FACTS.md).
  */
+/** The two ADS variants: state of the world and incremental (Delta). */
+export type XdsProtocol = 'sotw' | 'delta';
+
 export interface AnyMessage {
   type_url: string;
   value: Buffer;

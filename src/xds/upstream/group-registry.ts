@@ -3,12 +3,12 @@ import type { Logger } from '../../log.js';
 import { MemoLimit, NonceSource, ResponseMemo } from '../cache/response-memo.js';
 import type { ResourceUpdate } from '../cache/resource-cache.js';
 import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../downstream/view.js';
-import type { NodeMessage } from '../protocol/envelopes.js';
+import type { NodeMessage, XdsProtocol } from '../protocol/envelopes.js';
 import { metadataString, type ProxyNode } from '../protocol/node.js';
 import { aggregationKey, type AggregationRules } from './aggregation-key.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
-import { UpstreamAdsStream, type UpstreamProtocol } from './upstream-ads-stream.js';
+import { UpstreamAdsStream } from './upstream-ads-stream.js';
 import { memberCredentials } from './group-credentials.js';
 import { GroupVerifier } from './group-verifier.js';
 import { DEFAULT_ABSENT_NAME_LIMITS, UpstreamGroup, type AbsentNameLimits } from './upstream-group.js';
@@ -18,7 +18,7 @@ export type MultiplexMode = 'group' | 'stream';
 
 export interface GroupRegistryOptions {
   pool: ConnectionPool;
-  protocol: UpstreamProtocol;
+  protocol: XdsProtocol;
   defaultMode: MultiplexMode;
   /** Per-namespace override of the mode (docs/ISTIO-FACTS.md: chosen per namespace by config). */
   modeByNamespace: Record<string, MultiplexMode>;

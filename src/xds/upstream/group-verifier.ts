@@ -1,10 +1,10 @@
 import type { Logger } from '../../log.js';
 import { ResourceCache } from '../cache/resource-cache.js';
-import type { NodeMessage } from '../protocol/envelopes.js';
+import type { NodeMessage, XdsProtocol } from '../protocol/envelopes.js';
 import { TypeUrl, shortTypeName } from '../protocol/type-urls.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
-import { UpstreamAdsStream, type UpstreamProtocol } from './upstream-ads-stream.js';
+import { UpstreamAdsStream } from './upstream-ads-stream.js';
 import type { UpstreamGroup } from './upstream-group.js';
 
 /** The types compared: where istiod puts what it derives per proxy (inbound clusters, virtualInbound). */
@@ -18,7 +18,7 @@ const RECHECK_MS = 2000;
 
 export interface GroupVerifierOptions {
   pool: ConnectionPool;
-  protocol: UpstreamProtocol;
+  protocol: XdsProtocol;
   backoff: BackoffPolicy;
   /** The share of joining members verified, 0..1. */
   fraction: number;

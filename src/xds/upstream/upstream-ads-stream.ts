@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../log.js';
 import type { ResourceCache, ResourceUpdate } from '../cache/resource-cache.js';
-import { AdsMethod, Envelopes, type NodeMessage, type RpcStatus } from '../protocol/envelopes.js';
+import { AdsMethod, Envelopes, type NodeMessage, type RpcStatus, type XdsProtocol } from '../protocol/envelopes.js';
 import { resourceName } from '../protocol/resource-name.js';
 import { TypeUrl, isFullStateType, shortTypeName } from '../protocol/type-urls.js';
 import { WILDCARD } from '../downstream/subscription.js';
@@ -9,7 +9,6 @@ import { Backoff, type BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import type { GroupCredentials } from './group-credentials.js';
 
-export type UpstreamProtocol = 'delta' | 'sotw';
 /** `refused`: istiod refused every credential the group has; it waits for a member with a new one. */
 export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'refused' | 'closed';
 
@@ -56,7 +55,7 @@ interface SentSubscription {
 
 export interface UpstreamStreamOptions {
   pool: ConnectionPool;
-  protocol: UpstreamProtocol;
+  protocol: XdsProtocol;
   node: NodeMessage;
   cache: ResourceCache;
   /** Sent on every upstream stream (e.g. a VM's own authorization in stream mode). */
@@ -73,7 +72,7 @@ export interface UpstreamStreamOptions {
 
 export interface UpstreamStats {
   state: UpstreamState;
-  protocol: UpstreamProtocol;
+  protocol: XdsProtocol;
   streamsOpened: number;
   responses: number;
   bytesReceived: number;
