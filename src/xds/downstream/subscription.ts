@@ -1,4 +1,4 @@
-export const WILDCARD = '*';
+import { WILDCARD } from '../protocol/type-urls.js';
 
 /** The difference a request made to a subscription, as the upstream side needs to hear it. */
 export interface InterestChange {

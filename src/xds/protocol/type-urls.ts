@@ -1,5 +1,8 @@
 export const TYPE_PREFIX = 'type.googleapis.com/';
 
+/** The resource name that asks for every resource of a type (xds_protocol.rst, wildcard subscriptions). */
+export const WILDCARD = '*';
+
 export const TypeUrl = {
   cluster: `${TYPE_PREFIX}envoy.config.cluster.v3.Cluster`,
   endpoint: `${TYPE_PREFIX}envoy.config.endpoint.v3.ClusterLoadAssignment`,

@@ -1,10 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../log.js';
 import type { ResourceCache, ResourceUpdate } from '../cache/resource-cache.js';
-import { AdsMethod, Envelopes, type NodeMessage, type RpcStatus, type XdsProtocol } from '../protocol/envelopes.js';
-import { resourceName } from '../protocol/resource-name.js';
-import { TypeUrl, isFullStateType, shortTypeName } from '../protocol/type-urls.js';
-import { WILDCARD } from '../downstream/subscription.js';
+import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
+import { upstreamCodecs, type CodecStream, type DesiredSubscription, type SentSubscription, type UpstreamCodec } from './upstream-codecs.js';
 import { Backoff, type BackoffPolicy } from './backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import type { GroupCredentials } from './group-credentials.js';
@@ -24,9 +22,6 @@ const REFUSALS = new Set<number>([
   grpc.status.RESOURCE_EXHAUSTED,
 ]);
 /** Refusals that say the credential, not the request, was wrong. */
-/** Names per Delta subscription request sent upstream. */
-const UPSTREAM_NAMES_PER_REQUEST = 1000;
-
 export const CREDENTIAL_REFUSALS = new Set<number>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED]);
 
 export interface UpstreamRefusal {
@@ -35,23 +30,7 @@ export interface UpstreamRefusal {
   at: string;
 }
 
-/** What the group wants from the upstream for one type. */
-export interface DesiredSubscription {
-  wildcard: boolean;
-  names: ReadonlySet<string>;
-}
-
-/** What has been said on the current upstream stream for one type. */
-interface SentSubscription {
-  wildcard: boolean;
-  names: Set<string>;
-  /** SotW: the last version and nonce received, echoed in every request. */
-  version: string;
-  /** SotW: the version before the last one, which a NACK names as the last good version. */
-  previousVersion: string;
-  /** The last response nonce received for this type. */
-  nonce: string;
-}
+export type { DesiredSubscription };
 
 export interface UpstreamStreamOptions {
   pool: ConnectionPool;
@@ -88,9 +67,10 @@ export interface UpstreamStats {
  * with backoff and jitter, resubscribes with the versions it holds, and ACKs every response: the
  * relay's acceptance is what the upstream hears, VMs' NACKs stay with the relay (docs/ISTIO-FACTS.md, docs/XDS.md).
  */
-export class UpstreamAdsStream {
+export class UpstreamAdsStream implements CodecStream {
   private readonly desired = new Map<string, DesiredSubscription>();
-  private sent = new Map<string, SentSubscription>();
+  sent = new Map<string, SentSubscription>();
+  private readonly codec: UpstreamCodec;
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
   private releaseStream: (() => void) | undefined;
   private nodeSent = false;
@@ -106,6 +86,7 @@ export class UpstreamAdsStream {
 
   constructor(private readonly options: UpstreamStreamOptions) {
     this.node = options.node;
+    this.codec = upstreamCodecs[options.protocol];
     this.backoff = new Backoff(options.backoff);
     this.stats = {
       state: 'idle', protocol: options.protocol, streamsOpened: 0, responses: 0,
@@ -122,22 +103,12 @@ export class UpstreamAdsStream {
   forwardNack(typeUrl: string, error: RpcStatus): void {
     const sent = this.sent.get(typeUrl);
     if (!this.stream || !sent?.nonce) return;
-    const error_detail = { code: error.code ?? 0, message: error.message ?? '' };
-    if (this.options.protocol === 'delta') {
-      this.write(Envelopes.encodeDeltaRequest({ ...this.nodeOnce(), type_url: typeUrl, response_nonce: sent.nonce, error_detail }));
-    } else {
-      const names = sent.wildcard && sent.names.size > 0 ? [WILDCARD, ...sent.names] : [...sent.names];
-      this.write(Envelopes.encodeRequest({
-        ...this.nodeOnce(), type_url: typeUrl, version_info: sent.previousVersion, response_nonce: sent.nonce, resource_names: names, error_detail,
-      }));
-    }
+    this.codec.nack(this, typeUrl, sent, { code: error.code ?? 0, message: error.message ?? '' });
   }
 
   /** istio-agent's health report, passed on as it came (istiod writes the WorkloadEntry condition). */
   forwardHealth(error: RpcStatus | undefined): void {
-    if (!this.stream) return;
-    const request = { ...this.nodeOnce(), type_url: TypeUrl.healthInformation, ...(error ? { error_detail: error } : {}) };
-    this.write(this.options.protocol === 'delta' ? Envelopes.encodeDeltaRequest(request) : Envelopes.encodeRequest(request));
+    if (this.stream) this.codec.health(this, error);
   }
 
   start(): void {
@@ -191,8 +162,7 @@ export class UpstreamAdsStream {
       }
       for (const [key, value] of Object.entries(credential.metadata)) metadata.set(key, value);
     }
-    const method = this.options.protocol === 'delta' ? AdsMethod.delta : AdsMethod.sotw;
-    const { stream, release } = this.options.pool.openStream(method, metadata);
+    const { stream, release } = this.options.pool.openStream(this.codec.method, metadata);
     this.stream = stream;
     this.releaseStream = release;
     this.sent = new Map();
@@ -255,73 +225,17 @@ export class UpstreamAdsStream {
       const sent = this.sent.get(typeUrl);
       if (!sent && !desired.wildcard && desired.names.size === 0) continue;
       if (sent && sent.wildcard === desired.wildcard && sameNames(sent.names, desired.names)) continue;
-      if (this.options.protocol === 'delta') this.syncDelta(typeUrl, desired, sent);
-      else this.syncSotw(typeUrl, desired, sent);
+      this.codec.subscribe(this, typeUrl, desired, sent);
     }
   }
 
-  private syncDelta(typeUrl: string, desired: DesiredSubscription, sent: SentSubscription | undefined): void {
-    const subscribe: string[] = [];
-    const unsubscribe: string[] = [];
-    const initialVersions: Record<string, string> = {};
-    if (!sent) {
-      // Legacy wildcard (empty first request) is what every Envoy and istiod understand.
-      if (desired.wildcard && desired.names.size > 0) subscribe.push(WILDCARD);
-      const cached = this.options.cache.all(typeUrl);
-      for (const resource of cached.values()) initialVersions[resource.name] = resource.version;
-      // Names the cache holds first: they are what VMs are served, whatever becomes of the rest.
-      for (const name of desired.names) if (cached.has(name)) subscribe.push(name);
-      for (const name of desired.names) if (!cached.has(name)) subscribe.push(name);
-    } else {
-      if (desired.wildcard && !sent.wildcard) subscribe.push(WILDCARD);
-      if (!desired.wildcard && sent.wildcard) unsubscribe.push(WILDCARD);
-      for (const name of desired.names) if (!sent.names.has(name)) subscribe.push(name);
-      for (const name of sent.names) if (!desired.names.has(name)) unsubscribe.push(name);
-    }
-    this.sent.set(typeUrl, { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', previousVersion: sent?.previousVersion ?? '', nonce: sent?.nonce ?? '' });
-    // Delta subscriptions add up, so a large one goes in several requests: one giant resubscribe
-    // could pass the upstream's message limit and be refused whole, every time (xds_protocol.rst,
-    // "Incremental xDS"). Versions go in the first, as the protocol asks.
-    let first = true;
-    for (let offset = 0; first || offset < subscribe.length + unsubscribe.length; offset += UPSTREAM_NAMES_PER_REQUEST) {
-      const end = offset + UPSTREAM_NAMES_PER_REQUEST;
-      const subscribeChunk = subscribe.slice(offset, end);
-      const unsubscribeChunk = unsubscribe.slice(Math.max(0, offset - subscribe.length), Math.max(0, end - subscribe.length));
-      this.write(Envelopes.encodeDeltaRequest({
-        ...this.nodeOnce(),
-        type_url: typeUrl,
-        resource_names_subscribe: subscribeChunk,
-        resource_names_unsubscribe: unsubscribeChunk,
-        ...(first ? { initial_resource_versions: initialVersions } : {}),
-      }));
-      first = false;
-    }
-  }
-
-  private syncSotw(typeUrl: string, desired: DesiredSubscription, sent: SentSubscription | undefined): void {
-    const next: SentSubscription = { wildcard: desired.wildcard, names: new Set(desired.names), version: sent?.version ?? '', previousVersion: sent?.previousVersion ?? '', nonce: sent?.nonce ?? '' };
-    this.sent.set(typeUrl, next);
-    this.writeSotwRequest(typeUrl, next);
-  }
-
-  private writeSotwRequest(typeUrl: string, sent: SentSubscription): void {
-    const names = sent.wildcard && sent.names.size > 0 ? [WILDCARD, ...sent.names] : [...sent.names];
-    this.write(Envelopes.encodeRequest({
-      ...this.nodeOnce(),
-      type_url: typeUrl,
-      version_info: sent.version,
-      response_nonce: sent.nonce,
-      resource_names: names,
-    }));
-  }
-
-  private nodeOnce(): { node?: NodeMessage } {
+  nodeOnce(): { node?: NodeMessage } {
     if (this.nodeSent) return {};
     this.nodeSent = true;
     return { node: this.node };
   }
 
-  private write(bytes: Buffer): void {
+  write(bytes: Buffer): void {
     this.stats.bytesSent += bytes.length;
     this.stream?.write(bytes);
   }
@@ -335,8 +249,7 @@ export class UpstreamAdsStream {
     this.stats.lastResponseAt = new Date().toISOString();
     this.backoff.reset();
     try {
-      if (this.options.protocol === 'delta') this.receiveDelta(bytes);
-      else this.receiveSotw(bytes);
+      this.codec.receive(this, bytes);
     } catch (error) {
       // A response we cannot read is refused on the stream; the cache keeps its last good state.
       this.options.log.error({ err: (error as Error).message }, 'malformed upstream response; stream restarted');
@@ -344,36 +257,16 @@ export class UpstreamAdsStream {
     }
   }
 
-  private receiveDelta(bytes: Buffer): void {
-    const response = Envelopes.decodeDeltaResponse(bytes);
-    const typeUrl = response.type_url;
-    const updates = response.resources
-      .filter((resource) => resource.resource)
-      .map((resource) => this.transformed(typeUrl, { name: resource.name, version: resource.version, body: Buffer.from(resource.resource!.value), typeUrl: resource.resource!.type_url }));
-    const change = this.options.cache.apply(typeUrl, updates, response.removed_resources, { versionInfo: response.system_version_info });
-    this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream delta response');
-    const sent = this.sent.get(typeUrl);
-    if (sent) sent.nonce = response.nonce;
-    this.write(Envelopes.encodeDeltaRequest({ type_url: typeUrl, response_nonce: response.nonce }));
-  }
-
-  private transformed(typeUrl: string, update: ResourceUpdate): ResourceUpdate {
+  transformed(typeUrl: string, update: ResourceUpdate): ResourceUpdate {
     return this.options.transform ? this.options.transform(typeUrl, update) : update;
   }
 
-  private receiveSotw(bytes: Buffer): void {
-    const response = Envelopes.decodeResponse(bytes);
-    const typeUrl = response.type_url;
-    const sent = this.sent.get(typeUrl) ?? { wildcard: false, names: new Set<string>(), version: '', previousVersion: '', nonce: '' };
-    const updates = response.resources.map((any) => this.transformed(typeUrl, { name: resourceName(any.type_url, any.value), body: Buffer.from(any.value), typeUrl: any.type_url }));
-    const replaceAll = isFullStateType(typeUrl) || sent.wildcard;
-    const change = this.options.cache.apply(typeUrl, updates, [], { replaceAll, versionInfo: response.version_info });
-    this.options.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream sotw response');
-    sent.previousVersion = sent.version;
-    sent.version = response.version_info;
-    sent.nonce = response.nonce;
-    this.sent.set(typeUrl, sent);
-    this.writeSotwRequest(typeUrl, sent);
+  get cache(): ResourceCache {
+    return this.options.cache;
+  }
+
+  get log(): Logger {
+    return this.options.log;
   }
 }
 
