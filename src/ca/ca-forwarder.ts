@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { GrpcStatus, RelayError, UpstreamStatusError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConcurrencyLimiter } from '../limits/concurrency-limiter.js';
-import { Backoff, type BackoffPolicy } from '../xds/upstream/backoff.js';
+import { Backoff, type BackoffPolicy } from '../transport/backoff.js';
 import { spiffeId } from './identity.js';
 import type { AuthenticatedCaller } from './authenticator.js';
 

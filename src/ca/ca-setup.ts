@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 import { caUpstreamRoot, resolveCaMode, type ServeConfig } from '../config/schema.js';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { BackoffPolicy } from '../xds/upstream/backoff.js';
+import type { BackoffPolicy } from '../transport/backoff.js';
 import { CaBundleWatcher, CaFiles } from './ca-bundle.js';
 import { CaForwarder } from './ca-forwarder.js';
 import { CaMetrics } from './ca-metrics.js';

@@ -2,7 +2,7 @@ import { CustomObjectsApi, DiscoveryV1Api, type KubeConfig, type KubernetesListO
 import type { Logger } from '../log.js';
 import { bindingDigest, bindingsByAddress, type AddressBinding, type EndpointSliceObject, type ServiceEntryObject, type WorkloadEntryObject } from '../mesh/address-bindings.js';
 import { proxyAddresses, type ProxyNode } from '../xds/protocol/node.js';
-import type { BackoffPolicy } from '../xds/upstream/backoff.js';
+import type { BackoffPolicy } from '../transport/backoff.js';
 import { loadKubeConfig } from './kube-client.js';
 import { ResilientInformer } from './resilient-informer.js';
 import { NETWORKING_GROUP, NETWORKING_VERSION } from './workload-entry-template.js';

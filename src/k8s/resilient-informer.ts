@@ -1,6 +1,6 @@
 import { makeInformer, type KubeConfig, type KubernetesObject, type ListPromise } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
-import { Backoff, defaultBackoff, type BackoffPolicy } from '../xds/upstream/backoff.js';
+import { Backoff, defaultBackoff, type BackoffPolicy } from '../transport/backoff.js';
 
 /**
  * A list+watch informer that keeps going: @kubernetes/client-node 1.x stops an informer on any

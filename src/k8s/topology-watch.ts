@@ -1,7 +1,7 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Service } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
 import { parseMeshNetworks, type MeshNetworks, type NetworkTopology } from '../mesh/network-topology.js';
-import type { BackoffPolicy } from '../xds/upstream/backoff.js';
+import type { BackoffPolicy } from '../transport/backoff.js';
 import { ResilientInformer } from './resilient-informer.js';
 
 export const NETWORK_LABEL = 'topology.istio.io/network';

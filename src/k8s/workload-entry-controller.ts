@@ -2,8 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, type Registry } from 'prom-client';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { CallerIdentity } from '../xds/downstream/view.js';
-import { Backoff, type BackoffPolicy } from '../xds/upstream/backoff.js';
+import type { CallerIdentity } from '../xds/view.js';
+import { Backoff, type BackoffPolicy } from '../transport/backoff.js';
 import { isConflict, isRetryable, type WorkloadEntryStore } from './workload-entry-store.js';
 import {
   Annotation, workloadEntryFromGroup, workloadEntryName, type IstioCondition, type RegisteringProxy, type WorkloadEntry,

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import type { ProxyNode } from '../xds/protocol/node.js';
-import type { ProxyReport, StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../xds/downstream/view.js';
+import type { ProxyReport, StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../xds/view.js';
 import type { WorkloadEntryController } from './workload-entry-controller.js';
 import { registeringProxy } from './workload-entry-template.js';
 

@@ -1,7 +1,7 @@
 import { ResourceCache, contentHash, type CachedResource, type ResourceUpdate, type TypeChange } from '../xds/cache/resource-cache.js';
 import type { ResponseMemo } from '../xds/cache/response-memo.js';
 import type { InterestChange } from '../xds/downstream/subscription.js';
-import type { ProxyReport, XdsView } from '../xds/downstream/view.js';
+import type { ProxyReport, XdsView } from '../xds/view.js';
 import { messageType } from '../xds/protocol/protos.js';
 import { TypeUrl } from '../xds/protocol/type-urls.js';
 import { locateEndpoint } from './endpoint-location.js';

@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import { ResourceCache } from '../xds/cache/resource-cache.js';
 import { MemoLimit, NonceSource, ResponseMemo } from '../xds/cache/response-memo.js';
-import type { ViewAttachment, ViewProvider, XdsView } from '../xds/downstream/view.js';
+import type { ViewAttachment, ViewProvider, XdsView } from '../xds/view.js';
 import { metadataString, type ProxyNode } from '../xds/protocol/node.js';
 import { renderMesh, type SimVariant } from './config-generators.js';
 import type { MeshEndpoint, MeshModel } from './mesh-model.js';

@@ -1,7 +1,7 @@
 import { ResourceCache, type ResourceUpdate } from '../../src/xds/cache/resource-cache.js';
 import { MemoLimit, NonceSource, ResponseMemo } from '../../src/xds/cache/response-memo.js';
 import { AdsService } from '../../src/xds/downstream/ads-service.js';
-import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../../src/xds/downstream/view.js';
+import type { StreamIdentity, ViewAttachment, ViewProvider, XdsView } from '../../src/xds/view.js';
 import type { ProxyNode } from '../../src/xds/protocol/node.js';
 import { GrpcServer } from '../../src/transport/grpc-server.js';
 import { formatAddress, type ListenAddress } from '../../src/transport/listen-address.js';

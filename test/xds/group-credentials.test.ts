@@ -1,6 +1,6 @@
 import test from 'ava';
 import { GroupCredentials, memberCredentials } from '../../src/xds/upstream/group-credentials.js';
-import type { StreamIdentity } from '../../src/xds/downstream/view.js';
+import type { StreamIdentity } from '../../src/xds/view.js';
 
 const jwt = (claims: object) => `Bearer e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
 const member = (streamId: string, callMetadata: Record<string, string>, forwardedClientCert?: string): StreamIdentity => ({

@@ -6,7 +6,7 @@ import type { AdsSession, SessionLimits } from './ads-session.js';
 import { DeltaSession } from './delta-session.js';
 import { PushCounters } from './push-counters.js';
 import { SotwSession } from './sotw-session.js';
-import type { StreamAuthenticator, ViewProvider } from './view.js';
+import type { StreamAuthenticator, ViewProvider } from '../view.js';
 
 export interface SyncStatus {
   stream: string;

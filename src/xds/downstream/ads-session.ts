@@ -8,7 +8,7 @@ import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protoc
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
 import type { AdmissionControl } from '../../limits/admission-control.js';
 import type { PushCounters } from './push-counters.js';
-import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from './view.js';
+import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from '../view.js';
 
 export interface SessionLimits {
   maxNamesPerRequest: number;

@@ -1,4 +1,4 @@
-import type { StreamIdentity } from '../downstream/view.js';
+import type { StreamIdentity } from '../view.js';
 
 /** What a member can lend its group's upstream stream so istiod authenticates it (docs/SECURITY.md). */
 export interface MemberCredential {

@@ -2,7 +2,7 @@ import type { Logger } from '../../log.js';
 import { ResourceCache } from '../cache/resource-cache.js';
 import type { NodeMessage, XdsProtocol } from '../protocol/envelopes.js';
 import { TypeUrl, shortTypeName } from '../protocol/type-urls.js';
-import type { BackoffPolicy } from './backoff.js';
+import type { BackoffPolicy } from '../../transport/backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import { UpstreamAdsStream } from './upstream-ads-stream.js';
 import type { UpstreamGroup } from './upstream-group.js';

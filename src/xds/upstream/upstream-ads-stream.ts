@@ -3,7 +3,7 @@ import type { Logger } from '../../log.js';
 import type { ResourceCache, ResourceUpdate } from '../cache/resource-cache.js';
 import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
 import { upstreamCodecs, type CodecStream, type DesiredSubscription, type SentSubscription, type UpstreamCodec } from './upstream-codecs.js';
-import { Backoff, type BackoffPolicy } from './backoff.js';
+import { Backoff, type BackoffPolicy } from '../../transport/backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import type { GroupCredentials } from './group-credentials.js';
 

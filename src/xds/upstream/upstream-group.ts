@@ -1,12 +1,12 @@
 import { ResourceCache } from '../cache/resource-cache.js';
 import type { ResponseMemo } from '../cache/response-memo.js';
 import type { InterestChange } from '../downstream/subscription.js';
-import type { ProxyReport, XdsView } from '../downstream/view.js';
+import type { ProxyReport, XdsView } from '../view.js';
 import type { JsonValue } from '../protocol/struct.js';
 import { GrpcStatus, RelayError, UpstreamStatusError } from '../../errors.js';
 import { GroupCredentials, memberCredentials } from './group-credentials.js';
 import { CREDENTIAL_REFUSALS, type UpstreamAdsStream, type UpstreamRefusal } from './upstream-ads-stream.js';
-import type { StreamIdentity } from '../downstream/view.js';
+import type { StreamIdentity } from '../view.js';
 import type { ProxyNode } from '../protocol/node.js';
 
 /** How often dropping unwanted names is tried again while the upstream is away. */

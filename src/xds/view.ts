@@ -1,9 +1,9 @@
-import type { ResourceCache } from '../cache/resource-cache.js';
-import type { ResponseMemo } from '../cache/response-memo.js';
-import type { RpcStatus } from '../protocol/envelopes.js';
-import type { ProxyNode } from '../protocol/node.js';
-import type { GrpcCall } from '../../transport/grpc-server.js';
-import type { InterestChange } from './subscription.js';
+import type { ResourceCache } from './cache/resource-cache.js';
+import type { ResponseMemo } from './cache/response-memo.js';
+import type { RpcStatus } from './protocol/envelopes.js';
+import type { ProxyNode } from './protocol/node.js';
+import type { GrpcCall } from '../transport/grpc-server.js';
+import type { InterestChange } from './downstream/subscription.js';
 
 /**
  * What a downstream stream reads from: a cache of resources and a memo of serialized responses,
