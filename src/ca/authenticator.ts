@@ -1,5 +1,6 @@
 import type { GrpcCall } from '../transport/grpc-server.js';
-import { parseSpiffeId, permissionDenied, sameIdentity, spiffeId, unauthenticated, type WorkloadIdentity } from './identity.js';
+import { parseSpiffeId, permissionDenied, sameIdentity, spiffeId, unauthenticated } from './identity.js';
+import type { WorkloadIdentity } from '../identity.js';
 
 export interface AuthenticatedCaller {
   identity: WorkloadIdentity;

@@ -3,12 +3,7 @@ import { RelayError } from '../errors.js';
 /** The audience Istio's CA requires of service-account tokens. */
 export const CA_AUDIENCE = 'istio-ca';
 
-/** A workload identity as Istio writes it: spiffe://<trust domain>/ns/<namespace>/sa/<service account>. */
-export interface WorkloadIdentity {
-  trustDomain: string;
-  namespace: string;
-  serviceAccount: string;
-}
+import type { WorkloadIdentity } from '../identity.js';
 
 export function spiffeId(identity: WorkloadIdentity): string {
   return `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}`;

@@ -2,7 +2,8 @@ import { createPublicKey, sign, verify, type JsonWebKey, type KeyObject } from '
 import { readFileSync } from 'node:fs';
 import { RelayError } from '../errors.js';
 import type { TokenVerifier } from './authenticator.js';
-import { kubernetesServiceAccount, unauthenticated, type WorkloadIdentity } from './identity.js';
+import { kubernetesServiceAccount, unauthenticated } from './identity.js';
+import type { WorkloadIdentity } from '../identity.js';
 
 /** What Kubernetes puts in a service-account token (projected tokens carry `kubernetes.io`). */
 export interface ServiceAccountClaims {

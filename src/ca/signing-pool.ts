@@ -3,7 +3,7 @@ import { RelayError, type RelayErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConcurrencyLimiter } from '../limits/concurrency-limiter.js';
 import type { CaBundleWatcher, CaPems } from './ca-bundle.js';
-import type { WorkloadIdentity } from './identity.js';
+import type { WorkloadIdentity } from '../identity.js';
 import type { TtlPolicy } from './local-signer.js';
 
 export type SigningRequest =

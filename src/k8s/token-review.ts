@@ -1,6 +1,7 @@
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { RelayError } from '../errors.js';
-import { kubernetesServiceAccount, unauthenticated, type WorkloadIdentity } from '../ca/identity.js';
+import { kubernetesServiceAccount, unauthenticated } from '../ca/identity.js';
+import type { WorkloadIdentity } from '../identity.js';
 import type { TokenVerifier } from '../ca/authenticator.js';
 
 /**

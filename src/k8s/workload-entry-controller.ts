@@ -8,6 +8,7 @@ import { isConflict, isRetryable, type WorkloadEntryStore } from './workload-ent
 import {
   Annotation, workloadEntryFromGroup, workloadEntryName, type IstioCondition, type RegisteringProxy, type WorkloadEntry,
 } from './workload-entry-template.js';
+import { identityMismatch } from '../identity.js';
 
 export interface WorkloadEntryControllerOptions {
   /** Written to `istio.io/workloadController`: the relay pod's name. */
@@ -47,13 +48,10 @@ function parseTime(value: string | undefined): number | undefined {
 function checkCanControl(caller: CallerIdentity | undefined, entry: WorkloadEntry): void {
   const deny = (message: string) => new RelayError('MR_PERMISSION_DENIED', message);
   if (!caller) throw deny('registration of WorkloadEntry requires a verified identity (connect on the TLS listener with a workload certificate or token)');
-  if (caller.namespace !== entry.metadata.namespace) {
-    throw deny(`registration of WorkloadEntry namespace mismatch: "${caller.namespace}" vs "${entry.metadata.namespace}"`);
-  }
-  const serviceAccount = entry.spec.serviceAccount;
-  if (serviceAccount && caller.serviceAccount !== serviceAccount) {
-    throw deny(`registration of WorkloadEntry service account mismatch: "${caller.serviceAccount}" vs "${serviceAccount}"`);
-  }
+  const claimed = { namespace: entry.metadata.namespace, serviceAccount: entry.spec.serviceAccount ?? '' };
+  const mismatch = identityMismatch(caller, claimed);
+  if (mismatch === 'namespace') throw deny(`registration of WorkloadEntry namespace mismatch: "${caller.namespace}" vs "${claimed.namespace}"`);
+  if (mismatch) throw deny(`registration of WorkloadEntry service account mismatch: "${caller.serviceAccount}" vs "${claimed.serviceAccount}"`);
 }
 
 const entryKey = (namespace: string, name: string) => `${namespace}/${name}`;

@@ -4,6 +4,7 @@ import type { RpcStatus } from './protocol/envelopes.js';
 import type { ProxyNode } from './protocol/node.js';
 import type { GrpcCall } from '../transport/grpc-server.js';
 import type { InterestChange } from './downstream/subscription.js';
+import type { WorkloadIdentity } from '../identity.js';
 
 /**
  * What a downstream stream reads from: a cache of resources and a memo of serialized responses,
@@ -41,10 +42,7 @@ export interface ViewAttachment {
 }
 
 /** Who a caller proved to be (a SPIFFE workload identity), as the CA's authenticators tell it. */
-export interface CallerIdentity {
-  trustDomain: string;
-  namespace: string;
-  serviceAccount: string;
+export interface CallerIdentity extends WorkloadIdentity {
   /** How to vouch for this caller to istiod (`x-forwarded-client-cert`), when it proved itself with a certificate. */
   forwardedClientCert?: string;
 }

@@ -9,6 +9,7 @@ import { Subscription, isEmptyChange, type InterestChange } from './subscription
 import type { AdmissionControl } from '../../limits/admission-control.js';
 import type { PushCounters } from './push-counters.js';
 import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from '../view.js';
+import { identityMismatch } from '../../identity.js';
 
 export interface SessionLimits {
   maxNamesPerRequest: number;
@@ -383,7 +384,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
  */
 function checkIdentity(node: ProxyNode, caller: CallerIdentity): void {
   const serviceAccount = typeof node.metadata.SERVICE_ACCOUNT === 'string' ? node.metadata.SERVICE_ACCOUNT : '';
-  if (node.namespace !== caller.namespace || (serviceAccount && serviceAccount !== caller.serviceAccount)) {
+  if (identityMismatch(caller, { namespace: node.namespace, serviceAccount })) {
     throw new RelayError('MR_PERMISSION_DENIED', `authenticated as ${caller.namespace}/${caller.serviceAccount}, but the node claims ${node.namespace || '(no namespace)'}/${serviceAccount || '(no service account)'}`);
   }
 }
