@@ -10,6 +10,7 @@ import type { AdmissionControl } from '../../limits/admission-control.js';
 import type { PushCounters } from './push-counters.js';
 import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from '../view.js';
 import { identityMismatch } from '../../identity.js';
+import { atEndOfTurn } from '../end-of-turn.js';
 
 export interface SessionLimits {
   maxNamesPerRequest: number;
@@ -83,7 +84,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   health: HealthReport | undefined;
   readonly types = new Map<string, TypeState>();
   private readonly dirty = new Set<string>();
-  private flushScheduled = false;
+  private readonly scheduleFlush = atEndOfTurn(() => this.flush());
   private waitingForDrain = false;
   private detachCache: (() => void) | undefined;
   private readonly orderingDeadline = new Map<string, number>();
@@ -269,12 +270,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
 
   protected markDirty(typeUrl: string): void {
     this.dirty.add(typeUrl);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      this.flush();
-    });
+    this.scheduleFlush();
   }
 
   private onCacheChange(change: TypeChange): void {

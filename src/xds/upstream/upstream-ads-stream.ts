@@ -6,6 +6,7 @@ import { upstreamCodecs, type CodecStream, type DesiredSubscription, type SentSu
 import { Backoff, type BackoffPolicy } from '../../transport/backoff.js';
 import type { ConnectionPool } from './connection-pool.js';
 import type { GroupCredentials } from './group-credentials.js';
+import { atEndOfTurn } from '../end-of-turn.js';
 
 /** `refused`: istiod refused every credential the group has; it waits for a member with a new one. */
 export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'refused' | 'closed';
@@ -76,7 +77,7 @@ export class UpstreamAdsStream implements CodecStream {
   private nodeSent = false;
   private answered = false;
   private answeredSince = 0;
-  private syncScheduled = false;
+  private readonly scheduleSync = atEndOfTurn(() => this.sync());
   private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly backoff: Backoff;
   readonly stats: UpstreamStats;
@@ -209,14 +210,6 @@ export class UpstreamAdsStream implements CodecStream {
     }
   }
 
-  private scheduleSync(): void {
-    if (this.syncScheduled) return;
-    this.syncScheduled = true;
-    setImmediate(() => {
-      this.syncScheduled = false;
-      this.sync();
-    });
-  }
 
   /** Tells the upstream about every difference between what is desired and what was said. */
   private sync(): void {
