@@ -1,7 +1,9 @@
 import { RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { frameMessage } from '../../transport/grpc-framing.js';
 import type { GrpcCall } from '../../transport/grpc-server.js';
-import type { TypeChange } from '../cache/resource-cache.js';
+import type { CachedResource, TypeChange } from '../cache/resource-cache.js';
+import type { MemoizedResponse } from '../cache/response-memo.js';
 import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
@@ -63,6 +65,16 @@ const ORDERED_TYPES = 4;
 const INITIAL_ORDER_WAIT_MS = 2000;
 const MAX_HELD_REQUESTS = 32;
 const NO_NAMES: ReadonlySet<string> = new Set();
+
+/** One response a protocol decided to send: the base builds (once, via the memo), writes and records it. */
+export interface ResponsePlan {
+  /** Memo key: equal keys are byte-identical responses for every stream of the view. */
+  key: string;
+  resources: readonly CachedResource[];
+  encode(nonce: string, versionInfo: string): Uint8Array;
+  /** The protocol's own bookkeeping once the response is on its way. */
+  sent(response: MemoizedResponse): void;
+}
 
 /** The fields both request envelopes share. */
 export interface AdsRequest {
@@ -131,8 +143,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   protected abstract nameCount(request: Request): number;
   /** Handles a well-formed request of an attached stream that is not a health report. */
   protected abstract handleRequest(request: Request): void;
-  /** Builds and writes the response for one dirty type; returns false when the stream is full. */
-  protected abstract pushType(typeUrl: string, state: TypeState): boolean;
+  /** What to send for one dirty type, by the protocol's rules; undefined when nothing is due. */
+  protected abstract planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined;
 
   private hold(bytes: Buffer): void {
     if (this.held!.length >= MAX_HELD_REQUESTS) {
@@ -342,11 +354,26 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     return Date.now() < deadline;
   }
 
+  /** Builds (once per view, through the memo), writes and records one type's response; false when the stream is full or was ended. */
+  private pushType(typeUrl: string, state: TypeState): boolean {
+    if (!this.cache.isInitialized(typeUrl)) return true;
+    const plan = this.planResponse(typeUrl, state);
+    if (!plan) return true;
+    if (!this.roomFor(typeUrl, plan.key, plan.resources)) return false;
+    const versionInfo = this.cache.versionInfo(typeUrl);
+    const response = this.memo.getOrBuild(typeUrl, plan.key, (nonce) => ({ versionInfo, frame: frameMessage(plan.encode(nonce, versionInfo)) }));
+    plan.sent(response);
+    state.initialResponseDue = false;
+    state.lastNonce = response.nonce;
+    state.versionSent = response.versionInfo;
+    return this.call.writeFrame(response.frame);
+  }
+
   /**
    * A response not built yet is charged against the buffer budget first: past it, building a large
    * response only for its stream to be ended would cost every other VM the time.
    */
-  protected roomFor(typeUrl: string, key: string, resources: ReadonlyArray<{ body: Buffer }>): boolean {
+  private roomFor(typeUrl: string, key: string, resources: ReadonlyArray<{ body: Buffer }>): boolean {
     if (this.memo.has(typeUrl, key)) return true;
     let bytes = 0;
     for (const resource of resources) bytes += resource.body.length;

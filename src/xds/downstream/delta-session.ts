@@ -1,7 +1,6 @@
-import { frameMessage } from '../../transport/grpc-framing.js';
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DeltaDiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
-import { AdsSession, type TypeState } from './ads-session.js';
+import { AdsSession, type ResponsePlan, type TypeState } from './ads-session.js';
 
 const MAX_PENDING_NONCES = 64;
 
@@ -51,8 +50,7 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
     if (created || change.added.length > 0 || change.wildcard === 1) this.markDirty(typeUrl);
   }
 
-  protected pushType(typeUrl: string, state: TypeState): boolean {
-    if (!this.cache.isInitialized(typeUrl)) return true;
+  protected planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined {
     const { subscription } = state;
     const all = this.cache.all(typeUrl);
     const updates: CachedResource[] = [];
@@ -78,36 +76,26 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
     const initialWildcard = state.initialResponseDue && subscription.wildcard;
     if (updates.length === 0 && removed.length === 0 && !initialWildcard) {
       if (subscription.names.size > 0 || subscription.wildcard) state.initialResponseDue = false;
-      return true;
+      return undefined;
     }
     const generation = this.cache.generation(typeUrl);
     const everything = subscription.wildcard && removed.length === 0 && updates.length === all.size;
-    const key = everything
-      ? `delta|${generation}|*`
-      : `delta|${generation}|${updates.map((r) => r.name).join(',')}|${removed.join(',')}`;
-    if (!this.roomFor(typeUrl, key, updates)) return false;
-    const versionInfo = this.cache.versionInfo(typeUrl);
-    const response = this.memo.getOrBuild(typeUrl, key, (nonce) => ({
-      versionInfo,
-      frame: frameMessage(Envelopes.encodeDeltaResponse({
+    return {
+      key: everything ? `delta|${generation}|*` : `delta|${generation}|${updates.map((r) => r.name).join(',')}|${removed.join(',')}`,
+      resources: updates,
+      encode: (nonce, versionInfo) => Envelopes.encodeDeltaResponse({
         system_version_info: versionInfo,
         type_url: typeUrl,
         nonce,
-        resources: updates.map((resource) => ({
-          name: resource.name,
-          version: resource.version,
-          resource: { type_url: resource.typeUrl, value: resource.body },
-        })),
+        resources: updates.map((resource) => ({ name: resource.name, version: resource.version, resource: { type_url: resource.typeUrl, value: resource.body } })),
         removed_resources: removed,
-      })),
-    }));
-    for (const resource of updates) state.sent.set(resource.name, resource.version);
-    for (const name of removed) state.sent.delete(name);
-    state.initialResponseDue = false;
-    state.versionSent = response.versionInfo;
-    state.lastNonce = response.nonce;
-    if (state.pending.size >= MAX_PENDING_NONCES) state.pending.delete(state.pending.keys().next().value!);
-    state.pending.set(response.nonce, response.versionInfo);
-    return this.call.writeFrame(response.frame);
+      }),
+      sent: (response) => {
+        for (const resource of updates) state.sent.set(resource.name, resource.version);
+        for (const name of removed) state.sent.delete(name);
+        if (state.pending.size >= MAX_PENDING_NONCES) state.pending.delete(state.pending.keys().next().value!);
+        state.pending.set(response.nonce, response.versionInfo);
+      },
+    };
   }
 }

@@ -1,8 +1,7 @@
-import { frameMessage } from '../../transport/grpc-framing.js';
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
 import { isFullStateType } from '../protocol/type-urls.js';
-import { AdsSession, type TypeState } from './ads-session.js';
+import { AdsSession, type ResponsePlan, type TypeState } from './ads-session.js';
 
 /** A StreamAggregatedResources stream (state of the world). */
 export class SotwSession extends AdsSession<DiscoveryRequest> {
@@ -49,30 +48,26 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
     }
   }
 
-  protected pushType(typeUrl: string, state: TypeState): boolean {
-    if (!this.cache.isInitialized(typeUrl)) return true;
+  protected planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined {
     const fullState = isFullStateType(typeUrl) || state.subscription.wildcard;
     const selection = fullState ? this.selectFullState(typeUrl, state) : this.selectChanged(typeUrl, state);
-    if (!selection) return true;
+    if (!selection) return undefined;
     const { key, resources } = selection;
-    if (!this.roomFor(typeUrl, key, resources)) return false;
-    const versionInfo = this.cache.versionInfo(typeUrl);
-    const response = this.memo.getOrBuild(typeUrl, key, (nonce) => ({
-      versionInfo,
-      frame: frameMessage(Envelopes.encodeResponse({
+    return {
+      key,
+      resources,
+      encode: (nonce, versionInfo) => Envelopes.encodeResponse({
         version_info: versionInfo,
         type_url: typeUrl,
         nonce,
         resources: resources.map((resource) => ({ type_url: resource.typeUrl, value: resource.body })),
-      })),
-    }));
-    if (fullState) state.sent.clear();
-    for (const resource of resources) state.sent.set(resource.name, resource.version);
-    state.forceNames.clear();
-    state.initialResponseDue = false;
-    state.lastNonce = response.nonce;
-    state.versionSent = response.versionInfo;
-    return this.call.writeFrame(response.frame);
+      }),
+      sent: () => {
+        if (fullState) state.sent.clear();
+        for (const resource of resources) state.sent.set(resource.name, resource.version);
+        state.forceNames.clear();
+      },
+    };
   }
 
   /** LDS, CDS and wildcard subscriptions: the whole set, unless it is what the client already has. */
