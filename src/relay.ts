@@ -19,7 +19,9 @@ import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials }
 import type { ServeConfig } from './config/schema.js';
 import { LOG_LEVELS, setLogLevel, type Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
-import { MeshNetworksFile, NetworkTopology, staticGateways } from './mesh/network-topology.js';
+import { NetworkTopology } from './mesh/network-topology.js';
+import { staticGateways } from './mesh/mesh-networks.js';
+import { MeshNetworksFile } from './mesh/mesh-networks-file.js';
 import { NetworkView } from './mesh/network-view.js';
 import { upstreamRewrites } from './mesh/upstream-rewrites.js';
 import { decodeForDump } from './admin/config-dump.js';

@@ -1,6 +1,7 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap, type V1Service } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
-import { parseMeshNetworks, type MeshNetworks, type NetworkTopology } from '../mesh/network-topology.js';
+import { parseMeshNetworks, type MeshNetworks } from '../mesh/mesh-networks.js';
+import type { NetworkTopology } from '../mesh/network-topology.js';
 import type { BackoffPolicy } from '../transport/backoff.js';
 import { ResilientInformer } from './resilient-informer.js';
 

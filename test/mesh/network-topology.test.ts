@@ -1,6 +1,7 @@
 import { Resolver } from 'node:dns/promises';
 import test from 'ava';
-import { NetworkTopology, parseMeshNetworks, staticGateways } from '../../src/mesh/network-topology.js';
+import { NetworkTopology } from '../../src/mesh/network-topology.js';
+import { parseMeshNetworks, staticGateways } from '../../src/mesh/mesh-networks.js';
 import { RelayError } from '../../src/errors.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { eventually } from '../helpers/harness.js';
