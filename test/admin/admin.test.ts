@@ -32,6 +32,7 @@ test('syncz shows per VM its key, mode, and per type the versions sent and acked
   t.is(entry.mode, 'group');
   t.regex(entry.key, /^sidecar\/vm\/vm-sa\/vm-net#/);
   t.is(entry.protocol, 'sotw');
+  t.is(entry.phase, 'serving');
   t.is(entry.types.CDS.versionSent, 'v1');
   t.is(entry.types.CDS.nonceSent, first.nonce);
   t.true(entry.types.CDS.wildcard);

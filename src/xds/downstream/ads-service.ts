@@ -15,6 +15,8 @@ export interface SyncStatus {
   key: string;
   mode: string;
   connectedAt: string;
+  /** Waiting for authentication, admission or its view, serving, … (SessionPhase). */
+  phase: string;
   health?: { healthy: boolean; message: string; at: string };
   types: Record<string, {
     typeUrl: string;
@@ -60,6 +62,7 @@ export class AdsService {
       key: session.attachment?.key ?? '',
       mode: session.attachment?.mode ?? '',
       connectedAt: session.connectedAt,
+      phase: session.phase,
       ...(session.health ? { health: session.health } : {}),
       types: Object.fromEntries([...session.types].map(([typeUrl, state]) => [shortTypeName(typeUrl), {
         typeUrl,

@@ -14,6 +14,14 @@ import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachmen
 import { identityMismatch } from '../../identity.js';
 import { atEndOfTurn } from '../end-of-turn.js';
 
+/**
+ * A stream's life: it may wait to be authenticated (TLS listener), then for admission, then for
+ * its view to be ready (auto-registration); requests arriving meanwhile are held. `admitted` is
+ * `new` with admission behind it.
+ */
+export type SessionPhase = 'authenticating' | 'new' | 'admitting' | 'admitted' | 'attaching' | 'serving' | 'closed';
+const WAITING_PHASES: ReadonlySet<SessionPhase> = new Set(['authenticating', 'admitting', 'attaching']);
+
 export interface SessionLimits {
   maxNamesPerRequest: number;
   maxTypesPerStream: number;
@@ -100,14 +108,14 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   private waitingForDrain = false;
   private detachCache: (() => void) | undefined;
   private readonly orderingDeadline = new Map<string, number>();
-  private closed = false;
   abstract readonly protocol: XdsProtocol;
 
   /** The authenticated caller, once known (TLS listener). */
   caller: CallerIdentity | undefined;
-  /** Requests held while the stream waits to be authenticated or admitted. */
-  private held: Buffer[] | undefined;
-  private admissionAsked = false;
+  /** Where the stream is in its life; only `enter` changes it. */
+  phase: SessionPhase = 'new';
+  /** Requests that arrived while the stream waited (authentication, admission, its view); replayed in order. */
+  private readonly held: Buffer[] = [];
 
   constructor(
     protected readonly call: GrpcCall,
@@ -117,15 +125,12 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     private readonly onEnded: (session: AdsSession) => void,
     authenticate?: StreamAuthenticator,
   ) {
-    call.onMessage((bytes) => {
-      if (this.held) this.hold(bytes);
-      else this.receive(bytes);
-    });
+    call.onMessage((bytes) => this.onMessage(bytes));
     if (authenticate) {
-      this.held = [];
+      this.enter('authenticating');
       authenticate(call).then((caller) => {
         this.caller = caller;
-        this.releaseHeld();
+        this.enter('new');
       }, (error: unknown) => this.refuse(error));
     }
     call.onDrain(() => {
@@ -146,28 +151,36 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   /** What to send for one dirty type, by the protocol's rules; undefined when nothing is due. */
   protected abstract planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined;
 
+  private onMessage(bytes: Buffer): void {
+    if (this.phase === 'closed') return;
+    if (WAITING_PHASES.has(this.phase)) this.hold(bytes);
+    else this.receive(bytes);
+  }
+
+  /**
+   * The one place the lifecycle moves. Leaving a waiting phase replays what was held, in order;
+   * a replayed request that makes the stream wait again holds the rest behind it.
+   */
+  private enter(phase: SessionPhase): void {
+    if (this.phase === 'closed') return;
+    this.phase = phase;
+    if (WAITING_PHASES.has(phase)) return;
+    for (const bytes of this.held.splice(0)) this.onMessage(bytes);
+  }
+
   private hold(bytes: Buffer): void {
-    if (this.held!.length >= MAX_HELD_REQUESTS) {
+    if (this.held.length >= MAX_HELD_REQUESTS) {
       this.refuse(new RelayError('MR_TOO_MANY_REQUESTS', 'too many requests before the stream was authenticated and admitted'));
       return;
     }
-    this.held!.push(bytes);
-  }
-
-  private releaseHeld(): void {
-    const held = this.held ?? [];
-    this.held = undefined;
-    for (const bytes of held) {
-      if (this.held) this.hold(bytes);
-      else this.receive(bytes);
-    }
+    this.held.push(bytes);
   }
 
   /** Clients that come back with the versions they hold are cheap to serve (xds_protocol). */
   protected abstract isReconnect(request: Request): boolean;
 
   private refuse(error: unknown): void {
-    if (this.closed) return;
+    if (this.phase === 'closed') return;
     const relayError = RelayError.from(error);
     this.log.warn({ stream: this.id, node: this.node?.id, code: relayError.code, err: relayError.message }, 'refusing stream');
     this.call.fail(relayError);
@@ -175,23 +188,26 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   }
 
   private receive(bytes: Buffer): void {
-    if (this.closed) return;
     try {
       const request = this.decodeRequest(bytes);
       const admission = this.limits.admission;
-      if (!this.attachment && admission && !this.admissionAsked) {
+      if (this.phase === 'new' && admission) {
         // A new stream waits for admission; its requests are held and replayed in order.
-        this.admissionAsked = true;
-        this.held = [bytes];
-        admission.admit(this.isReconnect(request) ? 'reconnect' : 'new').then(() => this.releaseHeld(), (error: unknown) => this.refuse(error));
+        this.held.push(bytes);
+        this.enter('admitting');
+        admission.admit(this.isReconnect(request) ? 'reconnect' : 'new').then(() => this.enter('admitted'), (error: unknown) => this.refuse(error));
         return;
       }
-      const ready = this.ensureAttached(request.node);
-      if (ready) {
-        // Nothing is served before the view says the stream may be; requests wait in order.
-        this.held = [bytes];
-        ready.then(() => this.releaseHeld(), (error: unknown) => this.refuse(error));
-        return;
+      if (this.phase !== 'serving') {
+        const ready = this.attach(request.node);
+        if (ready) {
+          // Nothing is served before the view says the stream may be; requests wait in order.
+          this.held.push(bytes);
+          this.enter('attaching');
+          ready.then(() => this.enter('serving'), (error: unknown) => this.refuse(error));
+          return;
+        }
+        this.enter('serving');
       }
       this.checkTypeUrl(request.type_url);
       this.checkNameCount(this.nameCount(request));
@@ -224,10 +240,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
 
   /**
    * The first request of a stream must carry the node (Envoy sends it only once). Returns what to
-   * wait for before serving, on the request that attached the stream.
+   * wait for before serving, if anything.
    */
-  private ensureAttached(node: NodeMessage | null | undefined): Promise<void> | undefined {
-    if (this.attachment) return undefined;
+  private attach(node: NodeMessage | null | undefined): Promise<void> | undefined {
     if (!node || !node.id) {
       throw new RelayError('MR_MISSING_NODE', 'the first request on a stream must carry node with a non-empty id');
     }
@@ -299,7 +314,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   }
 
   private flush(): void {
-    if (this.closed || this.dirty.size === 0) return;
+    if (this.phase === 'closed' || this.dirty.size === 0) return;
     if (this.call.needsDrain) {
       this.waitingForDrain = true;
       return;
@@ -389,8 +404,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   }
 
   private shutdown(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.phase === 'closed') return;
+    this.enter('closed');
     this.detachCache?.();
     if (this.attachment) {
       for (const [typeUrl, state] of this.types) this.applyInterest(typeUrl, state.subscription.release());
