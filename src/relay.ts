@@ -27,7 +27,9 @@ import { upstreamRewrites } from './mesh/upstream-rewrites.js';
 import { decodeForDump } from './admin/config-dump.js';
 import { registerRelayMetrics } from './admin/relay-metrics.js';
 import type { ResourceCache } from './xds/cache/resource-cache.js';
-import { CacheSnapshotStore, restoreInto, snapshotOf } from './persistence/cache-snapshot.js';
+import { CacheSnapshotStore, restoreInto } from './persistence/cache-snapshot.js';
+import { SnapshotSchedule } from './persistence/snapshot-schedule.js';
+import { Disposer } from './disposer.js';
 import { startSimIstiod, type RunningSim } from './sim/sim-server.js';
 import { GrpcServer } from './transport/grpc-server.js';
 import { BufferBudget } from './transport/buffer-budget.js';
@@ -63,7 +65,8 @@ interface RelayParts {
   metrics: Registry;
   topology: NetworkTopology;
   admission: { streams: AdmissionControl; csrs: AdmissionControl };
-  closables: Array<{ close(): void } | undefined>;
+  /** Stops everything that was started, in reverse order. */
+  disposer: Disposer;
   log: Logger;
 }
 
@@ -82,9 +85,7 @@ export interface RelayOptions {
 export class Relay {
   private stopping = false;
   private snapshots: CacheSnapshotStore | undefined;
-  private snapshotTimer: NodeJS.Timeout | undefined;
-  private snapshotExpiryTimer: NodeJS.Timeout | undefined;
-  private writeSnapshot: ((force: boolean) => void) | undefined;
+  private snapshotSchedule: SnapshotSchedule | undefined;
   /** How long /readyz reports 503 before connections are closed (endpoint removal takes time). */
   readinessDrainMs = 0;
   private admin: AdminServer | undefined;
@@ -103,8 +104,7 @@ export class Relay {
   declare private readonly serving: ServingCertificate | undefined;
   declare readonly workloadEntries: WorkloadEntryController | undefined;
   declare readonly addressKeying: AddressKeying;
-  /** Parts with timers or watches to stop with the relay. */
-  declare private readonly closables: Array<{ close(): void } | undefined>;
+  declare private readonly disposer: Disposer;
   declare private readonly log: Logger;
 
   private constructor(parts: RelayParts) {
@@ -113,16 +113,16 @@ export class Relay {
 
   /** Starts everything; if any part fails, what was already started is stopped again. */
   static async start(options: RelayOptions): Promise<Relay> {
-    const started: Array<() => unknown> = [];
+    const disposer = new Disposer();
     try {
-      return await Relay.assemble(options, started);
+      return await Relay.assemble(options, disposer);
     } catch (error) {
-      for (const stop of started.reverse()) await stop();
+      await disposer.dispose();
       throw error;
     }
   }
 
-  private static async assemble({ config, log, backoff = defaultBackoff }: RelayOptions, started: Array<() => unknown>): Promise<Relay> {
+  private static async assemble({ config, log, backoff = defaultBackoff }: RelayOptions, disposer: Disposer): Promise<Relay> {
     let embedded: RunningSim | undefined;
     let upstreamTarget = config.upstream;
     if (config.upstream === 'embedded') {
@@ -130,7 +130,7 @@ export class Relay {
       if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
       embedded = await startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
       upstreamTarget = formatAddress(embedded.address);
-      started.push(() => embedded?.close());
+      disposer.defer(() => embedded?.close());
     }
     const pool = new ConnectionPool({
       target: upstreamTarget,
@@ -139,27 +139,25 @@ export class Relay {
       maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
       channelOptions: upstreamChannelOptions(config, 'xds'),
     });
-    started.push(() => pool.close());
+    disposer.defer(() => pool.close());
     const upstreamTlsWatch = watchUpstreamCredentials(config, 'xds', log.child({ component: 'upstream' }), (credentials) => pool.replaceCredentials(credentials));
-    started.push(() => upstreamTlsWatch.close());
+    disposer.defer(() => upstreamTlsWatch.close());
     const topology = new NetworkTopology();
+    disposer.defer(() => topology.close());
     if (config.gateways.length > 0) {
       const { networks, clusters } = staticGateways(config.gateways);
       topology.set({ name: 'flags', networks: { networks }, clusters });
     }
-    let meshNetworksFile: MeshNetworksFile | undefined;
     if (config.meshNetworksFile) {
-      meshNetworksFile = new MeshNetworksFile(config.meshNetworksFile, topology, log.child({ component: 'mesh' }));
+      const meshNetworksFile = new MeshNetworksFile(config.meshNetworksFile, topology, log.child({ component: 'mesh' }));
       meshNetworksFile.start();
-      started.push(() => meshNetworksFile?.close());
+      disposer.defer(() => meshNetworksFile.close());
     }
-    let kubernetesTopology: KubernetesTopologyWatch | undefined;
     if (config.kubernetesTopology) {
       const watch = new KubernetesTopologyWatch(loadKubeConfig(config.kubeconfig), topology, {
         istioNamespace: config.istioNamespace, clusterId: config.clusterId, domain: config.clusterDomain, backoff,
       }, log.child({ component: 'k8s' }));
-      kubernetesTopology = watch;
-      started.push(() => watch.close());
+      disposer.defer(() => watch.close());
       await watch.start();
     }
     const rewrites = upstreamRewrites(config);
@@ -168,7 +166,7 @@ export class Relay {
     const addressKeying = await setUpAddressKeying({
       ...config, groupModeUsed: config.mode === 'group' || Object.values(config.modeByNamespace).includes('group'),
     }, log.child({ component: 'address-bindings' }), backoff);
-    if (addressKeying.watch) started.push(() => addressKeying.watch?.close());
+    if (addressKeying.watch) disposer.defer(() => addressKeying.watch?.close());
     const groups = new GroupRegistry({
       pool,
       protocol: config.upstreamProtocol,
@@ -198,14 +196,14 @@ export class Relay {
       } : {}),
       log: log.child({ component: 'upstream' }),
     });
-    started.push(() => groups.close());
+    disposer.defer(() => groups.close());
     addressKeying.watch?.onChange(() => groups.rekey());
     const admissionPolicy = {
       ratePerSecond: config.admissionRate, burst: config.admissionBurst, maxQueued: config.admissionQueue, maxWaitMs: config.admissionMaxWaitSeconds * 1000,
     };
     const streamAdmission = new AdmissionControl(admissionPolicy, 'new xDS stream');
     const csrAdmission = new AdmissionControl(admissionPolicy, 'CSR');
-    started.push(() => { streamAdmission.close(); csrAdmission.close(); });
+    disposer.defer(() => { streamAdmission.close(); csrAdmission.close(); });
     const metrics = new Registry();
     let workloadEntries: WorkloadEntryController | undefined;
     let provider: ViewProvider = groups;
@@ -219,13 +217,13 @@ export class Relay {
         backoff,
       }, metrics, log.child({ component: 'workload-entries' }));
       workloadEntries = controller;
-      started.push(() => controller.close(0));
+      disposer.defer(() => controller.close(0));
       provider = new WorkloadRegisteringProvider(groups, controller, log.child({ component: 'workload-entries' }));
     }
     const ads = new AdsService(provider, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: streamAdmission }, log.child({ component: 'ads' }));
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, metrics, backoff, log.child({ component: 'ca' }), tokenReview);
-    if (ca) started.push(() => ca.close());
+    if (ca) disposer.defer(() => ca.close());
     // VMs renew and reconnect with workload certificates chained to the mesh root (a VM's token
     // expires; its certificate is what it has left): the local CA's root, or in forward mode the
     // root istiod is verified with, unless a client CA file is given.
@@ -234,7 +232,7 @@ export class Relay {
     const serving = ca?.serving ?? (config.tlsListen
       ? new FileServingCertificate({ cert: config.tlsCertFile, key: config.tlsKeyFile, clientCa }, log)
       : undefined);
-    if (serving) started.push(() => serving.close());
+    if (serving) disposer.defer(() => serving.close());
     const servers: GrpcServer[] = [];
     const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024);
     const addresses: RelayAddresses = { upstream: upstreamTarget };
@@ -258,7 +256,7 @@ export class Relay {
       ads.register(server, authenticate);
       if (ca) registerCaService(server, ca.service, ca.metrics, log.child({ component: 'ca' }), csrAdmission);
       servers.push(server);
-      started.push(() => server.close(0));
+      disposer.defer(() => server.close(0));
       return server;
     };
     if (config.xdsListen) addresses.xds = await newServer().listen(parseListenAddress(config.xdsListen));
@@ -278,15 +276,19 @@ export class Relay {
     }
     const relay = new Relay({
       addresses, ads, groups, pool, servers, embedded, ca, serving, workloadEntries, addressKeying, metrics, topology, log,
-      admission: { streams: streamAdmission, csrs: csrAdmission },
-      closables: [meshNetworksFile, kubernetesTopology, addressKeying.watch, upstreamTlsWatch, streamAdmission, csrAdmission],
+      admission: { streams: streamAdmission, csrs: csrAdmission }, disposer,
     });
     registerRelayMetrics(metrics, { groups, ads, admission: relay.admission, bufferBudget });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
-    if (snapshots) relay.startSnapshots(snapshots, config.cacheSnapshotIntervalSeconds * 1000, config.groupLingerSeconds * 1000);
+    if (snapshots) {
+      relay.snapshots = snapshots;
+      const schedule = relay.snapshotSchedule = new SnapshotSchedule(snapshots, { groups: () => groups.list() }, config.cacheSnapshotIntervalSeconds * 1000, config.groupLingerSeconds * 1000, log.child({ component: 'snapshot' }));
+      disposer.defer(() => schedule.close());
+      relay.registerSnapshotMetrics(snapshots);
+    }
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
-      started.push(() => relay.admin?.close());
+      disposer.defer(() => relay.admin?.close());
       relay.registerAdminRoutes(relay.admin);
       addresses.admin = await relay.admin.listen(parseListenAddress(config.adminListen));
     }
@@ -313,31 +315,7 @@ export class Relay {
     };
   }
 
-  /** Writes the group caches to disk when they changed, every `intervalMs`, and once on stop. */
-  private startSnapshots(store: CacheSnapshotStore, intervalMs: number, lingerMs: number): void {
-    this.snapshots = store;
-    let written = -1;
-    const generation = () => this.groups.list().reduce((sum, group) => sum + group.cache.typeUrls().reduce((s, t) => s + group.cache.generation(t), 0) + group.cache.typeUrls().length, 0);
-    this.writeSnapshot = (force: boolean) => {
-      const now = generation();
-      if (!force && now === written) return;
-      const current = this.groups.list().filter((group) => group.mode === 'group').map((group) => snapshotOf(group.key, group.cache));
-      // Saved groups whose VMs have not come back yet are kept until they expire.
-      if (store.write([...current, ...store.unclaimedGroups()])) written = now;
-    };
-    this.snapshotTimer = setInterval(() => {
-      // A snapshot that cannot be made is reported, never a reason for the relay to stop.
-      try {
-        this.writeSnapshot?.(false);
-      } catch (error) {
-        this.log.error({ err: (error as Error).message }, 'cache snapshot could not be made');
-      }
-    }, intervalMs);
-    this.snapshotTimer.unref();
-    this.snapshotExpiryTimer = setTimeout(() => {
-      if (store.expireUnclaimed() > 0) this.writeSnapshot?.(true);
-    }, lingerMs);
-    this.snapshotExpiryTimer.unref();
+  private registerSnapshotMetrics(store: CacheSnapshotStore): void {
     const readiness = () => this.readiness();
     new Gauge({
       name: 'meshrelay_degraded', help: '1 while serving VMs from the cache snapshot with the upstream unreachable', registers: [this.metrics],
@@ -360,22 +338,15 @@ export class Relay {
    */
   async stop(graceMs = 0): Promise<void> {
     this.stopping = true;
-    clearInterval(this.snapshotTimer);
-    clearTimeout(this.snapshotExpiryTimer);
-    this.writeSnapshot?.(true);
+    // Before VMs leave: named resources they alone held are dropped from the caches once they go.
+    this.snapshotSchedule?.close();
     const readinessWindow = Math.min(this.readinessDrainMs, graceMs / 2);
     if (readinessWindow > 0) await new Promise((resolve) => setTimeout(resolve, readinessWindow));
     await Promise.all(this.servers.map((server) => server.close(graceMs - readinessWindow)));
     // The VMs' disconnects are recorded on their WorkloadEntries before the process goes.
     await this.workloadEntries?.close(Math.max(1000, graceMs - readinessWindow));
-    this.groups.close();
-    this.pool.close();
-    await this.admin?.close();
-    await this.embedded?.close();
-    this.ca?.close();
-    this.serving?.close();
-    for (const source of this.closables) source?.close();
-    this.topology.close();
+    // The rest, the last started first: the final snapshot while the groups still hold their caches.
+    await this.disposer.dispose();
     this.log.info('meshrelay stopped');
   }
 
