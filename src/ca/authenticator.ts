@@ -22,9 +22,7 @@ export interface AuthenticatorOptions {
 }
 
 function bearerToken(call: GrpcCall): string | undefined {
-  const header = call.headers.authorization;
-  const value = Array.isArray(header) ? header[0] : header;
-  const match = /^Bearer\s+(\S+)$/i.exec(value ?? '');
+  const match = /^Bearer\s+(\S+)$/i.exec(call.header('authorization') ?? '');
   return match?.[1];
 }
 

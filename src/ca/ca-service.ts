@@ -23,11 +23,6 @@ export type CaService =
   | { mode: 'local'; signing: SigningPool; authentication: AuthenticatorOptions }
   | { mode: 'forward'; forwarder: CaForwarder; authentication: AuthenticatorOptions };
 
-function header(call: GrpcCall, name: string): string | undefined {
-  const value = call.headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
 function decodeRequest(bytes: Buffer): IstioCertificateRequest {
   let request: IstioCertificateRequest;
   try {
@@ -75,8 +70,8 @@ async function forward(service: Extract<CaService, { mode: 'forward' }>, bytes: 
   // A client certificate is checked here, to be vouched for in XFCC; a bearer token goes to istiod
   // as it came, and istiod verifies it.
   const verifiedCertificate = call.peer.certificate ? await authenticateCaller(call, { trustDomain: service.authentication.trustDomain }) : undefined;
-  const authorization = header(call, 'authorization');
-  const clusterId = header(call, 'clusterid');
+  const authorization = call.header('authorization');
+  const clusterId = call.header('clusterid');
   if (!verifiedCertificate && !authorization) {
     throw new RelayError('MR_UNAUTHENTICATED', 'no credentials: present a client certificate or an "authorization: Bearer <service-account JWT>" header');
   }

@@ -62,6 +62,22 @@ export class GrpcCall implements BudgetHolder {
     });
   }
 
+  /** One request header's value (the first, if it was sent more than once). */
+  header(name: string): string | undefined {
+    const value = this.headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  }
+
+  /** The caller's metadata: every header but HTTP/2's pseudo-headers, repeated ones joined with ','. */
+  metadata(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [key, value] of Object.entries(this.headers)) {
+      if (key.startsWith(':') || value === undefined) continue;
+      out[key] = Array.isArray(value) ? value.join(',') : String(value);
+    }
+    return out;
+  }
+
   onMessage(listener: (message: Buffer) => void): void {
     this.messageListener = listener;
   }

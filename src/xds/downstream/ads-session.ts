@@ -249,7 +249,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     this.node = parseNode(node);
     if (this.caller) checkIdentity(this.node, this.caller);
     const identity: StreamIdentity = {
-      streamId: this.id, callMetadata: callMetadata(this.call), refuse: (error) => this.refuse(error),
+      streamId: this.id, callMetadata: this.call.metadata(), refuse: (error) => this.refuse(error),
       subscribedNames: (typeUrl) => this.types.get(typeUrl)?.subscription.names ?? NO_NAMES, ...(this.caller ? { caller: this.caller } : {}),
     };
     this.attachment = this.provider.attach(this.node, identity);
@@ -425,13 +425,4 @@ function checkIdentity(node: ProxyNode, caller: CallerIdentity): void {
   if (identityMismatch(caller, { namespace: node.namespace, serviceAccount })) {
     throw new RelayError('MR_PERMISSION_DENIED', `authenticated as ${caller.namespace}/${caller.serviceAccount}, but the node claims ${node.namespace || '(no namespace)'}/${serviceAccount || '(no service account)'}`);
   }
-}
-
-function callMetadata(call: GrpcCall): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(call.headers)) {
-    if (key.startsWith(':') || value === undefined) continue;
-    out[key] = Array.isArray(value) ? value.join(',') : String(value);
-  }
-  return out;
 }
