@@ -13,10 +13,9 @@ import { AdsMethod, Envelopes } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { makeCsr } from '../csr-factory.js';
+import type { BENCH_ATTACKS } from '../../src/config/schema.js';
 
-/** `upstream-restart` is the control for `group-poisoning`: the same restart, no attacker. */
-export const ATTACKS = ['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm'] as const;
-export type Attack = (typeof ATTACKS)[number];
+export type Attack = (typeof BENCH_ATTACKS)[number];
 
 export interface AttackRun {
   attack: Attack;

@@ -17,12 +17,12 @@ import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
 import type { SimCommand, SimMessage } from './sim-process.js';
 import type { WorkerCommand, WorkerProgress, WorkerSamples } from './worker.js';
 import type { XdsProtocol } from '../../src/xds/protocol/envelopes.js';
+import type { BENCH_SCENARIOS } from '../../src/config/schema.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 export type TargetKind = 'direct' | 'group' | 'stream' | 'baseline' | 'external';
-export const SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'] as const;
-export type Scenario = (typeof SCENARIOS)[number];
+export type Scenario = (typeof BENCH_SCENARIOS)[number];
 
 export interface XdsBenchOptions {
   clients: number;

@@ -197,9 +197,14 @@ export const benchCsrSchema = z.object({
   relayCpuProf: z.string().default(''),
 }).strict();
 
+/** The xDS bench's scenarios, in the order they run (README, "Load testing"). */
+export const BENCH_SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'] as const;
+/** `meshrelay bench attack`'s loads; `upstream-restart` is the control for `group-poisoning`. */
+export const BENCH_ATTACKS = ['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm'] as const;
+
 /** `meshrelay bench attack`: hostile loads against a relay process, a healthy VM watched (docs/RELIABILITY.md). */
 export const benchAttackSchema = z.object({
-  attacks: z.array(z.enum(['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm'])).default(['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm']),
+  attacks: z.array(z.enum(BENCH_ATTACKS)).default([...BENCH_ATTACKS]),
   streams: z.number().int().min(1).default(1000),
   holdSeconds: z.number().min(0).default(15),
   endpointsPerService: z.number().int().min(1).default(120),
@@ -226,7 +231,7 @@ export const benchXdsSchema = z.object({
   boundEvery: z.number().int().min(0).default(0),
   verifyGroupFraction: z.number().min(0).max(1).default(0),
   connectRate: z.number().min(0).default(0),
-  scenarios: z.array(z.enum(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'])).default(['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect']),
+  scenarios: z.array(z.enum(BENCH_SCENARIOS)).default([...BENCH_SCENARIOS]),
   bulkKib: z.number().min(1).default(100),
   churnRate: z.number().min(0.1).default(20),
   churnSeconds: z.number().min(0).default(5),
