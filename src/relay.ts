@@ -17,14 +17,14 @@ import { WorkloadRegisteringProvider } from './k8s/workload-registration.js';
 import { FileServingCertificate, type ServingCertificate } from './ca/serving-certificate.js';
 import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials } from './config/upstream-tls.js';
 import type { ServeConfig } from './config/schema.js';
-import { LOG_LEVELS, setLogLevel, type Logger } from './log.js';
+import type { Logger } from './log.js';
 import { loadMesh } from './sim/mesh-model.js';
 import { NetworkTopology } from './mesh/network-topology.js';
 import { staticGateways } from './mesh/mesh-networks.js';
 import { MeshNetworksFile } from './mesh/mesh-networks-file.js';
 import { NetworkView } from './mesh/network-view.js';
 import { upstreamRewrites } from './mesh/upstream-rewrites.js';
-import { decodeForDump } from './admin/config-dump.js';
+import { registerRelayRoutes } from './admin/relay-routes.js';
 import { registerRelayMetrics } from './admin/relay-metrics.js';
 import type { ResourceCache } from './xds/cache/resource-cache.js';
 import { CacheSnapshotStore, restoreInto } from './persistence/cache-snapshot.js';
@@ -41,7 +41,6 @@ import { defaultBackoff, type BackoffPolicy } from './transport/backoff.js';
 import { ConnectionPool } from './xds/upstream/connection-pool.js';
 import { GroupRegistry } from './xds/upstream/group-registry.js';
 import { AdmissionControl } from './limits/admission-control.js';
-import { shortTypeName } from './xds/protocol/type-urls.js';
 
 export interface RelayAddresses {
   xds?: ListenAddress;
@@ -105,7 +104,7 @@ export class Relay {
   declare readonly workloadEntries: WorkloadEntryController | undefined;
   declare readonly addressKeying: AddressKeying;
   declare private readonly disposer: Disposer;
-  declare private readonly log: Logger;
+  declare readonly log: Logger;
 
   private constructor(parts: RelayParts) {
     Object.assign(this, parts);
@@ -289,7 +288,7 @@ export class Relay {
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
       disposer.defer(() => relay.admin?.close());
-      relay.registerAdminRoutes(relay.admin);
+      registerRelayRoutes(relay.admin, relay);
       addresses.admin = await relay.admin.listen(parseListenAddress(config.adminListen));
     }
     log.info({ ...Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, typeof v === 'string' ? v : formatAddress(v)])), mode: config.mode, upstreamProtocol: config.upstreamProtocol }, 'meshrelay serving');
@@ -348,52 +347,5 @@ export class Relay {
     // The rest, the last started first: the final snapshot while the groups still hold their caches.
     await this.disposer.dispose();
     this.log.info('meshrelay stopped');
-  }
-
-  private registerAdminRoutes(admin: AdminServer): void {
-    admin.route('/healthz', () => ({ status: 200, body: { status: 'ok', pid: process.pid } }));
-    admin.route('/metrics', async () => ({ status: 200, body: await this.metrics.metrics(), contentType: this.metrics.contentType }));
-    admin.route('/readyz', () => {
-      const { ready, detail } = this.readiness();
-      return { status: ready ? 200 : 503, body: { ready, ...detail } };
-    });
-    admin.route('/debug/syncz', (url) => {
-      const proxy = url.searchParams.get('proxy');
-      const all = this.ads.syncStatus();
-      return { status: 200, body: proxy ? all.filter((entry) => entry.proxy === proxy) : all };
-    });
-    admin.route('/debug/networks', () => ({ status: 200, body: this.topology.describe() }));
-    admin.route('/debug/config_dump', (url) => {
-      const proxy = url.searchParams.get('proxy');
-      if (!proxy) return { status: 400, body: { error: 'name the proxy: /debug/config_dump?proxy=<node id>' } };
-      const dump = this.ads.configDump(proxy, decodeForDump);
-      return dump.length > 0 ? { status: 200, body: dump } : { status: 404, body: { error: `no connected proxy ${proxy}` } };
-    });
-    admin.route('/logging', () => ({ status: 200, body: { level: this.log.level } }));
-    admin.putRoute('/logging', (url) => {
-      const level = url.searchParams.get('level') ?? '';
-      if (!LOG_LEVELS.includes(level as never)) return { status: 400, body: { error: `level must be one of ${LOG_LEVELS.join(', ')}` } };
-      setLogLevel(this.log, level as (typeof LOG_LEVELS)[number]);
-      this.log.info({ level }, 'log level changed');
-      return { status: 200, body: { level } };
-    });
-    admin.route('/debug/groups', () => ({
-      status: 200,
-      body: this.groups.list().map((group) => ({
-        key: group.key,
-        mode: group.mode,
-        members: group.members.size,
-        createdAt: group.createdAt,
-        fields: group.fields,
-        upstream: group.upstream.stats,
-        ...(group.mode === 'group' ? { credentials: group.credentials.summary() } : {}),
-        // Why the group is apart from others with the same metadata: what is bound to its VMs' addresses.
-        ...(group.fields['@address'] ? { addressBinding: { policy: this.addressKeying.policy, bindings: this.addressKeying.watch?.describe(String(group.fields['@address'])) ?? [] } } : {}),
-        subscriptions: Object.fromEntries(Object.entries(group.subscriptionSummary()).map(([typeUrl, s]) => [shortTypeName(typeUrl), s])),
-        cachedResources: group.cache.size(),
-        ...(group.networkViews.size > 0 ? { edsTranslationsByNetwork: Object.fromEntries([...group.networkViews].map(([network, view]) => [network || '(none)', view.translations])) } : {}),
-        fanout: { serializations: group.memo.misses, reuses: group.memo.hits },
-      })),
-    }));
   }
 }
