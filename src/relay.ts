@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Gauge, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaService } from './ca/ca-service.js';
 import { authenticateCaller } from './ca/authenticator.js';
@@ -277,13 +277,12 @@ export class Relay {
       addresses, ads, groups, pool, servers, embedded, ca, serving, workloadEntries, addressKeying, metrics, topology, log,
       admission: { streams: streamAdmission, csrs: csrAdmission }, disposer,
     });
-    registerRelayMetrics(metrics, { groups, ads, admission: relay.admission, bufferBudget });
+    registerRelayMetrics(metrics, { groups, ads, admission: relay.admission, bufferBudget, snapshots, readiness: () => relay.readiness() });
     relay.readinessDrainMs = config.readinessDrainSeconds * 1000;
     if (snapshots) {
       relay.snapshots = snapshots;
       const schedule = relay.snapshotSchedule = new SnapshotSchedule(snapshots, { groups: () => groups.list() }, config.cacheSnapshotIntervalSeconds * 1000, config.groupLingerSeconds * 1000, log.child({ component: 'snapshot' }));
       disposer.defer(() => schedule.close());
-      relay.registerSnapshotMetrics(snapshots);
     }
     if (config.adminListen) {
       relay.admin = new AdminServer(log);
@@ -312,22 +311,6 @@ export class Relay {
         ...(this.snapshots ? { snapshot: { loadedFrom: snapshotFrom ?? null, writes: this.snapshots.writes, lastWriteError: this.snapshots.lastWriteError } } : {}),
       },
     };
-  }
-
-  private registerSnapshotMetrics(store: CacheSnapshotStore): void {
-    const readiness = () => this.readiness();
-    new Gauge({
-      name: 'meshrelay_degraded', help: '1 while serving VMs from the cache snapshot with the upstream unreachable', registers: [this.metrics],
-      collect() { this.set(readiness().detail.degraded ? 1 : 0); },
-    });
-    new Gauge({
-      name: 'meshrelay_cache_snapshot_writes', help: 'Cache snapshots written since start', registers: [this.metrics],
-      collect() { this.set(store.writes); },
-    });
-    new Gauge({
-      name: 'meshrelay_cache_snapshot_write_failures', help: 'Cache snapshot writes that failed (the previous snapshot was kept) since start', registers: [this.metrics],
-      collect() { this.set(store.writeFailures); },
-    });
   }
 
   /**

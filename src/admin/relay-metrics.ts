@@ -5,12 +5,16 @@ import type { AdsService } from '../xds/downstream/ads-service.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
 import type { GroupRegistry } from '../xds/upstream/group-registry.js';
 import type { BufferBudget } from '../transport/buffer-budget.js';
+import type { CacheSnapshotStore } from '../persistence/cache-snapshot.js';
 
 /**
  * The xDS side's metrics, named like istiod's where they mean the same. Values are read from the
  * live objects at scrape time, so the hot path does no bookkeeping for them.
  */
-export function registerRelayMetrics(registry: Registry, parts: { groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; bufferBudget: BufferBudget }): void {
+export function registerRelayMetrics(registry: Registry, parts: {
+  groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; bufferBudget: BufferBudget;
+  snapshots: CacheSnapshotStore | undefined; readiness: () => { detail: Record<string, unknown> };
+}): void {
   const groups = parts.groups;
   new Gauge({
     name: 'meshrelay_eds_translations', help: 'EDS split-horizon translations done for shared upstream views, by downstream network (one per resource version and network, not per VM)',
@@ -146,5 +150,19 @@ export function registerRelayMetrics(registry: Registry, parts: { groups: GroupR
   new Gauge({
     name: 'meshrelay_xds_connected_proxies', help: 'Downstream ADS streams (VMs) connected', registers: [registry],
     collect() { this.set(ads.connectedProxies); },
+  });
+  const { snapshots, readiness } = parts;
+  if (!snapshots) return;
+  new Gauge({
+    name: 'meshrelay_degraded', help: '1 while serving VMs from the cache snapshot with the upstream unreachable', registers: [registry],
+    collect() { this.set(readiness().detail.degraded ? 1 : 0); },
+  });
+  new Gauge({
+    name: 'meshrelay_cache_snapshot_writes', help: 'Cache snapshots written since start', registers: [registry],
+    collect() { this.set(snapshots.writes); },
+  });
+  new Gauge({
+    name: 'meshrelay_cache_snapshot_write_failures', help: 'Cache snapshot writes that failed (the previous snapshot was kept) since start', registers: [registry],
+    collect() { this.set(snapshots.writeFailures); },
   });
 }
