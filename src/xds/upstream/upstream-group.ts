@@ -9,6 +9,8 @@ import { CREDENTIAL_REFUSALS, type UpstreamAdsStream, type UpstreamRefusal } fro
 import type { StreamIdentity } from '../view.js';
 import type { ProxyNode } from '../protocol/node.js';
 
+/** Names coming due within this long of each other are judged in one audit. */
+const AUDIT_BATCH_MS = 250;
 /** How often dropping unwanted names is tried again while the upstream is away. */
 const FORGET_RETRY_MS = 1000;
 
@@ -190,7 +192,8 @@ export class UpstreamGroup implements XdsView {
       }
     }
     this.endMembersOverAbsentLimits();
-    if (nextDue !== Infinity) this.scheduleAudit(Math.max(10, nextDue - now));
+    // A little after the first name comes due, so names asked for together are judged together.
+    if (nextDue !== Infinity) this.scheduleAudit(Math.max(10, nextDue - now) + AUDIT_BATCH_MS);
   }
 
   private endMembersOverAbsentLimits(): void {
