@@ -6,6 +6,7 @@
  * the attacking streams ended.
  */
 import { fork } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -52,8 +53,8 @@ const CHURN_INTERVAL_MS = 250;
 const PROBE_INTERVAL_MS = 2000;
 const PROBE_TIMEOUT_MS = 10_000;
 const MiB = 1024 * 1024;
+const HEALTHY_VM = 'healthy';
 const here = path.dirname(fileURLToPath(import.meta.url));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Runs the attack in its own process; resolves once it is done, with how its streams ended.
@@ -103,7 +104,7 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
   const churn = setInterval(() => { mesh = changeOneEndpoint(mesh, step++); void sim.apply(mesh); }, CHURN_INTERVAL_MS);
   const updates: number[] = [];
   let healthyErrors = 0;
-  const healthy = watchedVm(relay.address, 'healthy', (ms) => updates.push(ms), () => healthyErrors++);
+  const healthy = watchedVm(relay.address, HEALTHY_VM, (ms) => updates.push(ms), () => healthyErrors++);
   healthy.connect();
   if (await untilConfigured(healthy, 30_000) === undefined) throw new Error('the healthy VM was never configured');
   const names = [...healthy.wanted(EDS)];
@@ -128,7 +129,7 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
   })();
   let attackStart = Date.now();
   const outcomes = await runAttacker(
-    { attack, target: relay.address, names, token: mintDevToken(issuer, 'vm', 'vm-sa', 3600), streams: options.streams, holdSeconds: options.holdSeconds },
+    { attack, target: relay.address, names, healthyNode: vmNode({ name: HEALTHY_VM }), token: mintDevToken(issuer, 'vm', 'vm-sa', 3600), streams: options.streams, holdSeconds: options.holdSeconds },
     () => { attackStart = Date.now(); },
     () => sim.restart!(1000),
   );

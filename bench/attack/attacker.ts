@@ -5,11 +5,12 @@
  * `upstream-restarted`] → `done` with how the attacking streams ended.
  */
 import http2 from 'node:http2';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { CreateCertificateMethod } from '../../src/ca/ca-forwarder.js';
 import { vmNode } from '../../src/sim/vm-node.js';
 import { frameMessage } from '../../src/transport/grpc-framing.js';
-import { AdsMethod, Envelopes } from '../../src/xds/protocol/envelopes.js';
+import { AdsMethod, Envelopes, type NodeMessage } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { makeCsr } from '../csr-factory.js';
@@ -22,6 +23,8 @@ export interface AttackRun {
   target: string;
   /** The EDS names the healthy VM subscribes to (the slow readers ask for almost all of them). */
   names: string[];
+  /** The healthy VM's node: the poisoning attacker speaks as it, so it shares the healthy VM's group. */
+  healthyNode: NodeMessage;
   token: string;
   streams: number;
   holdSeconds: number;
@@ -34,8 +37,6 @@ const EDS = TypeUrl.endpoint;
 const STREAMS_PER_CONNECTION = 100;
 const MiB = 1024 * 1024;
 
-/** The healthy VM's node: an attacker with it shares the healthy VM's group. */
-export const healthyNode = () => vmNode({ name: 'healthy' });
 
 /** Counts how each attacking stream ended: grpc-status from trailers, else the RST code. */
 class Outcomes {
@@ -77,7 +78,6 @@ function openStreams(target: string, count: number, windowShut: boolean, outcome
   return { streams, close: () => { for (const session of sessions) session.destroy(); } };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Every stream subscribes to all EDS names but two of its own choosing: no two responses alike. */
 async function slowReaders(target: string, names: string[], options: AttackRun, outcomes: Outcomes): Promise<void> {
@@ -119,7 +119,7 @@ async function groupPoisoning(target: string, restartUpstream: () => Promise<voi
   stream.resume();
   for (let round = 0; round < (poisoned ? 25 : 0); round++) {
     const names = Array.from({ length: 5000 }, (_, i) => `outbound|80||bogus-${round}-${i}.nowhere.svc.cluster.local`);
-    stream.write(frameMessage(Envelopes.encodeDeltaRequest({ ...(round === 0 ? { node: healthyNode() } : {}), type_url: EDS, resource_names_subscribe: names })));
+    stream.write(frameMessage(Envelopes.encodeDeltaRequest({ ...(round === 0 ? { node: options.healthyNode } : {}), type_url: EDS, resource_names_subscribe: names })));
   }
   await sleep(3000);
   await restartUpstream();

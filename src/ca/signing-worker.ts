@@ -1,20 +1,18 @@
 import { parentPort } from 'node:worker_threads';
 import { RelayError } from '../errors.js';
-import { parseCaBundle, type CaBundle } from './ca-bundle.js';
-import { LocalSigner, type TtlPolicy } from './local-signer.js';
+import { parseCaBundle } from './ca-bundle.js';
+import { LocalSigner } from './local-signer.js';
 import type { SigningReply, SigningRequest } from './signing-pool.js';
 
 /**
  * A signing thread: parses and verifies CSRs and signs them with its own copy of the CA, so a storm
  * of CSRs (or expensive ones) never stalls the event loop that serves xDS.
  */
-const holder: { bundle: CaBundle | undefined; ttl: TtlPolicy | undefined } = { bundle: undefined, ttl: undefined };
 let signer: LocalSigner | undefined;
 
 parentPort!.on('message', (message: SigningRequest) => {
   if (message.kind === 'ca') {
-    holder.bundle = parseCaBundle(message.pems, 'the signing thread');
-    signer = new LocalSigner({ get bundle() { return holder.bundle!; } }, message.ttl);
+    signer = new LocalSigner({ bundle: parseCaBundle(message.pems, 'the signing thread') }, message.ttl);
     return;
   }
   let reply: SigningReply;
