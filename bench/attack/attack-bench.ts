@@ -20,7 +20,8 @@ import { RssSampler, rssBytes } from '../process-stats.js';
 import { startRelayProcess } from '../relay-process.js';
 import { EnvoyClient, ResourceDecoder, type ClientEvents } from '../xds/envoy-client.js';
 import { profileMesh } from '../xds/profiles.js';
-import { changeOneEndpoint, startSim } from '../xds/xds-bench.js';
+import { startSim } from '../xds/bench-servers.js';
+import { changeOneEndpoint } from '../xds/mesh-changes.js';
 import type { Attack, AttackRun, AttackerCommand, AttackerMessage } from './attacker.js';
 
 

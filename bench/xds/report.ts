@@ -1,5 +1,5 @@
 import { table } from '../stats.js';
-import type { PhaseResult, Scenario, TargetResult, XdsBenchOptions } from './xds-bench.js';
+import type { PhaseResult, Scenario, TargetResult, XdsBenchOptions } from './xds-bench-types.js';
 
 type Row = [string, (r: TargetResult) => number | undefined, 'ms' | 's' | 'count' | 'KiB' | 'MiB' | 'µs' | 'ratio' | '%'];
 

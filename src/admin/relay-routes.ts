@@ -52,6 +52,7 @@ export function registerRelayRoutes(admin: AdminServer, relay: RelayAdminView): 
     body: relay.groups.list().map((group) => ({
       key: group.key,
       mode: group.mode,
+      phase: group.phase,
       members: group.members.size,
       createdAt: group.createdAt,
       fields: group.fields,

@@ -1,11 +1,9 @@
-import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { GrpcStatus, RelayError, UpstreamStatusError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ConcurrencyLimiter } from '../limits/concurrency-limiter.js';
 import { Backoff, type BackoffPolicy } from '../transport/backoff.js';
-import { spiffeId } from './identity.js';
-import type { AuthenticatedCaller } from './authenticator.js';
+import { xfccHeader, type AuthenticatedCaller } from './authenticator.js';
 
 export const CreateCertificateMethod = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
 
@@ -26,16 +24,6 @@ export interface ForwardedCredentials {
   clusterId?: string;
   /** Set when the VM proved itself to the relay with a client certificate. */
   verifiedCertificate?: AuthenticatedCaller;
-}
-
-/**
- * `x-forwarded-client-cert` in Envoy's format, which istiod's XFCC authenticator reads (it takes
- * identities from URI, DNS and Subject). istiod trusts it only from TRUSTED_GATEWAY_CIDR peers
- * connected without a client certificate of their own.
- */
-export function xfccHeader(caller: AuthenticatedCaller): string {
-  const hash = caller.certificateDer ? createHash('sha256').update(caller.certificateDer).digest('hex') : '';
-  return `Hash=${hash};Subject="";URI=${spiffeId(caller.identity)}`;
 }
 
 /**

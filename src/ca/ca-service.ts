@@ -8,7 +8,7 @@ import { messageType } from '../xds/protocol/protos.js';
 import { authenticateCaller, type AuthenticatorOptions } from './authenticator.js';
 import type { CaForwarder } from './ca-forwarder.js';
 import { CreateCertificateMethod } from './ca-forwarder.js';
-import type { CaMetrics } from './ca-metrics.js';
+import type { CaStats } from './ca-stats.js';
 import type { SigningPool } from './signing-pool.js';
 
 interface IstioCertificateRequest {
@@ -38,21 +38,21 @@ function decodeRequest(bytes: Buffer): IstioCertificateRequest {
  * `istio.v1.auth.IstioCertificateService/CreateCertificate` on the relay's listeners: local signing
  * for the authenticated identity, or forwarding to istiod with the VM's own credentials.
  */
-export function registerCaService(server: GrpcServer, service: CaService, metrics: CaMetrics, log: Logger, admission?: AdmissionControl): void {
+export function registerCaService(server: GrpcServer, service: CaService, stats: CaStats, log: Logger, admission?: AdmissionControl): void {
   server.register(CreateCertificateMethod, unary(async (bytes, call) => {
     const started = performance.now();
-    metrics.csrs.inc({ mode: service.mode });
+    stats.csrs++;
     try {
       await admission?.admit('new');
       const request = decodeRequest(bytes);
       const response = service.mode === 'local' ? await signLocally(service, request, call) : await forward(service, bytes, call);
-      metrics.issued.inc({ mode: service.mode });
-      metrics.signSeconds.observe({ mode: service.mode }, (performance.now() - started) / 1000);
+      stats.issued++;
+      stats.onIssued?.((performance.now() - started) / 1000);
       return response;
     } catch (error) {
       const relayError = RelayError.from(error);
-      if (relayError.grpcStatus === GrpcStatus.UNAUTHENTICATED) metrics.authenticationFailures.inc();
-      metrics.errors.inc({ code: GrpcStatus[relayError.grpcStatus] });
+      if (relayError.grpcStatus === GrpcStatus.UNAUTHENTICATED) stats.authenticationFailures++;
+      stats.countError(GrpcStatus[relayError.grpcStatus]);
       log.warn({ code: relayError.code, status: GrpcStatus[relayError.grpcStatus], err: relayError.message, peer: call.peer.address }, 'CSR refused');
       throw relayError;
     }

@@ -1,13 +1,12 @@
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import type { Registry } from 'prom-client';
 import { caUpstreamRoot, resolveCaMode, type ServeConfig } from '../config/schema.js';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BackoffPolicy } from '../transport/backoff.js';
 import { CaBundleWatcher, CaFiles } from './ca-bundle.js';
 import { CaForwarder } from './ca-forwarder.js';
-import { CaMetrics } from './ca-metrics.js';
+import { CaStats } from './ca-stats.js';
 import type { CaService } from './ca-service.js';
 import { ensureDevCa } from './dev-ca.js';
 import { DEV_ISSUER, ensureDevTokenIssuer } from './dev-token-issuer.js';
@@ -21,7 +20,9 @@ import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials }
 
 export interface CaSubsystem {
   service: CaService;
-  metrics: CaMetrics;
+  stats: CaStats;
+  /** Local mode: when the root and the signing certificate expire. */
+  expiries?: () => { root: Date; chain: Date };
   /** The relay's own serving certificate, when local mode issues it (no tlsCertFile given). */
   serving: ServingCertificate | undefined;
   /** Verifies bearer tokens (TokenReview or the JWKS file), when one is configured. */
@@ -38,15 +39,15 @@ const SERVING_CERT_LIFETIME_SECONDS = 24 * 3600;
  * `caDir`, for trying the relay out — with a dev CA and dev token issuer created under `stateDir`.
  * Forward mode sends CSRs to istiod.
  */
-export function setUpCa(config: ServeConfig, registry: Registry, backoff: BackoffPolicy, log: Logger, tokenReview?: TokenVerifier): CaSubsystem | undefined {
+export function setUpCa(config: ServeConfig, backoff: BackoffPolicy, log: Logger, tokenReview?: TokenVerifier): CaSubsystem | undefined {
   const mode = resolveCaMode(config);
   if (mode === 'off') return undefined;
-  const metrics = new CaMetrics(registry);
+  const stats = new CaStats();
   if (mode === 'forward') {
     const tokens = tokenReview ?? (config.jwksFile
       ? new JwtVerifier({ jwksFile: config.jwksFile, issuers: config.jwtIssuers, audience: CA_AUDIENCE, trustDomain: config.trustDomain })
       : undefined);
-    return { ...setUpForward(config, metrics, backoff, log), tokens };
+    return { ...setUpForward(config, stats, backoff, log), tokens };
   }
 
   const devMode = !config.caDir;
@@ -70,22 +71,16 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   const ttl = { defaultSeconds: config.workloadCertTtlSeconds, maxSeconds: config.maxWorkloadCertTtlSeconds };
   const signer = new LocalSigner(watcher, ttl);
   const signing = new SigningPool(watcher, ttl, config.caSigningThreads ?? defaultSigningThreads(), config.caMaxQueued, log);
-  const recordExpiry = () => {
-    const { root, chain } = signer.expiries();
-    metrics.rootExpiry.set(root.getTime() / 1000);
-    metrics.chainExpiry.set(chain.getTime() / 1000);
-  };
-  recordExpiry();
   let serving: IssuedServingCertificate | undefined;
   if (config.tlsListen && !config.tlsCertFile) {
     const issued = new IssuedServingCertificate(signer, () => watcher.bundle.rootPem, config.servingDnsNames, SERVING_CERT_LIFETIME_SECONDS, log);
     watcher.onReload(() => issued.rotate());
     serving = issued;
   }
-  watcher.onReload(recordExpiry);
   return {
     service: { mode: 'local', signing, authentication: { trustDomain: config.trustDomain, ...(tokens ? { tokens } : {}) } },
-    metrics,
+    stats,
+    expiries: () => signer.expiries(),
     tokens,
     serving,
     summary: { mode, caDir, rootCertFile: path.resolve(caDir, CaFiles.root), ...(tokenReview ? { tokenIssuer: 'TokenReview' } : jwksFile ? { tokenIssuer: issuers.join(',') } : {}) },
@@ -97,7 +92,7 @@ export function setUpCa(config: ServeConfig, registry: Registry, backoff: Backof
   };
 }
 
-function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffPolicy, log: Logger): Omit<CaSubsystem, 'tokens'> {
+function setUpForward(config: ServeConfig, stats: CaStats, backoff: BackoffPolicy, log: Logger): Omit<CaSubsystem, 'tokens'> {
   const target = config.caUpstream || config.upstream;
   const forwarder = new CaForwarder({
     target, backoff, log,
@@ -110,7 +105,7 @@ function setUpForward(config: ServeConfig, metrics: CaMetrics, backoff: BackoffP
   const rootWatch = watchUpstreamCredentials(config, 'ca', log, (credentials) => forwarder.replaceCredentials(credentials));
   return {
     service: { mode: 'forward', forwarder, authentication: { trustDomain: config.trustDomain } },
-    metrics,
+    stats,
     serving: undefined,
     // The mesh root istiod's CA is verified with is also what VMs' client certificates chain to.
     summary: { mode: 'forward', upstream: target, ...(caUpstreamRoot(config) ? { rootCertFile: path.resolve(caUpstreamRoot(config)) } : {}) },

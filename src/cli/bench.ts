@@ -1,7 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { runCsrBench } from '../../bench/csr-bench.js';
 import { htmlReport, passed, resultTable } from '../../bench/xds/report.js';
-import { runXdsBench, type TargetKind, type XdsBenchOptions } from '../../bench/xds/xds-bench.js';
+import { runXdsBench } from '../../bench/xds/xds-bench.js';
+import type { TargetKind, XdsBenchOptions } from '../../bench/xds/xds-bench-types.js';
 import { loadConfig } from '../config/load.js';
 import { benchAttackSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
 import { attackTable, runAttackBench } from '../../bench/attack/attack-bench.js';

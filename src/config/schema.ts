@@ -9,6 +9,14 @@ export const serveSchema = z.object({
   upstream: z.union([z.literal('embedded'), address]).default('embedded'),
   upstreamProtocol: z.enum(['delta', 'sotw']).default('delta'),
   upstreamConnections: z.number().int().min(1).max(64).default(2),
+  // HTTP/2 PINGs on the upstream connections: a link that stops carrying data (an edge link cut with
+  // sockets left open) is found dead after interval + timeout. istiod's gRPC server refuses pings
+  // more often than every 15 s (grpc-go keepalive EnforcementPolicy MinTime), so keep ≥ 15 toward it.
+  upstreamKeepaliveSeconds: z.number().min(1).default(30),
+  upstreamKeepaliveTimeoutSeconds: z.number().min(0.1).default(10),
+  // A VM whose group has nothing cached and whose upstream has not answered within this long is
+  // ended UNAVAILABLE (Envoy backs off and retries), instead of waiting on an empty stream.
+  upstreamFirstResponseTimeoutSeconds: z.number().min(0.1).default(15),
   upstreamCaFile: z.string().default(''),
   upstreamCertFile: z.string().default(''),
   upstreamKeyFile: z.string().default(''),
@@ -102,6 +110,9 @@ export const serveSchema = z.object({
   jwtIssuers: z.array(z.string()).default([]),
   tokenReview: z.boolean().default(false),
   xdsIdentityCheck: z.boolean().default(true),
+  // SPIFFE IDs of edge relays whose client certificate may carry the credentials of the VMs they
+  // speak for (a bearer token or x-forwarded-client-cert) on the TLS listener (docs/EDGE.md).
+  trustedRelays: z.array(z.string().regex(/^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/, 'want spiffe://<trust domain>/ns/<namespace>/sa/<service account>')).default([]),
   plaintextRemote: z.boolean().default(false),
   kubeconfig: z.string().default(''),
   kubernetesTopology: z.boolean().default(false),

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Counter, type Registry } from 'prom-client';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CallerIdentity } from '../xds/view.js';
@@ -71,24 +70,14 @@ export class WorkloadEntryController {
   private readonly cleanupTimers = new Set<NodeJS.Timeout>();
   private readonly sweepTimer: NodeJS.Timeout;
   private closed = false;
-  private readonly counters;
+  /** What the controller wrote, for the metrics (admin/workload-entry-metrics.ts). */
+  readonly stats = { created: 0, updated: 0, unregistered: 0, deleted: 0, errors: 0, healthUpdates: 0 };
 
   constructor(
     private readonly store: WorkloadEntryStore,
     private readonly options: WorkloadEntryControllerOptions,
-    metrics: Registry,
     private readonly log: Logger,
   ) {
-    const counter = (name: string, help: string) => new Counter({ name: `meshrelay_${name}`, help, registers: [metrics] });
-    // Named after istiod's auto_registration_* metrics.
-    this.counters = {
-      success: counter('auto_registration_success_total', 'WorkloadEntries created by auto-registration'),
-      updates: counter('auto_registration_updates_total', 'WorkloadEntries taken over or refreshed on connect'),
-      unregistrations: counter('auto_registration_unregister_total', 'WorkloadEntries marked disconnected'),
-      deletes: counter('auto_registration_deletes_total', 'WorkloadEntries deleted after the grace period or by the sweep'),
-      errors: counter('auto_registration_errors_total', 'Auto-registration writes that failed'),
-      health: counter('workload_entry_health_updates_total', 'Healthy conditions written to WorkloadEntries'),
-    };
     this.sweepTimer = setInterval(() => void this.sweep().catch((error: unknown) => this.log.warn({ err: (error as Error).message }, 'WorkloadEntry sweep failed')), options.sweepIntervalMs);
     this.sweepTimer.unref();
   }
@@ -99,7 +88,7 @@ export class WorkloadEntryController {
     const key = entryKey(proxy.namespace, name);
     this.connections.set(key, (this.connections.get(key) ?? 0) + 1);
     const done = this.serialize(key, 'register', () => this.register(name, proxy, caller, connectedAt));
-    done.catch(() => this.counters.errors.inc());
+    done.catch(() => this.stats.errors++);
     return { proxy, name, connectedAt, done };
   }
 
@@ -112,13 +101,13 @@ export class WorkloadEntryController {
       return;
     }
     this.connections.delete(key);
-    void this.serialize(key, 'unregister', () => this.unregister(registration, disconnectedAt)).catch(() => this.counters.errors.inc());
+    void this.serialize(key, 'unregister', () => this.unregister(registration, disconnectedAt)).catch(() => this.stats.errors++);
   }
 
   /** istio-agent's health report (sent on transitions) becomes the entry's Healthy condition. */
   reportHealth(registration: Registration, healthy: boolean, message: string, at = new Date()): void {
     const key = entryKey(registration.proxy.namespace, registration.name);
-    void this.serialize(key, 'health', () => this.writeHealth(registration, healthy, message, at)).catch(() => this.counters.errors.inc());
+    void this.serialize(key, 'health', () => this.writeHealth(registration, healthy, message, at)).catch(() => this.stats.errors++);
   }
 
   /** Waits (at most `timeoutMs`) for queued writes, so a stopping replica records its disconnects. */
@@ -136,7 +125,7 @@ export class WorkloadEntryController {
     for (const entry of await this.store.listAll()) {
       if (!this.isStale(entry, now)) continue;
       await this.serialize(entryKey(entry.metadata.namespace, entry.metadata.name), 'sweep', () => this.deleteIfStale(entry.metadata.namespace, entry.metadata.name))
-        .then((removed) => { if (removed) deleted++; }, () => this.counters.errors.inc());
+        .then((removed) => { if (removed) deleted++; }, () => this.stats.errors++);
     }
     return deleted;
   }
@@ -148,7 +137,7 @@ export class WorkloadEntryController {
       // The VM has since connected elsewhere (another replica, or istiod): that one controls it.
       if ((parseTime(existing.metadata.annotations?.[Annotation.connectedAt]) ?? 0) > connectedAt.getTime()) return;
       await this.store.replace(this.withConnectMeta(existing, connectedAt));
-      this.counters.updates.inc();
+      this.stats.updated++;
       this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id }, 'took over auto-registered WorkloadEntry');
       return;
     }
@@ -159,7 +148,7 @@ export class WorkloadEntryController {
     const entry = workloadEntryFromGroup(name, proxy, group);
     checkCanControl(caller, entry);
     await this.store.create(this.withConnectMeta(entry, connectedAt));
-    this.counters.success.inc();
+    this.stats.created++;
     this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id, healthChecks: proxy.healthChecked }, 'auto-registered WorkloadEntry');
   }
 
@@ -182,12 +171,12 @@ export class WorkloadEntryController {
     delete annotations[Annotation.connectedAt];
     annotations[Annotation.disconnectedAt] = formatTime(disconnectedAt);
     await this.store.replace({ ...entry, metadata: { ...entry.metadata, annotations } });
-    this.counters.unregistrations.inc();
+    this.stats.unregistered++;
     this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id, graceMs: this.options.gracePeriodMs }, 'VM disconnected; WorkloadEntry kept for the grace period');
     if (this.closed) return;
     const timer = setTimeout(() => {
       this.cleanupTimers.delete(timer);
-      void this.serialize(entryKey(proxy.namespace, name), 'cleanup', () => this.deleteIfStale(proxy.namespace, name)).catch(() => this.counters.errors.inc());
+      void this.serialize(entryKey(proxy.namespace, name), 'cleanup', () => this.deleteIfStale(proxy.namespace, name)).catch(() => this.stats.errors++);
     }, this.options.gracePeriodMs);
     timer.unref();
     this.cleanupTimers.add(timer);
@@ -197,7 +186,7 @@ export class WorkloadEntryController {
     const entry = await this.store.getEntry(namespace, name);
     if (!entry || !this.isStale(entry, Date.now())) return false;
     await this.store.delete(entry);
-    this.counters.deletes.inc();
+    this.stats.deleted++;
     this.log.info({ entry: `${namespace}/${name}` }, 'deleted auto-registered WorkloadEntry');
     return true;
   }
@@ -245,7 +234,7 @@ export class WorkloadEntryController {
     };
     const newStatus = { ...entry.status, conditions: [...conditions.filter((c) => c.type !== 'Healthy'), condition] };
     await this.store.replaceStatus({ ...entry, status: newStatus });
-    this.counters.health.inc();
+    this.stats.healthUpdates++;
     this.log.info({ entry: `${proxy.namespace}/${name}`, healthy, message }, 'WorkloadEntry health updated');
   }
 

@@ -6,21 +6,14 @@ import type { CachedResource, TypeChange } from '../cache/resource-cache.js';
 import type { MemoizedResponse } from '../cache/response-memo.js';
 import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
-import { TypeUrl, isWellFormedTypeUrl, pushRank, shortTypeName } from '../protocol/type-urls.js';
+import { TypeUrl, isWellFormedTypeUrl, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
 import type { AdmissionControl } from '../../limits/admission-control.js';
 import type { PushCounters } from './push-counters.js';
 import type { CallerIdentity, StreamAuthenticator, StreamIdentity, ViewAttachment, ViewProvider } from '../view.js';
 import { identityMismatch } from '../../identity.js';
-import { atEndOfTurn } from '../end-of-turn.js';
-
-/**
- * A stream's life: it may wait to be authenticated (TLS listener), then for admission, then for
- * its view to be ready (auto-registration); requests arriving meanwhile are held. `admitted` is
- * `new` with admission behind it.
- */
-export type SessionPhase = 'authenticating' | 'new' | 'admitting' | 'admitted' | 'attaching' | 'serving' | 'closed';
-const WAITING_PHASES: ReadonlySet<SessionPhase> = new Set(['authenticating', 'admitting', 'attaching']);
+import { PushScheduler } from './push-scheduler.js';
+import { StreamGate, type SessionPhase } from './stream-gate.js';
 
 export interface SessionLimits {
   maxNamesPerRequest: number;
@@ -38,25 +31,33 @@ export interface NackRecord {
   at: string;
 }
 
-/** Per stream, per type: what the client asked for and what it was sent, acked and refused. */
+/**
+ * Per stream, per type: what the client asked for and what it was sent, acked and refused. Each
+ * protocol extends it with its own bookkeeping, behind its own methods.
+ */
 export class TypeState {
   readonly subscription = new Subscription();
   /** name → version the client holds, as far as we know (includes versions it NACKed). */
   readonly sent = new Map<string, string>();
-  /** SotW: names to send even if sent before, because the client newly asked for them. */
-  readonly forceNames = new Set<string>();
   initialResponseDue = true;
   lastNonce = '';
-  fullStateKey = '';
   versionSent = '';
   versionAcked = '';
   acks = 0;
   nacks = 0;
   lastNack: NackRecord | undefined;
-  /** Delta: responses not yet acknowledged, nonce → system version. */
-  readonly pending = new Map<string, string>();
   /** When the oldest change not yet pushed reached the cache (performance.now()), for convergence time. */
   changedAt: number | undefined;
+
+  recordAck(version: string): void {
+    this.acks++;
+    this.versionAcked = version;
+  }
+
+  recordNack(nonce: string, error: RpcStatus): NackRecord {
+    this.nacks++;
+    return this.lastNack = { nonce, message: error.message ?? '', code: error.code ?? 0, at: new Date().toISOString() };
+  }
 }
 
 export interface HealthReport {
@@ -68,10 +69,6 @@ export interface HealthReport {
 
 let sessionCounter = 0;
 
-/** CDS, EDS, LDS, RDS: the types whose initial push order matters for make-before-break. */
-const ORDERED_TYPES = 4;
-const INITIAL_ORDER_WAIT_MS = 2000;
-const MAX_HELD_REQUESTS = 32;
 const NO_NAMES: ReadonlySet<string> = new Set();
 
 /** One response a protocol decided to send: the base builds (once, via the memo), writes and records it. */
@@ -92,30 +89,23 @@ export interface AdsRequest {
 }
 
 /**
- * Everything SotW and Delta streams share: the node handshake, attaching to a view, per-type state,
- * dirty tracking and a flush that respects back-pressure. A stream that stops reading keeps only
- * "which types are dirty"; when it drains it is sent the latest state, never a queue of old ones.
+ * Everything SotW and Delta streams share: the node handshake, attaching to a view, per-type state
+ * and ACK/NACK records, and building each response once per view. Before it may speak a stream
+ * passes its gate (`StreamGate`); when its types are pushed is the scheduler's (`PushScheduler`).
  */
-export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
+export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State extends TypeState = TypeState> {
   readonly id = `s${++sessionCounter}`;
   readonly connectedAt = new Date().toISOString();
   node: ProxyNode | undefined;
   attachment: ViewAttachment | undefined;
   health: HealthReport | undefined;
-  readonly types = new Map<string, TypeState>();
-  private readonly dirty = new Set<string>();
-  private readonly scheduleFlush = atEndOfTurn(() => this.flush());
-  private waitingForDrain = false;
-  private detachCache: (() => void) | undefined;
-  private readonly orderingDeadline = new Map<string, number>();
+  readonly types = new Map<string, State>();
   abstract readonly protocol: XdsProtocol;
-
   /** The authenticated caller, once known (TLS listener). */
   caller: CallerIdentity | undefined;
-  /** Where the stream is in its life; only `enter` changes it. */
-  phase: SessionPhase = 'new';
-  /** Requests that arrived while the stream waited (authentication, admission, its view); replayed in order. */
-  private readonly held: Buffer[] = [];
+  private readonly gate = new StreamGate((bytes) => this.receive(bytes), (error) => this.refuse(error));
+  private readonly scheduler: PushScheduler;
+  private detachCache: (() => void) | undefined;
 
   constructor(
     protected readonly call: GrpcCall,
@@ -125,20 +115,21 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     private readonly onEnded: (session: AdsSession) => void,
     authenticate?: StreamAuthenticator,
   ) {
-    call.onMessage((bytes) => this.onMessage(bytes));
-    if (authenticate) {
-      this.enter('authenticating');
-      authenticate(call).then((caller) => {
-        this.caller = caller;
-        this.enter('new');
-      }, (error: unknown) => this.refuse(error));
-    }
-    call.onDrain(() => {
-      if (!this.waitingForDrain) return;
-      this.waitingForDrain = false;
-      this.flush();
+    this.scheduler = new PushScheduler({
+      get full() { return call.needsDrain; },
+      types: () => this.types.keys(),
+      isInitialized: (typeUrl) => this.cache.isInitialized(typeUrl),
+      push: (typeUrl) => this.push(typeUrl),
     });
+    call.onMessage((bytes) => this.gate.receive(bytes));
+    if (authenticate) this.gate.wait('authenticating', authenticate(call).then((caller) => { this.caller = caller; }), 'new');
+    call.onDrain(() => this.scheduler.drained());
     call.onClose(() => this.shutdown());
+  }
+
+  /** Where the stream is in its life (shown on /debug/syncz). */
+  get phase(): SessionPhase {
+    return this.gate.phase;
   }
 
   /** The envelope's name for error messages, e.g. DeltaDiscoveryRequest. */
@@ -146,41 +137,16 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   protected abstract decode(bytes: Buffer): Request;
   /** How many resource names the request carries, for the per-request limit. */
   protected abstract nameCount(request: Request): number;
+  /** Clients that come back with the versions they hold are cheap to serve (xds_protocol). */
+  protected abstract isReconnect(request: Request): boolean;
+  protected abstract newTypeState(): State;
   /** Handles a well-formed request of an attached stream that is not a health report. */
   protected abstract handleRequest(request: Request): void;
   /** What to send for one dirty type, by the protocol's rules; undefined when nothing is due. */
-  protected abstract planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined;
-
-  private onMessage(bytes: Buffer): void {
-    if (this.phase === 'closed') return;
-    if (WAITING_PHASES.has(this.phase)) this.hold(bytes);
-    else this.receive(bytes);
-  }
-
-  /**
-   * The one place the lifecycle moves. Leaving a waiting phase replays what was held, in order;
-   * a replayed request that makes the stream wait again holds the rest behind it.
-   */
-  private enter(phase: SessionPhase): void {
-    if (this.phase === 'closed') return;
-    this.phase = phase;
-    if (WAITING_PHASES.has(phase)) return;
-    for (const bytes of this.held.splice(0)) this.onMessage(bytes);
-  }
-
-  private hold(bytes: Buffer): void {
-    if (this.held.length >= MAX_HELD_REQUESTS) {
-      this.refuse(new RelayError('MR_TOO_MANY_REQUESTS', 'too many requests before the stream was authenticated and admitted'));
-      return;
-    }
-    this.held.push(bytes);
-  }
-
-  /** Clients that come back with the versions they hold are cheap to serve (xds_protocol). */
-  protected abstract isReconnect(request: Request): boolean;
+  protected abstract planResponse(typeUrl: string, state: State): ResponsePlan | undefined;
 
   private refuse(error: unknown): void {
-    if (this.phase === 'closed') return;
+    if (this.gate.closed) return;
     const relayError = RelayError.from(error);
     this.log.warn({ stream: this.id, node: this.node?.id, code: relayError.code, err: relayError.message }, 'refusing stream');
     this.call.fail(relayError);
@@ -191,23 +157,18 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     try {
       const request = this.decodeRequest(bytes);
       const admission = this.limits.admission;
-      if (this.phase === 'new' && admission) {
-        // A new stream waits for admission; its requests are held and replayed in order.
-        this.held.push(bytes);
-        this.enter('admitting');
-        admission.admit(this.isReconnect(request) ? 'reconnect' : 'new').then(() => this.enter('admitted'), (error: unknown) => this.refuse(error));
+      if (this.gate.phase === 'new' && admission) {
+        this.gate.wait('admitting', admission.admit(this.isReconnect(request) ? 'reconnect' : 'new'), 'admitted', bytes);
         return;
       }
-      if (this.phase !== 'serving') {
+      if (this.gate.phase !== 'serving') {
         const ready = this.attach(request.node);
+        // Nothing is served before the view says the stream may be; requests wait in order.
         if (ready) {
-          // Nothing is served before the view says the stream may be; requests wait in order.
-          this.held.push(bytes);
-          this.enter('attaching');
-          ready.then(() => this.enter('serving'), (error: unknown) => this.refuse(error));
+          this.gate.wait('attaching', ready, 'serving', bytes);
           return;
         }
-        this.enter('serving');
+        this.gate.enter('serving');
       }
       this.checkTypeUrl(request.type_url);
       this.checkNameCount(this.nameCount(request));
@@ -258,29 +219,23 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     return this.attachment.ready;
   }
 
-  protected typeState(typeUrl: string): { state: TypeState; created: boolean } {
+  protected typeState(typeUrl: string): { state: State; created: boolean } {
     const existing = this.types.get(typeUrl);
     if (existing) return { state: existing, created: false };
     if (this.types.size >= this.limits.maxTypesPerStream) {
       throw new RelayError('MR_TOO_MANY_TYPES', `stream subscribes to more than ${this.limits.maxTypesPerStream} types`);
     }
-    const state = new TypeState();
+    const state = this.newTypeState();
     this.types.set(typeUrl, state);
     return { state, created: true };
   }
 
-  protected recordAck(state: TypeState, version: string): void {
-    state.acks++;
-    state.versionAcked = version;
-  }
-
-  protected recordNack(typeUrl: string, state: TypeState, nonce: string, error: RpcStatus): void {
-    state.nacks++;
+  protected recordNack(typeUrl: string, state: State, nonce: string, error: RpcStatus): void {
+    const nack = state.recordNack(nonce, error);
     const counters = this.limits.counters;
     counters?.count(counters.nacks, typeUrl);
-    state.lastNack = { nonce, message: error.message ?? '', code: error.code ?? 0, at: new Date().toISOString() };
     this.attachment!.view.report({ kind: 'nack', typeUrl, error });
-    this.log.warn({ stream: this.id, node: this.node?.id, type: shortTypeName(typeUrl), nonce, error: state.lastNack.message }, 'proxy NACKed config');
+    this.log.warn({ stream: this.id, node: this.node?.id, type: shortTypeName(typeUrl), nonce, error: nack.message }, 'proxy NACKed config');
   }
 
   /** istio-agent reports health as requests of type istio.v1.HealthInformation; nobody answers them. */
@@ -296,8 +251,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   }
 
   protected markDirty(typeUrl: string): void {
-    this.dirty.add(typeUrl);
-    this.scheduleFlush();
+    this.scheduler.markDirty(typeUrl);
   }
 
   private onCacheChange(change: TypeChange): void {
@@ -313,64 +267,27 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
     this.markDirty(change.typeUrl);
   }
 
-  private flush(): void {
-    if (this.phase === 'closed' || this.dirty.size === 0) return;
-    if (this.call.needsDrain) {
-      this.waitingForDrain = true;
-      return;
-    }
-    const ordered = [...this.dirty].sort((a, b) => pushRank(a) - pushRank(b));
-    for (const typeUrl of ordered) {
-      const state = this.types.get(typeUrl);
-      if (!state) {
-        this.dirty.delete(typeUrl);
-        continue;
-      }
-      if (this.mustWaitForEarlierType(typeUrl)) continue;
-      this.dirty.delete(typeUrl);
-      const sentBefore = state.lastNonce;
-      const started = performance.now();
-      const writable = this.pushType(typeUrl, state);
+  /** Pushes one type and counts it; false when the stream is full or was ended. */
+  private push(typeUrl: string): boolean {
+    const state = this.types.get(typeUrl);
+    if (!state) return true;
+    const sentBefore = state.lastNonce;
+    const started = performance.now();
+    const writable = this.pushType(typeUrl, state);
+    if (state.lastNonce !== sentBefore) {
       const counters = this.limits.counters;
-      if (state.lastNonce !== sentBefore) {
-        if (counters) {
-          counters.count(counters.pushes, typeUrl);
-          const now = performance.now();
-          counters.onPush?.(typeUrl, (now - started) / 1000, state.changedAt === undefined ? undefined : (now - state.changedAt) / 1000);
-        }
-        state.changedAt = undefined;
+      if (counters) {
+        counters.count(counters.pushes, typeUrl);
+        const now = performance.now();
+        counters.onPush?.(typeUrl, (now - started) / 1000, state.changedAt === undefined ? undefined : (now - state.changedAt) / 1000);
       }
-      if (!writable) {
-        this.waitingForDrain = true;
-        return;
-      }
+      state.changedAt = undefined;
     }
+    return writable;
   }
 
-  /**
-   * Make-before-break on the initial push (CDS, EDS, LDS, RDS): a type waits while an earlier type
-   * this stream asked for has not arrived from the source yet — bounded, so a source that never
-   * answers one type cannot hold back the others.
-   */
-  private mustWaitForEarlierType(typeUrl: string): boolean {
-    const rank = pushRank(typeUrl);
-    if (rank === 0 || rank >= ORDERED_TYPES) return false;
-    const waiting = [...this.types.keys()].some((other) => pushRank(other) < rank && !this.cache.isInitialized(other));
-    if (!waiting) {
-      this.orderingDeadline.delete(typeUrl);
-      return false;
-    }
-    let deadline = this.orderingDeadline.get(typeUrl);
-    if (deadline === undefined) {
-      deadline = Date.now() + INITIAL_ORDER_WAIT_MS;
-      this.orderingDeadline.set(typeUrl, deadline);
-      setTimeout(() => this.markDirty(typeUrl), INITIAL_ORDER_WAIT_MS + 1).unref();
-    }
-    return Date.now() < deadline;
-  }
-
-  /** Builds (once per view, through the memo), writes and records one type's response; false when the stream is full or was ended. */
-  private pushType(typeUrl: string, state: TypeState): boolean {
+  /** Builds (once per view, through the memo), writes and records one type's response. */
+  private pushType(typeUrl: string, state: State): boolean {
     if (!this.cache.isInitialized(typeUrl)) return true;
     const plan = this.planResponse(typeUrl, state);
     if (!plan) return true;
@@ -404,8 +321,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest> {
   }
 
   private shutdown(): void {
-    if (this.phase === 'closed') return;
-    this.enter('closed');
+    if (this.gate.closed) return;
+    this.gate.enter('closed');
+    this.scheduler.stop();
     this.detachCache?.();
     if (this.attachment) {
       for (const [typeUrl, state] of this.types) this.applyInterest(typeUrl, state.subscription.release());

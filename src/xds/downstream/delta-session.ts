@@ -1,11 +1,29 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DeltaDiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
-import { AdsSession, type ResponsePlan, type TypeState } from './ads-session.js';
+import { AdsSession, TypeState, type ResponsePlan } from './ads-session.js';
 
 const MAX_PENDING_NONCES = 64;
 
+/** A Delta stream's state of one type: also the responses it has not acknowledged yet. */
+class DeltaTypeState extends TypeState {
+  /** nonce → system version, oldest first. */
+  private readonly unacknowledged = new Map<string, string>();
+
+  awaitAck(nonce: string, version: string): void {
+    if (this.unacknowledged.size >= MAX_PENDING_NONCES) this.unacknowledged.delete(this.unacknowledged.keys().next().value!);
+    this.unacknowledged.set(nonce, version);
+  }
+
+  /** The version the response with this nonce carried, if it was still waiting for its ACK or NACK. */
+  settle(nonce: string): string | undefined {
+    const version = this.unacknowledged.get(nonce);
+    this.unacknowledged.delete(nonce);
+    return version;
+  }
+}
+
 /** A DeltaAggregatedResources stream (incremental xDS). */
-export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
+export class DeltaSession extends AdsSession<DeltaDiscoveryRequest, DeltaTypeState> {
   readonly protocol: XdsProtocol = 'delta';
 
   protected readonly requestName = 'DeltaDiscoveryRequest';
@@ -23,18 +41,17 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
     return Object.keys(request.initial_resource_versions ?? {}).length > 0;
   }
 
+  protected newTypeState(): DeltaTypeState {
+    return new DeltaTypeState();
+  }
+
   protected handleRequest(request: DeltaDiscoveryRequest): void {
     const typeUrl = request.type_url;
     const { state, created } = this.typeState(typeUrl);
     if (request.response_nonce) {
-      const version = state.pending.get(request.response_nonce);
-      if (request.error_detail) {
-        this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
-        state.pending.delete(request.response_nonce);
-      } else if (version !== undefined) {
-        this.recordAck(state, version);
-        state.pending.delete(request.response_nonce);
-      }
+      const version = state.settle(request.response_nonce);
+      if (request.error_detail) this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
+      else if (version !== undefined) state.recordAck(version);
     }
     if (created) {
       // On reconnect the client says what it holds; we send only what differs (xds_protocol).
@@ -50,7 +67,7 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
     if (created || change.added.length > 0 || change.wildcard === 1) this.markDirty(typeUrl);
   }
 
-  protected planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined {
+  protected planResponse(typeUrl: string, state: DeltaTypeState): ResponsePlan | undefined {
     const { subscription } = state;
     const all = this.cache.all(typeUrl);
     const updates: CachedResource[] = [];
@@ -93,8 +110,7 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest> {
       sent: (response) => {
         for (const resource of updates) state.sent.set(resource.name, resource.version);
         for (const name of removed) state.sent.delete(name);
-        if (state.pending.size >= MAX_PENDING_NONCES) state.pending.delete(state.pending.keys().next().value!);
-        state.pending.set(response.nonce, response.versionInfo);
+        state.awaitAck(response.nonce, response.versionInfo);
       },
     };
   }

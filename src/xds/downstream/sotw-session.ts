@@ -1,10 +1,48 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
 import { isFullStateType } from '../protocol/type-urls.js';
-import { AdsSession, type ResponsePlan, type TypeState } from './ads-session.js';
+import { AdsSession, TypeState, type ResponsePlan } from './ads-session.js';
+import type { InterestChange } from './subscription.js';
+
+/** A SotW stream's state of one type: also what must be resent, and the full set it last got. */
+class SotwTypeState extends TypeState {
+  /** Names to send even if sent before, because the client newly asked for them. */
+  readonly forceNames = new Set<string>();
+  /** The memo key of the last full-state response (LDS, CDS, wildcard), to skip resending it unchanged. */
+  private fullStateKey = '';
+
+  /** A request without a nonce (re)starts the subscription: everything is due again. */
+  restart(): void {
+    this.initialResponseDue = true;
+    this.fullStateKey = '';
+  }
+
+  /** The client's name set changed; whether that must be answered. */
+  accept(change: InterestChange): boolean {
+    // A changed name set must be answered, resending newly requested resources even if sent before.
+    for (const name of change.added) this.forceNames.add(name);
+    for (const name of change.removed) this.sent.delete(name);
+    if (change.removed.length > 0 || change.wildcard !== 0) this.fullStateKey = '';
+    return this.initialResponseDue || change.added.length > 0 || change.removed.length > 0 || change.wildcard !== 0;
+  }
+
+  /** Whether a full-state response with this key is due; remembers it as sent when so. */
+  fullStateDue(key: string): boolean {
+    if (key === this.fullStateKey && !this.initialResponseDue && this.forceNames.size === 0) return false;
+    this.fullStateKey = key;
+    return true;
+  }
+
+  /** A response went out with these resources (all of them, for a full-state type). */
+  delivered(resources: readonly CachedResource[], fullState: boolean): void {
+    if (fullState) this.sent.clear();
+    for (const resource of resources) this.sent.set(resource.name, resource.version);
+    this.forceNames.clear();
+  }
+}
 
 /** A StreamAggregatedResources stream (state of the world). */
-export class SotwSession extends AdsSession<DiscoveryRequest> {
+export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
   readonly protocol: XdsProtocol = 'sotw';
 
   protected readonly requestName = 'DiscoveryRequest';
@@ -21,6 +59,10 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
     return request.version_info !== '';
   }
 
+  protected newTypeState(): SotwTypeState {
+    return new SotwTypeState();
+  }
+
   protected handleRequest(request: DiscoveryRequest): void {
     const typeUrl = request.type_url;
     const existing = this.types.get(typeUrl);
@@ -28,27 +70,17 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
     // gets no response: the client will answer the newer response we already sent (xds_protocol).
     if (existing && request.response_nonce !== '' && request.response_nonce !== existing.lastNonce) return;
     const { state } = this.typeState(typeUrl);
-    if (request.response_nonce === '') {
-      state.initialResponseDue = true;
-      state.fullStateKey = '';
-    } else if (request.error_detail) {
-      this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
-    } else {
-      this.recordAck(state, request.version_info);
-    }
+    if (request.response_nonce === '') state.restart();
+    else if (request.error_detail) this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
+    else state.recordAck(request.version_info);
 
     const change = state.subscription.replaceSotw(request.resource_names);
-    // A changed name set must be answered, resending newly requested resources even if sent before.
-    for (const name of change.added) state.forceNames.add(name);
-    for (const name of change.removed) state.sent.delete(name);
+    const due = state.accept(change);
     this.applyInterest(typeUrl, change);
-    if (state.initialResponseDue || change.added.length > 0 || change.removed.length > 0 || change.wildcard !== 0) {
-      if (change.removed.length > 0 || change.wildcard !== 0) state.fullStateKey = '';
-      this.markDirty(typeUrl);
-    }
+    if (due) this.markDirty(typeUrl);
   }
 
-  protected planResponse(typeUrl: string, state: TypeState): ResponsePlan | undefined {
+  protected planResponse(typeUrl: string, state: SotwTypeState): ResponsePlan | undefined {
     const fullState = isFullStateType(typeUrl) || state.subscription.wildcard;
     const selection = fullState ? this.selectFullState(typeUrl, state) : this.selectChanged(typeUrl, state);
     if (!selection) return undefined;
@@ -62,16 +94,12 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
         nonce,
         resources: resources.map((resource) => ({ type_url: resource.typeUrl, value: resource.body })),
       }),
-      sent: () => {
-        if (fullState) state.sent.clear();
-        for (const resource of resources) state.sent.set(resource.name, resource.version);
-        state.forceNames.clear();
-      },
+      sent: () => state.delivered(resources, fullState),
     };
   }
 
   /** LDS, CDS and wildcard subscriptions: the whole set, unless it is what the client already has. */
-  private selectFullState(typeUrl: string, state: TypeState): { key: string; resources: CachedResource[] } | undefined {
+  private selectFullState(typeUrl: string, state: SotwTypeState): { key: string; resources: CachedResource[] } | undefined {
     const generation = this.cache.generation(typeUrl);
     const { subscription } = state;
     let resources: CachedResource[];
@@ -87,13 +115,11 @@ export class SotwSession extends AdsSession<DiscoveryRequest> {
       resources = [...named, ...extra];
       key = `sotw|${generation}|${resources.map((r) => r.name).join(',')}`;
     }
-    if (key === state.fullStateKey && !state.initialResponseDue && state.forceNames.size === 0) return undefined;
-    state.fullStateKey = key;
-    return { key, resources };
+    return state.fullStateDue(key) ? { key, resources } : undefined;
   }
 
   /** EDS, RDS and other named types: only what changed or was newly asked for (absence ≠ deletion). */
-  private selectChanged(typeUrl: string, state: TypeState): { key: string; resources: CachedResource[] } | undefined {
+  private selectChanged(typeUrl: string, state: SotwTypeState): { key: string; resources: CachedResource[] } | undefined {
     const resources: CachedResource[] = [];
     for (const name of state.subscription.names) {
       const resource = this.cache.get(typeUrl, name);

@@ -5,6 +5,8 @@ export interface ConnectionPoolOptions {
   size: number;
   credentials: grpc.ChannelCredentials;
   maxReceiveMessageBytes: number;
+  /** HTTP/2 PING interval and how long a PING may go unanswered before the connection is dead. */
+  keepalive: { intervalMs: number; timeoutMs: number };
   /** Further channel options (e.g. the TLS server name). */
   channelOptions?: grpc.ChannelOptions;
 }
@@ -28,8 +30,8 @@ export class ConnectionPool {
       'grpc.use_local_subchannel_pool': 1,
       'grpc.max_receive_message_length': this.options.maxReceiveMessageBytes,
       'grpc.max_send_message_length': this.options.maxReceiveMessageBytes,
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_time_ms': this.options.keepalive.intervalMs,
+      'grpc.keepalive_timeout_ms': this.options.keepalive.timeoutMs,
       'grpc.initial_reconnect_backoff_ms': 500,
       'grpc.max_reconnect_backoff_ms': 10_000,
       ...this.options.channelOptions,

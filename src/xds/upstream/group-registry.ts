@@ -26,6 +26,8 @@ export interface GroupRegistryOptions {
   backoff: BackoffPolicy;
   /** How long an empty group keeps its upstream stream and cache, for VMs that reconnect. */
   lingerMs: number;
+  /** How long members of a group with nothing cached wait for the upstream's first answer. */
+  firstResponseTimeoutMs?: number;
   /**
    * Share one upstream view across downstream networks (docs/SPLIT-HORIZON.md): NETWORK leaves the
    * aggregation key, the upstream node declares the relay's own network, and the relay translates
@@ -253,7 +255,7 @@ export class GroupRegistry implements ViewProvider {
 
   /** A new group with its first member (whose credential the first upstream stream opens with). */
   private createGroup(key: string, mode: MultiplexMode, opener: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
-    const group = new UpstreamGroup(key, mode, fields, this.newMemo(), this.absentNames);
+    const group = new UpstreamGroup(key, mode, fields, this.newMemo(), this.absentNames, this.options.firstResponseTimeoutMs);
     group.opener = opener;
     const upstreamNode = this.upstreamNode(opener, mode);
     if (mode === 'group') this.options.prepareCache?.(key, group.cache);

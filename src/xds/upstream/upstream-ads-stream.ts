@@ -145,9 +145,14 @@ export class UpstreamAdsStream implements CodecStream {
   }
 
   close(): void {
-    this.stats.state = 'closed';
+    this.enter('closed');
     clearTimeout(this.reconnectTimer);
     this.endStream();
+  }
+
+  /** The one place the stream's state moves; nothing leaves `closed`. */
+  private enter(state: UpstreamState): void {
+    if (this.stats.state !== 'closed') this.stats.state = state;
   }
 
   private open(): void {
@@ -157,7 +162,7 @@ export class UpstreamAdsStream implements CodecStream {
     if (credentials?.any) {
       const credential = credentials.pick();
       if (!credential) {
-        this.stats.state = 'refused';
+        this.enter('refused');
         this.options.log.warn({ target: this.options.pool.target }, 'no member credential istiod has not refused; waiting for a member with a new one');
         return;
       }
@@ -169,7 +174,7 @@ export class UpstreamAdsStream implements CodecStream {
     this.sent = new Map();
     this.nodeSent = false;
     this.answered = false;
-    this.stats.state = 'streaming';
+    this.enter('streaming');
     this.stats.streamsOpened++;
     stream.on('data', (bytes: Buffer) => this.receive(stream, bytes));
     stream.on('error', (error: grpc.ServiceError) => this.onStreamEnd(stream, `${grpc.status[error.code] ?? error.code}: ${error.details || error.message}`, error));
@@ -183,7 +188,7 @@ export class UpstreamAdsStream implements CodecStream {
     if (this.stats.state === 'closed') return;
     this.stats.lastError = reason;
     if (error && REFUSALS.has(error.code)) this.refused(error);
-    this.stats.state = 'backoff';
+    this.enter('backoff');
     const delay = this.backoff.nextDelayMs();
     this.options.log.warn({ target: this.options.pool.target, reason, retryInMs: delay }, 'upstream stream ended; serving VMs from cache');
     this.reconnectTimer = setTimeout(() => this.open(), delay);

@@ -13,6 +13,7 @@ import type { ProxyNode } from '../protocol/node.js';
 const AUDIT_BATCH_MS = 250;
 /** How often dropping unwanted names is tried again while the upstream is away. */
 const FORGET_RETRY_MS = 1000;
+export const DEFAULT_FIRST_RESPONSE_TIMEOUT_MS = 15_000;
 
 /**
  * Names a VM may subscribe to that the upstream does not have. Envoy asks for EDS and RDS names its
@@ -44,6 +45,12 @@ class TypeInterest {
 }
 
 /**
+ * A group's life: serving its members; lingering with none (its cache kept for VMs that come back
+ * within `groupLingerSeconds`); closed.
+ */
+export type GroupPhase = 'serving' | 'lingering' | 'closed';
+
+/**
  * VMs that share one upstream stream (one in stream mode). The group is their view: one cache, one
  * memo of serialized responses, and the union of their subscriptions as the upstream subscription.
  */
@@ -55,12 +62,13 @@ export class UpstreamGroup implements XdsView {
   readonly credentials = new GroupCredentials();
   readonly createdAt = new Date().toISOString();
   private readonly interest = new Map<string, TypeInterest>();
+  private current: GroupPhase = 'serving';
   private lingerTimer: NodeJS.Timeout | undefined;
   private readonly closeHooks: Array<() => void> = [];
   private forgetScheduled = false;
   private forgetTimer: NodeJS.Timeout | undefined;
-  private closed = false;
   private auditTimer: NodeJS.Timeout | undefined;
+  private firstResponseTimer: NodeJS.Timeout | undefined;
   upstream!: UpstreamAdsStream;
   /** The member whose node the upstream stream speaks as (istiod computes the group's config for it). */
   opener: ProxyNode | undefined;
@@ -73,8 +81,37 @@ export class UpstreamGroup implements XdsView {
     readonly fields: { [field: string]: JsonValue },
     readonly memo: ResponseMemo,
     private readonly absentLimits: AbsentNameLimits = { ...DEFAULT_ABSENT_NAME_LIMITS, stats: { vmsEnded: 0 } },
+    /** How long members of a group with nothing cached wait for the upstream's first answer. */
+    private readonly firstResponseTimeoutMs = DEFAULT_FIRST_RESPONSE_TIMEOUT_MS,
   ) {
     this.cache.onChange((change) => this.memo.invalidate(change.typeUrl));
+  }
+
+  get phase(): GroupPhase {
+    return this.current;
+  }
+
+  /**
+   * The one place the group's phase moves. Lingering ends after `lingerMs` with `onIdle` unless a
+   * member joins first; nothing leaves `closed`.
+   */
+  private enter(phase: GroupPhase, linger?: { ms: number; onIdle: () => void }): void {
+    if (this.current === 'closed') return;
+    this.current = phase;
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = linger ? setTimeout(() => this.lingerEnded(linger), linger.ms) : undefined;
+  }
+
+  /**
+   * A group-mode cache is what its VMs get while the upstream cannot resend it (a cut edge link,
+   * istiod away): it lingers on until the upstream is back, then goes.
+   */
+  private lingerEnded(linger: { ms: number; onIdle: () => void }): void {
+    if (this.mode === 'group' && !this.upstream.live && !this.isEmpty()) {
+      this.enter('lingering', { ms: Math.max(linger.ms, FORGET_RETRY_MS), onIdle: linger.onIdle });
+      return;
+    }
+    linger.onIdle();
   }
 
   /** Starts the upstream stream; separate from construction so the cache exists first. */
@@ -138,10 +175,12 @@ export class UpstreamGroup implements XdsView {
 
   private forgetUnwanted(): void {
     this.forgetScheduled = false;
-    if (this.closed) return;
+    if (this.phase === 'closed') return;
     // While the upstream is away it could not resend a name asked for again, and the cache is all
     // the VMs have (a degraded restart, a cut edge link): nothing named is dropped until it is back.
-    if (!this.upstream.live) {
+    // A lingering group keeps everything for the VMs that come back (and a link may be cut before
+    // keepalives notice).
+    if (!this.upstream.live || this.phase === 'lingering') {
       this.forgetScheduled = true;
       this.forgetTimer = setTimeout(() => this.forgetUnwanted(), FORGET_RETRY_MS);
       this.forgetTimer.unref();
@@ -155,7 +194,7 @@ export class UpstreamGroup implements XdsView {
   }
 
   private scheduleAudit(delayMs: number): void {
-    if (this.auditTimer || this.closed) return;
+    if (this.auditTimer || this.phase === 'closed') return;
     this.auditTimer = setTimeout(() => {
       this.auditTimer = undefined;
       this.auditAbsentNames();
@@ -170,7 +209,7 @@ export class UpstreamGroup implements XdsView {
    * group keeps serving the rest, and the names leave its upstream subscription with that VM.
    */
   private auditAbsentNames(): void {
-    if (this.closed) return;
+    if (this.phase === 'closed') return;
     const { graceMs } = this.absentLimits;
     const answeredAt = this.upstream.answeredAt;
     if (answeredAt === undefined) {
@@ -247,8 +286,7 @@ export class UpstreamGroup implements XdsView {
   }
 
   addMember(stream: StreamIdentity): void {
-    clearTimeout(this.lingerTimer);
-    this.lingerTimer = undefined;
+    if (this.phase === 'lingering') this.enter('serving');
     this.members.set(stream.streamId, stream);
     if (this.mode !== 'group') return;
     this.credentials.add(stream.streamId, memberCredentials(stream));
@@ -260,6 +298,28 @@ export class UpstreamGroup implements XdsView {
       return;
     }
     this.upstream?.credentialAdded();
+    if (!this.hasBeenAnswered()) this.awaitFirstResponse();
+  }
+
+  /** Whether the group has anything to serve: cached config, or an upstream that answered. */
+  private hasBeenAnswered(): boolean {
+    return !this.isEmpty() || this.upstream?.answeredAt !== undefined;
+  }
+
+  /**
+   * A group with nothing cached whose upstream does not answer (unreachable, or a link that carries
+   * no data) ends its VMs UNAVAILABLE after the timeout: Envoy backs off and retries, perhaps
+   * reaching another replica, instead of holding an open stream with nothing on it.
+   */
+  private awaitFirstResponse(): void {
+    if (this.firstResponseTimer) return;
+    this.firstResponseTimer = setTimeout(() => {
+      this.firstResponseTimer = undefined;
+      if (this.phase === 'closed' || this.hasBeenAnswered()) return;
+      const why = `the upstream (${this.upstream.stats.state}${this.upstream.stats.lastError ? `: ${this.upstream.stats.lastError}` : ''}) has not answered for this VM's group in ${this.firstResponseTimeoutMs / 1000} s, and nothing is cached for it`;
+      for (const member of [...this.members.values()]) member.refuse(new RelayError('MR_UPSTREAM_UNAVAILABLE', why));
+    }, this.firstResponseTimeoutMs);
+    this.firstResponseTimer.unref();
   }
 
   /**
@@ -289,10 +349,7 @@ export class UpstreamGroup implements XdsView {
   removeMember(streamId: string, lingerMs: number, onIdle: () => void): void {
     this.members.delete(streamId);
     this.credentials.remove(streamId);
-    if (this.members.size > 0) return;
-    this.lingerTimer = setTimeout(() => {
-      if (this.members.size === 0) onIdle();
-    }, lingerMs);
+    if (this.members.size === 0) this.enter('lingering', { ms: lingerMs, onIdle });
   }
 
   /** Runs when the group closes (e.g. stops renewing the relay's token for it). */
@@ -301,11 +358,11 @@ export class UpstreamGroup implements XdsView {
   }
 
   close(): void {
-    this.closed = true;
+    this.enter('closed');
     for (const hook of this.closeHooks.splice(0)) hook();
-    clearTimeout(this.lingerTimer);
     clearTimeout(this.forgetTimer);
     clearTimeout(this.auditTimer);
+    clearTimeout(this.firstResponseTimer);
     for (const view of this.networkViews.values()) view.close();
     this.memo.clear();
     this.upstream.close();

@@ -1,0 +1,135 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { startRelayProcess, type RelayProcess } from '../relay-process.js';
+import { stampOf, type PushStamp } from './envoy-client.js';
+import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
+import type { SimCommand, SimMessage } from './sim-process.js';
+import type { TargetKind, XdsBenchOptions } from './xds-bench-types.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** Where the clients connect, and what can be read of it. */
+export interface Endpoint {
+  target: string;
+  pid?: number | undefined;
+  adminUrl?: string | undefined;
+}
+
+/** A server the bench drives: the simulated istiod or the baseline. */
+export interface Server extends Endpoint {
+  /** Applies a mesh; resolves with the push stamp its clients will see. */
+  apply(mesh: MeshModel): Promise<PushStamp>;
+  restart?(downMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The processes one target's run talks to. */
+export interface Topology {
+  /** What the clients connect to. */
+  target: Endpoint;
+  /** Servers a mesh change is applied to; the last one's push number is what clients see. */
+  driven: Server[];
+  /** The upstream (simulated or real istiod): restarted by that scenario (if it can be), and the correctness reference. */
+  upstream: (Endpoint & Pick<Server, 'restart'>) | undefined;
+}
+
+/** The first message from a child that `accept` takes; rejects if the child exits first. */
+export function once<T>(child: ChildProcess, accept: (message: T) => boolean): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: T) => {
+      if (!accept(message)) return;
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      resolve(message);
+    };
+    const onExit = (code: number | null) => reject(new Error(`${path.basename(String(child.spawnfile))} child exited (${code})`));
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+function parseStamp(version: string): PushStamp {
+  const stamp = stampOf(version);
+  if (!stamp) throw new Error(`the upstream's version "${version}" carries no push stamp`);
+  return stamp;
+}
+
+export async function startSim(mesh: MeshModel): Promise<Server & { port: number }> {
+  const child = fork(path.join(here, 'sim-process.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  child.send({ type: 'start', mesh, port: 0 } satisfies SimCommand);
+  const { port } = await once<SimMessage>(child, (m) => m.type === 'listening') as { port: number };
+  return {
+    port,
+    target: `127.0.0.1:${port}`,
+    pid: child.pid,
+    adminUrl: undefined,
+    apply: async (next) => {
+      child.send({ type: 'mesh', mesh: next } satisfies SimCommand);
+      return parseStamp((await once<SimMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
+    },
+    restart: async (downMs) => {
+      child.send({ type: 'restart', downMs } satisfies SimCommand);
+      await once<SimMessage>(child, (m) => m.type === 'restarted');
+    },
+    close: async () => {
+      child.kill();
+    },
+  };
+}
+
+async function startBaseline(mesh: MeshModel): Promise<Server> {
+  const child = fork(path.join(here, 'raw-baseline.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const { port } = await once<BaselineMessage>(child, (m) => m.type === 'listening') as { port: number };
+  const apply = async (next: MeshModel) => {
+    child.send({ type: 'mesh', mesh: next, network: 'vm-net' } satisfies BaselineCommand);
+    return parseStamp((await once<BaselineMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
+  };
+  await apply(mesh);
+  return { target: `127.0.0.1:${port}`, pid: child.pid, adminUrl: undefined, apply, close: async () => { child.kill(); } };
+}
+
+async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
+  // The simulated istiod binds no config to VM addresses; a real one may: the relay then reads what
+  // it binds from the API server istiod reads, or keys each address apart (docs/ADDRESS-BINDING.md).
+  const addressBinding = !options.upstream ? ['--address-independent-config', 'true']
+    : options.upstream.kubeconfig ? ['--address-config-source', 'kubernetes', '--kubeconfig', options.upstream.kubeconfig] : [];
+  return startRelayProcess([
+    '--upstream', upstream.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
+    '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
+    ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []),
+  ], options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {});
+}
+
+function relayEndpoint(relay: RelayProcess): Endpoint {
+  return { target: relay.address, pid: relay.pid, adminUrl: relay.adminUrl };
+}
+
+/**
+ * Starts what a target needs: a fresh simulated istiod (unless the upstream is given), the relay or
+ * the baseline in front of it. Each started process's stop is added to `closers`.
+ */
+export async function startTopology(kind: TargetKind, mesh: MeshModel, options: XdsBenchOptions, closers: Array<() => Promise<void>>): Promise<Topology> {
+  if (kind === 'external') return { target: options.external!, driven: [], upstream: undefined };
+  if (options.upstream) {
+    if (kind === 'baseline') throw new Error('the baseline serves the simulated mesh: it cannot stand in for an upstream the bench does not start');
+    if (kind === 'direct') return { target: options.upstream, driven: [], upstream: options.upstream };
+    const relay = await startRelay(kind, options.upstream, options);
+    closers.push(() => relay.stop());
+    return { target: relayEndpoint(relay), driven: [], upstream: options.upstream };
+  }
+  const sim = await startSim(mesh);
+  closers.push(() => sim.close());
+  if (kind === 'direct') return { target: sim, driven: [sim], upstream: sim };
+  if (kind === 'baseline') {
+    const baseline = await startBaseline(mesh);
+    closers.push(() => baseline.close());
+    return { target: baseline, driven: [sim, baseline], upstream: sim };
+  }
+  const relay = await startRelay(kind, sim, options);
+  closers.push(() => relay.stop());
+  return { target: relayEndpoint(relay), driven: [sim], upstream: sim };
+}

@@ -1,0 +1,63 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { addService, bulkChange, changeOneEndpoint } from './mesh-changes.js';
+import type { PhaseResult, Scenario, TargetKind, XdsBenchOptions } from './xds-bench-types.js';
+import type { Topology } from './bench-servers.js';
+
+/** What a scenario may do with the run: change the mesh, tell the fleet, and measure. */
+export interface ScenarioRun {
+  readonly options: XdsBenchOptions;
+  readonly kind: TargetKind;
+  readonly upstream: Topology['upstream'];
+  readonly mesh: MeshModel;
+  /** A new step number, so each change differs from the last. */
+  nextStep(): number;
+  /** Measures one phase: `action` starts it, `done` says every VM has what it should. */
+  measure(name: Scenario, action: () => Promise<void>, done: () => boolean): Promise<PhaseResult>;
+  /** Applies a mesh change to every driven server. */
+  push(next: MeshModel): Promise<void>;
+  /** Applies a mesh change and has every VM watch for it on one type. */
+  watchPush(typeUrl: string, next: MeshModel): Promise<void>;
+  reconnectAll(): Promise<void>;
+  allWatched(): boolean;
+}
+
+type Step = (run: ScenarioRun) => Promise<PhaseResult | undefined>;
+
+const edsChange = (run: ScenarioRun) => run.watchPush(TypeUrl.endpoint, changeOneEndpoint(run.mesh, run.nextStep()));
+
+/** What each scenario after the connect storm does; they run in BENCH_SCENARIOS order. */
+export const SCENARIO_STEPS: Record<Exclude<Scenario, 'connect'>, Step> = {
+  eds: (run) => run.measure('eds', () => edsChange(run), () => run.allWatched()),
+  bulk: async (run) => {
+    const bulk = bulkChange(run.mesh, run.options.bulkKib);
+    const phase = await run.measure('bulk', () => run.watchPush(TypeUrl.endpoint, bulk.mesh), () => run.allWatched());
+    return { ...phase, updateBytes: bulk.bytes };
+  },
+  cds: (run) => run.measure('cds', () => run.watchPush(TypeUrl.cluster, addService(run.mesh, run.nextStep())), () => run.allWatched()),
+  churn: (run) => run.measure('churn', async () => {
+    const intervalMs = 1000 / run.options.churnRate;
+    const end = performance.now() + run.options.churnSeconds * 1000;
+    let next = changeOneEndpoint(run.mesh, run.nextStep());
+    while (performance.now() < end) {
+      await run.push(next);
+      next = changeOneEndpoint(run.mesh, run.nextStep());
+      await sleep(intervalMs);
+    }
+    await run.watchPush(TypeUrl.endpoint, next);
+  }, () => run.allWatched()),
+  'upstream-restart': async (run) => {
+    // The baseline has no upstream behind it: a restart of the simulated istiod does not concern it.
+    const restart = run.kind === 'baseline' ? undefined : run.upstream?.restart;
+    if (!restart) return undefined;
+    return run.measure('upstream-restart', async () => {
+      await restart(1000);
+      await edsChange(run);
+    }, () => run.allWatched());
+  },
+  reconnect: (run) => run.measure('reconnect', async () => {
+    await run.reconnectAll();
+    await edsChange(run);
+  }, () => run.allWatched()),
+};

@@ -1,0 +1,73 @@
+import type { BENCH_SCENARIOS } from '../../src/config/schema.js';
+import type { XdsProtocol } from '../../src/xds/protocol/envelopes.js';
+import type { LatencySummary } from '../stats.js';
+import type { ProfileName } from './profiles.js';
+
+/** What `meshrelay bench` is asked to run, and what each target's run measured. */
+
+export type TargetKind = 'direct' | 'group' | 'stream' | 'baseline' | 'external';
+export type Scenario = (typeof BENCH_SCENARIOS)[number];
+
+export interface XdsBenchOptions {
+  clients: number;
+  groups: number;
+  protocol: XdsProtocol;
+  workers: number;
+  profile: ProfileName;
+  nackFraction: number;
+  targets: TargetKind[];
+  /** For `external`: the address to test, and optionally its pid (CPU, memory) and admin URL (upstream counters). */
+  external?: { target: string; pid?: number; adminUrl?: string };
+  /**
+   * An upstream the bench does not start (a real istiod): `direct` connects the VMs to it, `group`
+   * and `stream` put a relay in front of it. Its config cannot be changed from here, so only the
+   * connect storm runs; `pid` (on this host) gives its CPU and memory; `kubeconfig`, the API server
+   * istiod reads, lets the relay key VMs by the config bound to their addresses.
+   */
+  upstream?: { target: string; pid?: number; kubeconfig?: string };
+  connectRate: number;
+  scenarios: Scenario[];
+  /** Every K-th VM is address-bound upstream (0: none): correctness compares each class with its own reference. */
+  boundEvery: number;
+  /** The relay's verifyGroupFraction (group mode): the share of joining VMs it checks against istiod. */
+  verifyGroupFraction: number;
+  /** Size of the `bulk` scenario's EDS update, in KiB (as rendered for the VMs' network). */
+  bulkKib: number;
+  churnRate: number;
+  churnSeconds: number;
+  timeoutSeconds: number;
+  relayCpuProfileDir: string;
+  onProgress?: (line: string) => void;
+}
+
+export interface PhaseResult {
+  /** Wall time until every client had the change (or full config, for connect). */
+  totalMs: number | undefined;
+  complete: number;
+  receive?: LatencySummary;
+  ack?: LatencySummary;
+  timeToConfig?: LatencySummary;
+  serverCpuSeconds: number | undefined;
+  serverPeakRssBytes: number | undefined;
+  /** The same for the upstream (simulated or real istiod), when its pid is known. */
+  upstreamCpuSeconds: number | undefined;
+  upstreamPeakRssBytes: number | undefined;
+  bytesReceived: number;
+  errors: number;
+  reconnects: number;
+  /** The size of the update the phase pushed (bulk), in bytes of resources. */
+  updateBytes?: number;
+}
+
+export interface TargetResult {
+  target: TargetKind;
+  phases: Partial<Record<Scenario, PhaseResult>>;
+  /** Samples for the report's CDF plots. */
+  samples: { timeToConfigMs: number[]; edsReceiveMs: number[] };
+  server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number; upstreamIdleRssBytes?: number };
+  upstream?: { streams: number; notStreaming: number; bytesReceived: number };
+  downstreamBytes: number;
+  nacksSent: number;
+  correctness: { checked: number; matching: number; expectedHashes: number };
+  errorMessages: string[];
+}

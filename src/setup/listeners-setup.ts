@@ -1,0 +1,84 @@
+import { authenticateStreamCaller } from '../ca/authenticator.js';
+import { registerCaService } from '../ca/ca-service.js';
+import type { CaSubsystem } from '../ca/ca-setup.js';
+import { FileServingCertificate, type ServingCertificate } from '../ca/serving-certificate.js';
+import type { TokenVerifier } from '../ca/authenticator.js';
+import type { ServeConfig } from '../config/schema.js';
+import type { Disposer } from '../disposer.js';
+import type { AdmissionControl } from '../limits/admission-control.js';
+import { defaultBufferBudgetMb } from '../limits/memory-limit.js';
+import type { Logger } from '../log.js';
+import { BufferBudget } from '../transport/buffer-budget.js';
+import { GrpcServer } from '../transport/grpc-server.js';
+import { parseListenAddress, type ListenAddress } from '../transport/listen-address.js';
+import type { AdsService } from '../xds/downstream/ads-service.js';
+import type { StreamAuthenticator } from '../xds/view.js';
+
+export interface Listeners {
+  servers: GrpcServer[];
+  xds: ListenAddress | undefined;
+  tls: ListenAddress | undefined;
+  serving: ServingCertificate | undefined;
+  bufferBudget: BufferBudget;
+}
+
+/**
+ * The VM-facing listeners. xDS and the CA share each one, as on istiod's 15012 (and 15010 for
+ * local development); on the TLS listener every xDS stream proves who it is first.
+ */
+export async function setUpListeners(
+  config: ServeConfig,
+  parts: { ads: AdsService; ca: CaSubsystem | undefined; tokenReview: TokenVerifier | undefined; csrAdmission: AdmissionControl },
+  log: Logger,
+  disposer: Disposer,
+): Promise<Listeners> {
+  const { ads, ca, csrAdmission } = parts;
+  // VMs renew and reconnect with workload certificates chained to the mesh root (a VM's token
+  // expires; its certificate is what it has left): the local CA's root, or in forward mode the
+  // root istiod is verified with, unless a client CA file is given.
+  const clientCa = config.tlsClientCaFile || (ca?.summary.rootCertFile ?? '');
+  if (config.tlsListen && !clientCa) log.warn('no mesh root for the TLS listener (tlsClientCaFile, or a CA root): VMs cannot authenticate with workload certificates, so a VM whose token has expired cannot renew or reconnect');
+  const serving = ca?.serving ?? (config.tlsListen
+    ? new FileServingCertificate({ cert: config.tlsCertFile, key: config.tlsKeyFile, clientCa }, log)
+    : undefined);
+  if (serving) disposer.defer(() => serving.close());
+  const servers: GrpcServer[] = [];
+  const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024);
+  const newServer = (authenticate?: StreamAuthenticator) => {
+    const server = new GrpcServer({
+      maxMessageBytes: config.maxMessageBytes,
+      bufferBudget, partialMessageTimeoutMs: config.partialMessageTimeoutSeconds * 1000,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
+      maxConnectionMemoryMb: config.maxConnectionMemoryMb,
+      connections: {
+        keepaliveIntervalMs: config.keepaliveIntervalSeconds * 1000,
+        keepaliveTimeoutMs: config.keepaliveTimeoutSeconds * 1000,
+        idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+        maxConnectionAgeMs: config.maxConnectionAgeSeconds * 1000,
+        maxConnectionAgeJitter: 0.2,
+        maxConnectionAgeGraceMs: config.maxConnectionAgeGraceSeconds * 1000,
+      },
+      log,
+    });
+    ads.register(server, authenticate);
+    if (ca) registerCaService(server, ca.service, ca.stats, log.child({ component: 'ca' }), csrAdmission);
+    servers.push(server);
+    disposer.defer(() => server.close(0));
+    return server;
+  };
+  const xds = config.xdsListen ? await newServer().listen(parseListenAddress(config.xdsListen)) : undefined;
+  let tls: ListenAddress | undefined;
+  if (config.tlsListen && serving) {
+    // Like istiod's 15012: every xDS stream proves who it is (workload certificate, or a token),
+    // and may only ask for its own namespace and service account.
+    const tokens = ca?.tokens ?? parts.tokenReview;
+    const trustedRelays = new Set(config.trustedRelays);
+    const authenticate: StreamAuthenticator | undefined = config.xdsIdentityCheck
+      ? (call) => authenticateStreamCaller(call, { trustDomain: config.trustDomain, trustedRelays, ...(tokens ? { tokens } : {}) })
+      : undefined;
+    const server = newServer(authenticate);
+    tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
+    serving.onChange((certificate) => server.updateTls(certificate));
+  }
+  return { servers, xds, tls, serving, bufferBudget };
+}

@@ -1,0 +1,43 @@
+import type { ServeConfig } from '../config/schema.js';
+import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials } from '../config/upstream-tls.js';
+import type { Disposer } from '../disposer.js';
+import type { Logger } from '../log.js';
+import { loadMesh } from '../sim/mesh-model.js';
+import { startSimIstiod, type RunningSim } from '../sim/sim-server.js';
+import { formatAddress } from '../transport/listen-address.js';
+import { ConnectionPool } from '../xds/upstream/connection-pool.js';
+
+export interface UpstreamSide {
+  /** host:port of the control plane (the embedded simulator's loopback address with `upstream: embedded`). */
+  target: string;
+  embedded: RunningSim | undefined;
+  pool: ConnectionPool;
+}
+
+/**
+ * The connections to the control plane. With `upstream: embedded` a simulated istiod is started in
+ * the process and reached over a real loopback gRPC connection, exactly like a remote one.
+ */
+export async function setUpUpstream(config: ServeConfig, log: Logger, disposer: Disposer): Promise<UpstreamSide> {
+  let embedded: RunningSim | undefined;
+  let target = config.upstream;
+  if (config.upstream === 'embedded') {
+    const mesh = loadMesh(config.mesh || undefined);
+    if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
+    const sim = embedded = await startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
+    target = formatAddress(sim.address);
+    disposer.defer(() => sim.close());
+  }
+  const pool = new ConnectionPool({
+    target,
+    size: config.upstreamConnections,
+    credentials: upstreamCredentials(config, 'xds'),
+    maxReceiveMessageBytes: config.maxUpstreamMessageBytes,
+    keepalive: { intervalMs: config.upstreamKeepaliveSeconds * 1000, timeoutMs: config.upstreamKeepaliveTimeoutSeconds * 1000 },
+    channelOptions: upstreamChannelOptions(config, 'xds'),
+  });
+  disposer.defer(() => pool.close());
+  const tlsWatch = watchUpstreamCredentials(config, 'xds', log.child({ component: 'upstream' }), (credentials) => pool.replaceCredentials(credentials));
+  disposer.defer(() => tlsWatch.close());
+  return { target, embedded, pool };
+}
