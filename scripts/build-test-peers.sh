@@ -4,7 +4,8 @@
 #  - a real kube-apiserver with embedded etcd (test/kube-apiserver), and kubectl from the same
 #    Kubernetes release (it renders deploy/'s kustomizations and dry-runs them);
 #  - the real Istio control plane and VM agent at ISTIO_VERSION: pilot-discovery (istiod),
-#    pilot-agent and istioctl, plus the Istio CRDs that version ships.
+#    pilot-agent and istioctl, plus the Istio CRDs that version ships;
+#  - Toxiproxy at TOXIPROXY_VERSION, the fault injector between an edge relay and its upstream.
 # Without Go this prints why and exits 0: the tests that need the peers then skip, saying so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 # The one place the Istio version is written. The release commits (1.30.x) are not served by the
 # module proxy here; this pseudo-version of istio/istio master (2026-08-27) is, with its whole graph.
 ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
+TOXIPROXY_VERSION=v2.5.0
 
 GO=$(command -v go || true)
 [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
@@ -34,29 +36,33 @@ build() {
   fi
 }
 
-# build_istio <binary> <package path in istio.io/istio>: `go install` at the pinned version, so the
-# module's own go.mod (and nothing of ours) decides its dependency graph.
-build_istio() {
-  local started
+# install <binary> <package> <version> <what needs it>: `go install package@version`, so the
+# module's own go.mod (and nothing of ours) decides its dependency graph; kept until the version changes.
+install() {
+  local out=$peers/$1 started tmp
   started=$(date +%s)
-  if [ -x "$peers/$1" ] && [ "$(cat "$peers/$1.version" 2>/dev/null)" = "$ISTIO_VERSION" ]; then
-    echo "peers: $1 $ISTIO_VERSION already built"
+  if [ -x "$out" ] && [ "$(cat "$out.version" 2>/dev/null)" = "$3" ]; then
+    echo "peers: $1 $3 already built"
     return
   fi
-  if GOBIN=$peers "$GO" install "istio.io/istio/$2@$ISTIO_VERSION"; then
-    echo "$ISTIO_VERSION" > "$peers/$1.version"
-    echo "peers: built $1 ($ISTIO_VERSION) in $(( $(date +%s) - started ))s"
+  tmp=$(mktemp -d)
+  if GOBIN=$tmp "$GO" install "$2@$3"; then
+    mv "$tmp/$(basename "$2")" "$out"
+    echo "$3" > "$out.version"
+    echo "peers: built $1 ($3) in $(( $(date +%s) - started ))s"
   else
-    echo "peers: could not build $1 (see above); the real-Istio tests that need it will be skipped"
-    rm -f "$peers/$1" "$peers/$1.version"
+    echo "peers: could not build $1 (see above); $4 will be skipped"
+    rm -f "$out" "$out.version"
   fi
+  rm -rf "$tmp"
 }
 
 build kube-apiserver-for-tests . "tests that need a real kube-apiserver"
 build kubectl k8s.io/kubernetes/cmd/kubectl "the deploy/ dry-run tests"
-build_istio pilot-discovery pilot/cmd/pilot-discovery
-build_istio pilot-agent pilot/cmd/pilot-agent
-build_istio istioctl istioctl/cmd/istioctl
+install pilot-discovery istio.io/istio/pilot/cmd/pilot-discovery "$ISTIO_VERSION" "the real-Istio tests"
+install pilot-agent istio.io/istio/pilot/cmd/pilot-agent "$ISTIO_VERSION" "the real-Istio tests"
+install istioctl istio.io/istio/istioctl/cmd/istioctl "$ISTIO_VERSION" "the real-Istio tests"
+install toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server "$TOXIPROXY_VERSION" "the edge link tests"
 
 # Files of that version the tests need beside the binaries: the CRDs istiod watches (Helm chart
 # "base") and the Envoy bootstrap template pilot-agent renders (installed on VMs by the packages).

@@ -5,6 +5,10 @@ export interface WorkloadIdentity {
   serviceAccount: string;
 }
 
+export function spiffeId(identity: WorkloadIdentity): string {
+  return `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}`;
+}
+
 /**
  * istiod's rule for what a proven identity may claim (pilot/pkg/xds/auth.go for xDS streams,
  * pilot/pkg/autoregistration ValidateWorkloadEntryIdentity for WorkloadEntries): the same

@@ -75,7 +75,7 @@ export function registerRelayMetrics(registry: Registry, parts: {
     if (convergenceSeconds !== undefined) convergence.observe(labels, convergenceSeconds);
   };
   new Gauge({
-    name: 'meshrelay_upstream_stream_state', help: 'Upstream ADS streams by state (streaming, backoff, refused, idle, closed)', labelNames: ['state'], registers: [registry],
+    name: 'meshrelay_upstream_stream_state', help: 'Upstream ADS streams by state (connecting: open, not answered yet; streaming; backoff; refused; idle; closed)', labelNames: ['state'], registers: [registry],
     collect() {
       this.reset();
       const counts = new Map<string, number>();

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { GrpcCall } from '../transport/grpc-server.js';
 import type { CallerIdentity } from '../xds/view.js';
-import { parseSpiffeId, permissionDenied, sameIdentity, spiffeId, unauthenticated } from './identity.js';
-import type { WorkloadIdentity } from '../identity.js';
+import { parseSpiffeId, permissionDenied, sameIdentity, unauthenticated } from './identity.js';
+import { spiffeId, type WorkloadIdentity } from '../identity.js';
 
 export interface AuthenticatedCaller {
   identity: WorkloadIdentity;
@@ -91,7 +91,7 @@ export async function authenticateStreamCaller(call: GrpcCall, options: Authenti
     throw permissionDenied(`the relay ${relayId} vouches for ${spiffeId(vouched)} but carries a token of ${spiffeId(fromToken)}`);
   }
   if (identity.trustDomain !== options.trustDomain) throw permissionDenied(`identity ${spiffeId(identity)} is not in trust domain ${options.trustDomain}`);
-  return { ...identity, ...(vouched ? { forwardedClientCert: xfcc! } : {}) };
+  return { ...identity, relayedBy: relayId, ...(vouched ? { forwardedClientCert: xfcc! } : {}) };
 }
 
 /** The SPIFFE ID of the peer's verified client certificate, if it has one. */

@@ -5,10 +5,6 @@ export const CA_AUDIENCE = 'istio-ca';
 
 import type { WorkloadIdentity } from '../identity.js';
 
-export function spiffeId(identity: WorkloadIdentity): string {
-  return `spiffe://${identity.trustDomain}/ns/${identity.namespace}/sa/${identity.serviceAccount}`;
-}
-
 export function parseSpiffeId(uri: string): WorkloadIdentity | undefined {
   const match = /^spiffe:\/\/([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(uri);
   return match ? { trustDomain: match[1]!, namespace: match[2]!, serviceAccount: match[3]! } : undefined;

@@ -1,7 +1,6 @@
 import { RelayError } from '../errors.js';
 import type { CaBundle } from './ca-bundle.js';
-import { spiffeId } from './identity.js';
-import type { WorkloadIdentity } from '../identity.js';
+import { spiffeId, type WorkloadIdentity } from '../identity.js';
 import { Oid, derToPem, issueCertificate, parseCsr } from './x509.js';
 
 export interface TtlPolicy {

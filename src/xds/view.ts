@@ -45,6 +45,8 @@ export interface ViewAttachment {
 export interface CallerIdentity extends WorkloadIdentity {
   /** How to vouch for this caller to istiod (`x-forwarded-client-cert`), when it proved itself with a certificate. */
   forwardedClientCert?: string;
+  /** The trusted relay (its SPIFFE ID) that carried this caller's credential, when one did. */
+  relayedBy?: string;
 }
 
 /** Authenticates a stream before its first request is handled; undefined = no authentication. */

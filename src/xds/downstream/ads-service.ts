@@ -6,7 +6,8 @@ import type { AdsSession, SessionLimits } from './ads-session.js';
 import { DeltaSession } from './delta-session.js';
 import { PushCounters } from './push-counters.js';
 import { SotwSession } from './sotw-session.js';
-import type { StreamAuthenticator, ViewProvider } from '../view.js';
+import type { CallerIdentity, StreamAuthenticator, ViewProvider } from '../view.js';
+import { spiffeId } from '../../identity.js';
 
 export interface SyncStatus {
   stream: string;
@@ -17,6 +18,8 @@ export interface SyncStatus {
   connectedAt: string;
   /** Waiting for authentication, admission or its view, serving, … (SessionPhase). */
   phase: string;
+  /** Who the stream proved to be (TLS listener), and the relay that carried its credential. */
+  caller?: { identity: string; relayedBy?: string };
   health?: { healthy: boolean; message: string; at: string };
   types: Record<string, {
     typeUrl: string;
@@ -63,6 +66,7 @@ export class AdsService {
       mode: session.attachment?.mode ?? '',
       connectedAt: session.connectedAt,
       phase: session.phase,
+      ...(session.caller ? { caller: describeCaller(session.caller) } : {}),
       ...(session.health ? { health: session.health } : {}),
       types: Object.fromEntries([...session.types].map(([typeUrl, state]) => [shortTypeName(typeUrl), {
         typeUrl,
@@ -103,4 +107,11 @@ export class AdsService {
   private track(session: AdsSession): void {
     this.sessions.add(session);
   }
+}
+
+function describeCaller(caller: CallerIdentity): NonNullable<SyncStatus['caller']> {
+  return {
+    identity: spiffeId(caller),
+    ...(caller.relayedBy ? { relayedBy: caller.relayedBy } : {}),
+  };
 }

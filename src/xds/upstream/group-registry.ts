@@ -239,7 +239,7 @@ export class GroupRegistry implements ViewProvider {
 
   /** Streams open to the upstream right now (one per group that is streaming). */
   upstreamStreams(): number {
-    return this.list().filter((group) => group.upstream.stats.state === 'streaming').length;
+    return this.list().filter((group) => group.upstream.isOpen).length;
   }
 
   /** True once any group has received config from the upstream. */

@@ -8,8 +8,12 @@ import type { ConnectionPool } from './connection-pool.js';
 import type { GroupCredentials } from './group-credentials.js';
 import { atEndOfTurn } from '../end-of-turn.js';
 
-/** `refused`: istiod refused every credential the group has; it waits for a member with a new one. */
-export type UpstreamState = 'idle' | 'streaming' | 'backoff' | 'refused' | 'closed';
+/**
+ * `connecting`: the stream is open but the upstream has not answered it yet (it may be unreachable
+ * behind a link that accepts connections and carries nothing); `streaming`: it has answered.
+ * `refused`: istiod refused every credential the group has; it waits for a member with a new one.
+ */
+export type UpstreamState = 'idle' | 'connecting' | 'streaming' | 'backoff' | 'refused' | 'closed';
 
 /**
  * Statuses istiod ends a stream with that the same stream, opened again, would get again: its
@@ -75,7 +79,6 @@ export class UpstreamAdsStream implements CodecStream {
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
   private releaseStream: (() => void) | undefined;
   private nodeSent = false;
-  private answered = false;
   private answeredSince = 0;
   private readonly scheduleSync = atEndOfTurn(() => this.sync());
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -129,9 +132,14 @@ export class UpstreamAdsStream implements CodecStream {
     this.open();
   }
 
+  /** The stream is open (answered or not). */
+  get isOpen(): boolean {
+    return this.stats.state === 'streaming' || this.stats.state === 'connecting';
+  }
+
   /** True while the current stream has been answered: the upstream could resend what it is asked for. */
   get live(): boolean {
-    return this.stats.state === 'streaming' && this.answered;
+    return this.stats.state === 'streaming';
   }
 
   /** Since when (performance.now()) the current stream has been answered; undefined while it has not. */
@@ -173,8 +181,7 @@ export class UpstreamAdsStream implements CodecStream {
     this.releaseStream = release;
     this.sent = new Map();
     this.nodeSent = false;
-    this.answered = false;
-    this.enter('streaming');
+    this.enter('connecting');
     this.stats.streamsOpened++;
     stream.on('data', (bytes: Buffer) => this.receive(stream, bytes));
     stream.on('error', (error: grpc.ServiceError) => this.onStreamEnd(stream, `${grpc.status[error.code] ?? error.code}: ${error.details || error.message}`, error));
@@ -241,8 +248,10 @@ export class UpstreamAdsStream implements CodecStream {
   private receive(stream: grpc.ClientDuplexStream<Buffer, Buffer>, bytes: Buffer): void {
     if (stream !== this.stream) return;
     this.stats.responses++;
-    if (!this.answered) this.answeredSince = performance.now();
-    this.answered = true;
+    if (this.stats.state === 'connecting') {
+      this.answeredSince = performance.now();
+      this.enter('streaming');
+    }
     this.stats.bytesReceived += bytes.length;
     this.stats.lastResponseAt = new Date().toISOString();
     this.backoff.reset();

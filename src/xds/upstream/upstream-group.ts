@@ -293,7 +293,7 @@ export class UpstreamGroup implements XdsView {
     const refusal = this.upstream?.stats.lastRefusal;
     // A VM that joins a group istiod refuses, with nothing cached for it and no new credential to
     // try, is told so at once instead of waiting on an empty stream.
-    if (refusal && this.upstream.stats.state !== 'streaming' && this.isEmpty() && !this.credentials.offersUsable(stream.streamId)) {
+    if (refusal && !this.upstream.isOpen && this.isEmpty() && !this.credentials.offersUsable(stream.streamId)) {
       setImmediate(() => stream.refuse(refusedError(refusal)));
       return;
     }
