@@ -27,6 +27,7 @@ import { defaultBackoff, type BackoffPolicy } from './transport/backoff.js';
 import type { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
 import { AdsService } from './xds/downstream/ads-service.js';
+import type { SessionLimits } from './xds/downstream/ads-session.js';
 import type { ConnectionPool } from './xds/upstream/connection-pool.js';
 import type { GroupRegistry } from './xds/upstream/group-registry.js';
 
@@ -63,6 +64,13 @@ export interface RelayOptions {
   log: Logger;
   /** Tests shorten reconnect delays. */
   backoff?: BackoffPolicy;
+}
+
+/** Which callers' responses are gzip-compressed (when they accept it). */
+function compressionPolicy(config: ServeConfig): SessionLimits['compressFor'] {
+  if (config.compressResponses === 'all') return () => true;
+  if (config.compressResponses === 'relays') return (caller) => caller?.relayedBy !== undefined;
+  return undefined;
 }
 
 /**
@@ -108,7 +116,7 @@ export class Relay {
     }
   }
 
-  private static async assemble({ config, log, backoff = defaultBackoff }: RelayOptions, disposer: Disposer): Promise<Relay> {
+  private static async assemble({ config, log, backoff = { ...defaultBackoff, maxMs: config.reconnectBackoffMaxSeconds * 1000 } }: RelayOptions, disposer: Disposer): Promise<Relay> {
     const upstream = await setUpUpstream(config, log, disposer);
     const topology = await setUpTopology(config, backoff, log, disposer);
     const { groups, addressKeying, snapshots, snapshotSchedule } = await setUpGroups(config, { pool: upstream.pool, topology }, backoff, log, disposer);
@@ -118,7 +126,9 @@ export class Relay {
     const admission = { streams: new AdmissionControl(admissionPolicy, 'new xDS stream'), csrs: new AdmissionControl(admissionPolicy, 'CSR') };
     disposer.defer(() => { admission.streams.close(); admission.csrs.close(); });
     const { provider, workloadEntries } = setUpAutoRegistration(config, groups, backoff, log, disposer);
-    const ads = new AdsService(provider, { maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: admission.streams }, log.child({ component: 'ads' }));
+    const ads = new AdsService(provider, {
+      maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: admission.streams, compressFor: compressionPolicy(config),
+    }, log.child({ component: 'ads' }));
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) disposer.defer(() => ca.close());

@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -21,13 +24,19 @@ export type Toxic =
 
 export class ToxiproxyError extends Error {}
 
+/** The toxiproxy-server scripts/build-test-peers.sh builds (this file is dist/bench/link/ once built), else the one on PATH. */
+export function defaultToxiproxyBinary(): string {
+  const built = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../.cache/peers/toxiproxy-server');
+  return existsSync(built) ? built : 'toxiproxy-server';
+}
+
 export class Toxiproxy {
   private constructor(private readonly apiUrl: string, private readonly child: ChildProcess | undefined) {}
 
   /** Starts `toxiproxy-server` on a free loopback port and waits for its API. */
   static async start(binary: string): Promise<Toxiproxy> {
     const port = await freePort();
-    const child = spawn(binary, ['-host', '127.0.0.1', '-port', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(binary, ['-host', '127.0.0.1', '-port', String(port), '-proxy-metrics'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-2000); });
     const proxy = new Toxiproxy(`http://127.0.0.1:${port}`, child);
@@ -76,6 +85,22 @@ export class Toxiproxy {
 
   async heal(proxy: string): Promise<void> {
     for (const stream of ['upstream', 'downstream'] as const) await this.removeToxic(proxy, `cut-${stream}`);
+  }
+
+  /**
+   * TCP bytes that crossed a proxy toward its clients and toward its upstream, from toxiproxy's
+   * metrics, which count a connection's bytes when it closes.
+   */
+  async closedConnectionBytes(proxy: string): Promise<{ toClient: number; toUpstream: number }> {
+    const text = await (await fetch(`${this.apiUrl}/metrics`)).text();
+    const bytes = { toClient: 0, toUpstream: 0 };
+    for (const match of text.matchAll(/^toxiproxy_proxy_sent_bytes_total\{([^}]*)\} (\S+)$/gm)) {
+      const labels = match[1]!;
+      if (!labels.includes(`proxy="${proxy}"`)) continue;
+      if (labels.includes('direction="downstream"')) bytes.toClient += Number(match[2]);
+      else if (labels.includes('direction="upstream"')) bytes.toUpstream += Number(match[2]);
+    }
+    return bytes;
   }
 
   async close(): Promise<void> {

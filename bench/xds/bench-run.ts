@@ -86,7 +86,33 @@ export class BenchRun implements ScenarioRun {
     return result;
   }
 
-  async measure(name: Scenario, action: () => Promise<void>, done: () => boolean): Promise<PhaseResult> {
+  /** Cuts the thin link (data stops, sockets stay open) until `heal`. */
+  async cutLink(): Promise<void> {
+    const link = this.servers.link!;
+    await link.toxiproxy.cut(link.proxy);
+  }
+
+  async healLink(): Promise<void> {
+    const link = this.servers.link!;
+    await link.toxiproxy.heal(link.proxy);
+  }
+
+  get hasLink(): boolean {
+    return this.servers.link !== undefined;
+  }
+
+  /**
+   * gRPC message bytes that crossed the thin link toward the edge: what the relay's upstream
+   * streams received, or, for VMs connected straight across it, what the VMs received. (toxiproxy
+   * counts bytes only as connections close, so it cannot tell a phase's share.)
+   */
+  private async linkBytes(): Promise<number | undefined> {
+    if (!this.servers.link) return undefined;
+    const adminUrl = this.servers.target.adminUrl;
+    return adminUrl ? (await upstreamCounters(adminUrl)).bytesReceived : this.total('bytes');
+  }
+
+  async measure(name: Scenario, action: () => Promise<void>, done: () => boolean, timedFrom: 'start' | 'end of action' = 'start'): Promise<PhaseResult> {
     const pid = this.serverPid;
     const sampler = pid ? new RssSampler(pid) : undefined;
     const cpuBefore = pid ? cpuSeconds(pid) : 0;
@@ -96,8 +122,10 @@ export class BenchRun implements ScenarioRun {
     const bytesBefore = this.total('bytes');
     const errorsBefore = this.total('errors');
     const reconnectsBefore = this.total('reconnects');
-    const started = performance.now();
+    const linkBytesBefore = await this.linkBytes();
+    let started = performance.now();
     await action();
+    if (timedFrom === 'end of action') started = performance.now();
     const totalMs = await this.until(name, done, started);
     // Let late ACKs land before sampling.
     await sleep(200);
@@ -106,6 +134,7 @@ export class BenchRun implements ScenarioRun {
     const receive = flat((s) => s.receiveMs);
     const configured = flat((s) => s.timeToConfigMs);
     this.rawSamples.set(name, { receive, configured });
+    const linkBytesAfter = await this.linkBytes();
     return {
       totalMs,
       complete: name === 'connect' ? this.total('configured') : this.total('watched'),
@@ -118,6 +147,7 @@ export class BenchRun implements ScenarioRun {
       bytesReceived: this.total('bytes') - bytesBefore,
       errors: this.total('errors') - errorsBefore,
       reconnects: this.total('reconnects') - reconnectsBefore,
+      ...(linkBytesAfter !== undefined ? { linkBytes: linkBytesAfter - (linkBytesBefore ?? 0) } : {}),
     };
   }
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { Toxiproxy } from '../link/toxiproxy.js';
 import { startRelayProcess, type RelayProcess } from '../relay-process.js';
 import { stampOf, type PushStamp } from './envoy-client.js';
 import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
@@ -35,7 +36,11 @@ export interface Topology {
   driven: Server[];
   /** The upstream (simulated or real istiod): restarted by that scenario (if it can be), and the correctness reference. */
   upstream: (Endpoint & Pick<Server, 'restart'>) | undefined;
+  /** With --link: the toxiproxy between the VMs' side and the upstream, and its proxy's name. */
+  link?: { toxiproxy: Toxiproxy; proxy: string };
 }
+
+const LINK_PROXY = 'edge-link';
 
 /** The first message from a child that `accept` takes; rejects if the child exits first. */
 export function once<T>(child: ChildProcess, accept: (message: T) => boolean): Promise<T> {
@@ -93,6 +98,10 @@ async function startBaseline(mesh: MeshModel): Promise<Server> {
 }
 
 async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
+  // Behind a thin link the relay is an edge relay: one upstream connection (toxiproxy shapes each
+  // connection on its own, so two would double the link), keepalives that find a cut link dead
+  // within 15 s, and reconnects tried at least every 5 s so a healed link is used soon (docs/EDGE.md).
+  const edge = options.link ? ['--upstream-connections', '1', '--upstream-keepalive-seconds', '10', '--upstream-keepalive-timeout-seconds', '5', '--reconnect-backoff-max-seconds', '5'] : [];
   // The simulated istiod binds no config to VM addresses; a real one may: the relay then reads what
   // it binds from the API server istiod reads, or keys each address apart (docs/ADDRESS-BINDING.md).
   const addressBinding = !options.upstream ? ['--address-independent-config', 'true']
@@ -100,7 +109,7 @@ async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options:
   return startRelayProcess([
     '--upstream', upstream.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
     '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
-    ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []),
+    ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []), ...edge,
   ], options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {});
 }
 
@@ -123,13 +132,25 @@ export async function startTopology(kind: TargetKind, mesh: MeshModel, options: 
   }
   const sim = await startSim(mesh);
   closers.push(() => sim.close());
-  if (kind === 'direct') return { target: sim, driven: [sim], upstream: sim };
+  const link = options.link ? await startLink(sim, options.link, closers) : undefined;
+  // What is on the far side of the link from the upstream (the VMs, or the relay in front of them) reaches it through the link.
+  const acrossLink: Endpoint = link ? { ...sim, target: link.address } : sim;
+  if (kind === 'direct') return { target: acrossLink, driven: [sim], upstream: sim, ...(link ? { link: link.handle } : {}) };
   if (kind === 'baseline') {
+    if (link) throw new Error('the baseline has no upstream behind it: a link between it and the upstream means nothing');
     const baseline = await startBaseline(mesh);
     closers.push(() => baseline.close());
     return { target: baseline, driven: [sim, baseline], upstream: sim };
   }
-  const relay = await startRelay(kind, sim, options);
+  const relay = await startRelay(kind, acrossLink, options);
   closers.push(() => relay.stop());
-  return { target: relayEndpoint(relay), driven: [sim], upstream: sim };
+  return { target: relayEndpoint(relay), driven: [sim], upstream: sim, ...(link ? { link: link.handle } : {}) };
+}
+
+async function startLink(upstream: Endpoint, link: NonNullable<XdsBenchOptions['link']>, closers: Array<() => Promise<void>>) {
+  const toxiproxy = await Toxiproxy.start(link.toxiproxy);
+  closers.push(() => toxiproxy.close());
+  const address = await toxiproxy.createProxy(LINK_PROXY, upstream.target);
+  await toxiproxy.shapeLink(LINK_PROXY, link.shape);
+  return { address, handle: { toxiproxy, proxy: LINK_PROXY } };
 }

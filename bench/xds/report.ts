@@ -6,7 +6,10 @@ type Row = [string, (r: TargetResult) => number | undefined, 'ms' | 's' | 'count
 const phase = (r: TargetResult, name: Scenario): PhaseResult | undefined => r.phases[name];
 const MiB = 1024 * 1024;
 
-function rowsFor(clients: number): Row[] {
+function rowsFor(clients: number, link: XdsBenchOptions['link']): Row[] {
+  // toxiproxy caps each connection on its own; VMs connected straight across one shared link would
+  // share its rate, so this is how long the link needs for the bytes at least.
+  const atLinkRate = (bytes: number | undefined) => (bytes === undefined || !link?.shape.bandwidthKBps ? undefined : bytes / (link.shape.bandwidthKBps * 1000));
   const perVm = (cpuSeconds: number | undefined) => (cpuSeconds === undefined ? undefined : (cpuSeconds * 1e6) / clients);
   return [
     ['connect storm: all VMs fully configured', (r) => phase(r, 'connect')?.totalMs, 'ms'],
@@ -40,6 +43,12 @@ function rowsFor(clients: number): Row[] {
     ['reconnect storm: all back and current', (r) => phase(r, 'reconnect')?.totalMs, 'ms'],
     ['reconnect storm: bytes to VMs', (r) => mib(phase(r, 'reconnect')?.bytesReceived), 'MiB'],
     ['reconnect storm: server CPU per VM', (r) => perVm(phase(r, 'reconnect')?.serverCpuSeconds), 'µs'],
+    ['link: bytes to the edge, connect storm', (r) => kib(phase(r, 'connect')?.linkBytes), 'KiB'],
+    ['link: connect storm bytes at the link rate', (r) => atLinkRate(phase(r, 'connect')?.linkBytes), 's'],
+    ['link: bytes to the edge, churn', (r) => kib(phase(r, 'churn')?.linkBytes), 'KiB'],
+    ['link cut: last change reaches all after the heal', (r) => phase(r, 'link-cut')?.totalMs, 'ms'],
+    ['link cut: VM reconnects', (r) => phase(r, 'link-cut')?.reconnects, 'count'],
+    ['link cut: bytes to the edge (cut and heal)', (r) => kib(phase(r, 'link-cut')?.linkBytes), 'KiB'],
     ['upstream streams (streaming)', (r) => r.upstream?.streams, 'count'],
     ['upstream streams (reconnecting or idle)', (r) => r.upstream?.notStreaming, 'count'],
     ['upstream bytes', (r) => mib(r.upstream?.bytesReceived), 'MiB'],
@@ -76,7 +85,7 @@ export function resultTable(results: TargetResult[], options: XdsBenchOptions): 
     ...(baseline ? relays.map((r) => ({ title: `${r.target} ÷ baseline`, of: r, to: baseline })) : []),
     ...(direct ? relays.map((r) => ({ title: `${r.target} ÷ direct`, of: r, to: direct })) : []),
   ];
-  const rows = rowsFor(options.clients).map(([label, pick, unit]) => {
+  const rows = rowsFor(options.clients, options.link).map(([label, pick, unit]) => {
     const cells = results.map((r) => format(pick(r), unit));
     const ratios = ratioColumns.map(({ of, to }) => {
       const a = pick(of), b = pick(to);

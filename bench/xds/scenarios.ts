@@ -13,14 +13,17 @@ export interface ScenarioRun {
   readonly mesh: MeshModel;
   /** A new step number, so each change differs from the last. */
   nextStep(): number;
-  /** Measures one phase: `action` starts it, `done` says every VM has what it should. */
-  measure(name: Scenario, action: () => Promise<void>, done: () => boolean): Promise<PhaseResult>;
+  /** Measures one phase: `action` starts it, `done` says every VM has what it should (timed from the action's start or end). */
+  measure(name: Scenario, action: () => Promise<void>, done: () => boolean, timedFrom?: 'start' | 'end of action'): Promise<PhaseResult>;
   /** Applies a mesh change to every driven server. */
   push(next: MeshModel): Promise<void>;
   /** Applies a mesh change and has every VM watch for it on one type. */
   watchPush(typeUrl: string, next: MeshModel): Promise<void>;
   reconnectAll(): Promise<void>;
   allWatched(): boolean;
+  readonly hasLink: boolean;
+  cutLink(): Promise<void>;
+  healLink(): Promise<void>;
 }
 
 type Step = (run: ScenarioRun) => Promise<PhaseResult | undefined>;
@@ -60,4 +63,22 @@ export const SCENARIO_STEPS: Record<Exclude<Scenario, 'connect'>, Step> = {
     await run.reconnectAll();
     await edsChange(run);
   }, () => run.allWatched()),
+  // The edge link cut for cutSeconds while the upstream churns: VMs must keep their streams and
+  // config; timed from the heal until every VM has the last change.
+  'link-cut': async (run) => {
+    if (!run.hasLink) return undefined;
+    return run.measure('link-cut', async () => {
+      await run.cutLink();
+      const intervalMs = 1000 / run.options.churnRate;
+      const end = performance.now() + run.options.cutSeconds * 1000;
+      let next = changeOneEndpoint(run.mesh, run.nextStep());
+      while (performance.now() < end) {
+        await run.push(next);
+        next = changeOneEndpoint(run.mesh, run.nextStep());
+        await sleep(intervalMs);
+      }
+      await run.healLink();
+      await run.watchPush(TypeUrl.endpoint, next);
+    }, () => run.allWatched(), 'end of action');
+  },
 };

@@ -2,6 +2,7 @@ import type { BENCH_SCENARIOS } from '../../src/config/schema.js';
 import type { XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import type { LatencySummary } from '../stats.js';
 import type { ProfileName } from './profiles.js';
+import type { LinkShape } from '../link/toxiproxy.js';
 
 /** What `meshrelay bench` is asked to run, and what each target's run measured. */
 
@@ -35,6 +36,10 @@ export interface XdsBenchOptions {
   bulkKib: number;
   churnRate: number;
   churnSeconds: number;
+  /** A thin link between the VMs' side and the upstream (docs/EDGE.md), through the toxiproxy-server given. */
+  link?: { shape: LinkShape; toxiproxy: string };
+  /** link-cut: how long the link is cut. */
+  cutSeconds: number;
   timeoutSeconds: number;
   relayCpuProfileDir: string;
   onProgress?: (line: string) => void;
@@ -57,6 +62,8 @@ export interface PhaseResult {
   reconnects: number;
   /** The size of the update the phase pushed (bulk), in bytes of resources. */
   updateBytes?: number;
+  /** Bytes that crossed the thin link during the phase (both ways), with --link. */
+  linkBytes?: number;
 }
 
 export interface TargetResult {

@@ -6,6 +6,8 @@ import type { TargetKind, XdsBenchOptions } from '../../bench/xds/xds-bench-type
 import { loadConfig } from '../config/load.js';
 import { benchAttackSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
 import { attackTable, runAttackBench } from '../../bench/attack/attack-bench.js';
+import { defaultToxiproxyBinary, parseLinkShape, ToxiproxyError } from '../../bench/link/toxiproxy.js';
+import { RelayError } from '../errors.js';
 
 async function csr(argv: string[]): Promise<void> {
   const config = loadConfig(benchCsrSchema, argv);
@@ -22,17 +24,20 @@ async function pidOf(adminUrl: string): Promise<number | undefined> {
 
 async function xds(argv: string[]): Promise<void> {
   const config = loadConfig(benchXdsSchema, argv);
-  // The baseline replays the simulated mesh, so it has no place in front of an upstream the bench did not start.
-  const compared: TargetKind[] = config.upstreamTarget ? ['direct', 'group', 'stream'] : ['direct', 'group', 'stream', 'baseline'];
+  // The baseline replays the simulated mesh, so it has no place in front of an upstream the bench did
+  // not start, nor behind a link to one.
+  const compared: TargetKind[] = config.upstreamTarget || config.link ? ['direct', 'group', 'stream'] : ['direct', 'group', 'stream', 'baseline'];
   const targets: TargetKind[] = config.target ? ['external'] : config.compare ? compared : [config.mode];
   if (config.upstreamTarget && config.scenarios.some((s) => s !== 'connect')) {
     process.stderr.write(`bench: the upstream at ${config.upstreamTarget} is not the bench's to change: only the connect storm runs\n`);
   }
   const live = process.stderr.isTTY;
   let lastLine = 0;
+  const { link, toxiproxy, ...rest } = config;
   const options: XdsBenchOptions = {
-    ...config,
+    ...rest,
     targets,
+    ...(link ? { link: { shape: linkShape(link), toxiproxy: toxiproxy || defaultToxiproxyBinary() } } : {}),
     ...(config.target ? { external: { target: config.target, ...(config.adminUrl ? { adminUrl: config.adminUrl, pid: await pidOf(config.adminUrl) } : {}) } } : {}),
     ...(config.upstreamTarget ? {
       upstream: { target: config.upstreamTarget, ...(config.upstreamPid ? { pid: config.upstreamPid } : {}), ...(config.upstreamKubeconfig ? { kubeconfig: config.upstreamKubeconfig } : {}) },
@@ -54,6 +59,15 @@ async function xds(argv: string[]): Promise<void> {
   if (config.json) writeFileSync(config.json, `${JSON.stringify({ command, options: config, results }, null, 2)}\n`);
   if (config.report) writeFileSync(config.report, htmlReport(results, options, command));
   if (!passed(results)) process.exitCode = 1;
+}
+
+function linkShape(text: string) {
+  try {
+    return parseLinkShape(text);
+  } catch (error) {
+    if (error instanceof ToxiproxyError) throw new RelayError('MR_BAD_CONFIG', `invalid link: ${error.message}`);
+    throw error;
+  }
 }
 
 async function attack(argv: string[]): Promise<void> {

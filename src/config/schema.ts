@@ -9,6 +9,9 @@ export const serveSchema = z.object({
   upstream: z.union([z.literal('embedded'), address]).default('embedded'),
   upstreamProtocol: z.enum(['delta', 'sotw']).default('delta'),
   upstreamConnections: z.number().int().min(1).max(64).default(2),
+  // The longest wait between reconnects to the upstream, istiod's CA and the Kubernetes API
+  // (exponential from 0.5 s, with jitter); an edge site wants a short one so a healed link is used soon.
+  reconnectBackoffMaxSeconds: z.number().min(0.5).default(30),
   // HTTP/2 PINGs on the upstream connections: a link that stops carrying data (an edge link cut with
   // sockets left open) is found dead after interval + timeout. istiod's gRPC server refuses pings
   // more often than every 15 s (grpc-go keepalive EnforcementPolicy MinTime), so keep ≥ 15 toward it.
@@ -112,6 +115,10 @@ export const serveSchema = z.object({
   xdsIdentityCheck: z.boolean().default(true),
   // SPIFFE IDs of edge relays whose client certificate may carry the credentials of the VMs they
   // speak for (a bearer token or x-forwarded-client-cert) on the TLS listener (docs/EDGE.md).
+  // gzip responses to callers that accept it: the trusted relays' streams (an edge link), every
+  // caller, or none. istiod never compresses and refuses compressed messages (its build has no gzip
+  // codec), so the relay sends nothing compressed upstream (docs/EDGE.md).
+  compressResponses: z.enum(['off', 'relays', 'all']).default('relays'),
   trustedRelays: z.array(z.string().regex(/^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/, 'want spiffe://<trust domain>/ns/<namespace>/sa/<service account>')).default([]),
   plaintextRemote: z.boolean().default(false),
   kubeconfig: z.string().default(''),
@@ -209,7 +216,7 @@ export const benchCsrSchema = z.object({
 }).strict();
 
 /** The xDS bench's scenarios, in the order they run (README, "Load testing"). */
-export const BENCH_SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect'] as const;
+export const BENCH_SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect', 'link-cut'] as const;
 /** `meshrelay bench attack`'s loads; `upstream-restart` is the control for `group-poisoning`. */
 export const BENCH_ATTACKS = ['slow-readers', 'partial-messages', 'group-poisoning', 'upstream-restart', 'csr-storm'] as const;
 
@@ -246,6 +253,13 @@ export const benchXdsSchema = z.object({
   bulkKib: z.number().min(1).default(100),
   churnRate: z.number().min(0.1).default(20),
   churnSeconds: z.number().min(0).default(5),
+  // A thin link (toxiproxy) between the VMs' side and the upstream, e.g. "latency=100ms,jitter=10ms,bandwidth=1mbit":
+  // direct VMs cross it themselves, a relay's upstream crosses it (an edge site).
+  link: z.string().default(''),
+  // The toxiproxy-server to run (default: the one scripts/build-test-peers.sh builds, else on PATH).
+  toxiproxy: z.string().default(''),
+  // link-cut: how long the link is cut (data stops, sockets stay open), with churn going on upstream.
+  cutSeconds: z.number().min(0).default(30),
   timeoutSeconds: z.number().min(1).default(120),
   json: z.string().default(''),
   report: z.string().default(''),
@@ -257,4 +271,5 @@ export const benchXdsSchema = z.object({
   if (config.upstreamTarget && config.mode === 'baseline' && !config.compare) context.addIssue({ code: 'custom', path: ['mode'], message: 'baseline serves the simulated mesh; it cannot run against upstreamTarget' });
   if (config.upstreamPid && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamPid'], message: 'needs upstreamTarget' });
   if (config.upstreamKubeconfig && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamKubeconfig'], message: 'needs upstreamTarget' });
+  if (config.link && (config.target || config.upstreamTarget)) context.addIssue({ code: 'custom', path: ['link'], message: 'is put between the bench\'s own processes; it cannot be combined with target or upstreamTarget' });
 });

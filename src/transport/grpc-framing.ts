@@ -1,14 +1,23 @@
+import { gzipSync } from 'node:zlib';
 import { RelayError } from '../errors.js';
 
 const HEADER_BYTES = 5;
 
-/** Prefixes one serialized message with gRPC's 5-byte length header (uncompressed). */
-export function frameMessage(message: Uint8Array): Buffer {
+/** Prefixes one serialized message with gRPC's 5-byte length header. */
+export function frameMessage(message: Uint8Array, compressed = false): Buffer {
   const frame = Buffer.allocUnsafe(HEADER_BYTES + message.length);
-  frame[0] = 0;
+  frame[0] = compressed ? 1 : 0;
   frame.writeUInt32BE(message.length, 1);
   frame.set(message, HEADER_BYTES);
   return frame;
+}
+
+/**
+ * The same message gzip-compressed, with the header's compressed flag set, for a stream whose
+ * response headers said `grpc-encoding: gzip` (grpc PROTOCOL-HTTP2.md, "Length-Prefixed-Message").
+ */
+export function gzipFrame(frame: Buffer): Buffer {
+  return frameMessage(gzipSync(frame.subarray(HEADER_BYTES)), true);
 }
 
 /**

@@ -62,6 +62,19 @@ export class GrpcCall implements BudgetHolder {
     });
   }
 
+  private gzip = false;
+
+  /**
+   * Sends this call's responses gzip-compressed, if the client accepts gzip (grpc-accept-encoding)
+   * and nothing was sent yet; returns whether they will be.
+   */
+  useGzip(): boolean {
+    if (this.headersSent) return this.gzip;
+    const accepted = (this.header('grpc-accept-encoding') ?? '').split(',').map((encoding) => encoding.trim());
+    this.gzip = accepted.includes('gzip');
+    return this.gzip;
+  }
+
   /** One request header's value (the first, if it was sent more than once). */
   header(name: string): string | undefined {
     const value = this.headers[name];
@@ -189,7 +202,7 @@ export class GrpcCall implements BudgetHolder {
     if (this.headersSent) return;
     this.headersSent = true;
     this.stream.respond(
-      { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity' },
+      { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': 'identity', ...(this.gzip ? { 'grpc-encoding': 'gzip' } : {}) },
       { waitForTrailers: true },
     );
     this.stream.on('wantTrailers', () => this.stream.sendTrailers(this.pendingTrailers));

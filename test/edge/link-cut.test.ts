@@ -88,3 +88,25 @@ edgeTest('an edge relay restarted while the link is cut serves new VMs of known 
     await site.toxiproxy.heal(site.link);
   }, { cacheSnapshotDir: snapshotDir, cacheSnapshotIntervalSeconds: 0.2 });
 });
+
+edgeTest('over a link that cuts TCP into small segments, then resets the connection, the edge\'s VMs get the same config and keep their streams, and the edge resumes with what it holds', async (t) => {
+  await withSite(async (site) => {
+    await site.toxiproxy.addToxic(site.link, 'small-segments', { type: 'slicer', attributes: { average_size: 64, size_variation: 32, delay: 100 } });
+    const proxy = new ConfigProxy(site.edge.target, 'delta', vmNode({ labels: { app: 'shop' } }));
+    const sliced = await proxy.settled(500, 20_000);
+    const direct = new ConfigProxy(site.central.target, 'delta', vmNode({ name: 'vm-reference', labels: { app: 'shop' } }));
+    t.deepEqual(compareConfigs(await direct.settled(500, 10_000), sliced), [], 'the same as a VM at the centre gets');
+    direct.close();
+    await site.toxiproxy.removeToxic(site.link, 'small-segments');
+    const bytesBefore = await upstreamBytes(site.edge, 'shop');
+    await site.toxiproxy.addToxic(site.link, 'reset', { type: 'reset_peer', attributes: { timeout: 0 } });
+    const groups = async () => ((await (await fetch(`${site.edge.adminUrl}/debug/groups`)).json()) as Array<{ upstream: { streamsOpened: number; state: string } }>)[0]!.upstream;
+    await eventually(groups, (upstream) => upstream.streamsOpened > 1, 10_000);
+    await site.toxiproxy.removeToxic(site.link, 'reset');
+    await eventually(groups, (upstream) => upstream.state === 'streaming', 10_000);
+    const resent = (await upstreamBytes(site.edge, 'shop')) - bytesBefore;
+    t.true(resent < bytesBefore / 4, `after the reset the edge resumed with its versions: ${resent} bytes crossed again of ${bytesBefore}`);
+    t.is(proxy.reconnects, 0, 'the VM never noticed');
+    proxy.close();
+  });
+});

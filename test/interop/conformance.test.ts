@@ -18,7 +18,7 @@ import {
   EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
 } from '../helpers/real-istio.js';
 import { HTTPBIN_PODS, httpbinEndpointSlice, installVmMeshFixture, realVmNode, VM_ADDRESS } from '../helpers/vm-mesh-fixture.js';
-import type { XdsProtocol } from '../../src/xds/protocol/envelopes.js';
+import { AdsMethod, Envelopes, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 
 // "The relay is invisible": every case compares what a VM gets straight from the real istiod with
 // what the same VM gets through the relay, resource by resource.
@@ -488,4 +488,33 @@ interop('plaintext xDS upstream (istiod\'s 15010) and a TLS CA upstream (15012) 
   const node = plainVm();
   await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), await relayedProxy(t, mesh, relay, node, 'delta'));
   await assertCsrSignedByIstiod(t, relay.target);
+});
+
+interop('istiod takes no gzip-compressed messages and sends none, so the relay compresses only toward other relays', async (t) => {
+  const node = plainVm('vm-gzip');
+  const ask = (options: grpc.ChannelOptions) => new Promise<{ status: grpc.StatusObject; encoding: unknown; responses: number }>((resolve) => {
+    const client = new grpc.Client(mesh.istiod.grpc, grpc.credentials.createInsecure(), options);
+    const identity = (bytes: Buffer) => bytes;
+    const stream = client.makeBidiStreamRequest(AdsMethod.delta, identity, identity, new grpc.Metadata());
+    let encoding: unknown;
+    let responses = 0;
+    stream.on('metadata', (metadata: grpc.Metadata) => { encoding = metadata.get('grpc-encoding')[0]; });
+    stream.on('data', () => {
+      responses++;
+      stream.cancel();
+    });
+    stream.on('error', () => {});
+    stream.on('status', (status: grpc.StatusObject) => {
+      client.close();
+      resolve({ status, encoding, responses });
+    });
+    stream.write(Envelopes.encodeDeltaRequest({ node, type_url: TypeUrl.cluster }));
+  });
+  // grpc-js offers gzip (grpc-accept-encoding: identity,deflate,gzip) on every call.
+  const plain = await ask({});
+  t.true(plain.responses > 0);
+  t.is(plain.encoding, undefined, 'istiod answered a client that accepts gzip uncompressed');
+  const compressed = await ask({ 'grpc.default_compression_algorithm': 2 });
+  t.is(compressed.status.code, grpc.status.UNIMPLEMENTED, 'a gzip-compressed request is refused: pilot-discovery links no gzip codec');
+  t.regex(compressed.status.details, /gzip/);
 });

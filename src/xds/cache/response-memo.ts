@@ -1,3 +1,4 @@
+import { gzipFrame } from '../../transport/grpc-framing.js';
 /** Hands out nonces unique within this process, so they are unique within every stream too. */
 export class NonceSource {
   private counter = 0;
@@ -12,6 +13,18 @@ export interface MemoizedResponse {
   readonly frame: Buffer;
   readonly nonce: string;
   readonly versionInfo: string;
+}
+
+const compressed = new WeakMap<MemoizedResponse, Buffer>();
+
+/**
+ * A response's frame gzip-compressed, made once however many streams get it (the compressed copy
+ * lives as long as the response, and is never larger than it by more than gzip's few bytes).
+ */
+export function gzippedFrame(response: MemoizedResponse): Buffer {
+  let frame = compressed.get(response);
+  if (!frame) compressed.set(response, frame = gzipFrame(response.frame));
+  return frame;
 }
 
 /** What an entry costs beyond its frame (key, map slots), so many tiny entries are bounded too. */

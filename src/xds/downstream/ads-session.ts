@@ -3,7 +3,7 @@ import type { Logger } from '../../log.js';
 import { frameMessage } from '../../transport/grpc-framing.js';
 import type { GrpcCall } from '../../transport/grpc-server.js';
 import type { CachedResource, TypeChange } from '../cache/resource-cache.js';
-import type { MemoizedResponse } from '../cache/response-memo.js';
+import { gzippedFrame, type MemoizedResponse } from '../cache/response-memo.js';
 import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
 import { TypeUrl, isWellFormedTypeUrl, shortTypeName } from '../protocol/type-urls.js';
@@ -22,6 +22,8 @@ export interface SessionLimits {
   admission?: AdmissionControl;
   /** Push and NACK counts by type, for the metrics. */
   counters?: PushCounters;
+  /** Whether to gzip responses to this caller, when it accepts gzip (a relay's thin link). */
+  compressFor?: (caller: CallerIdentity | undefined) => boolean;
 }
 
 export interface NackRecord {
@@ -106,6 +108,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
   private readonly gate = new StreamGate((bytes) => this.receive(bytes), (error) => this.refuse(error));
   private readonly scheduler: PushScheduler;
   private detachCache: (() => void) | undefined;
+  /** Responses go gzip-compressed (decided when the stream attaches, before anything is sent). */
+  private gzip = false;
 
   constructor(
     protected readonly call: GrpcCall,
@@ -214,6 +218,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
       subscribedNames: (typeUrl) => this.types.get(typeUrl)?.subscription.names ?? NO_NAMES, ...(this.caller ? { caller: this.caller } : {}),
     };
     this.attachment = this.provider.attach(this.node, identity);
+    this.gzip = (this.limits.compressFor?.(this.caller) ?? false) && this.call.useGzip();
     this.detachCache = this.attachment.view.cache.onChange((change) => this.onCacheChange(change));
     this.log.info({ stream: this.id, node: this.node.id, key: this.attachment.key, mode: this.attachment.mode, protocol: this.protocol }, 'proxy connected');
     return this.attachment.ready;
@@ -298,7 +303,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     state.initialResponseDue = false;
     state.lastNonce = response.nonce;
     state.versionSent = response.versionInfo;
-    return this.call.writeFrame(response.frame);
+    return this.call.writeFrame(this.gzip ? gzippedFrame(response) : response.frame);
   }
 
   /**
