@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaMetrics } from './admin/ca-metrics.js';
 import { registerRelayMetrics } from './admin/relay-metrics.js';
@@ -137,6 +137,8 @@ export class Relay {
       upstream: upstream.target, ...(listeners.xds ? { xds: listeners.xds } : {}), ...(listeners.tls ? { tls: listeners.tls } : {}),
     };
     const metrics = new Registry();
+    // process_* and nodejs_* (memory, CPU, event loop lag), as istiod exports Go's.
+    collectDefaultMetrics({ register: metrics });
     const relay = new Relay({
       addresses, ads, groups, pool: upstream.pool, servers: listeners.servers, embedded: upstream.embedded, ca, workloadEntries, addressKeying,
       metrics, topology, admission, snapshots, snapshotSchedule, disposer, log, readinessDrainMs: config.readinessDrainSeconds * 1000,

@@ -28,6 +28,19 @@ export interface ScenarioRun {
 
 type Step = (run: ScenarioRun) => Promise<PhaseResult | undefined>;
 
+/** One endpoint changed churnRate times a second for `seconds`; returns the next change, not yet applied (the one to watch for). */
+async function churn(run: ScenarioRun, seconds: number): Promise<MeshModel> {
+  const intervalMs = 1000 / run.options.churnRate;
+  const end = performance.now() + seconds * 1000;
+  let next = changeOneEndpoint(run.mesh, run.nextStep());
+  while (performance.now() < end) {
+    await run.push(next);
+    next = changeOneEndpoint(run.mesh, run.nextStep());
+    await sleep(intervalMs);
+  }
+  return next;
+}
+
 const edsChange = (run: ScenarioRun) => run.watchPush(TypeUrl.endpoint, changeOneEndpoint(run.mesh, run.nextStep()));
 
 /** What each scenario after the connect storm does; they run in BENCH_SCENARIOS order. */
@@ -40,15 +53,7 @@ export const SCENARIO_STEPS: Record<Exclude<Scenario, 'connect'>, Step> = {
   },
   cds: (run) => run.measure('cds', () => run.watchPush(TypeUrl.cluster, addService(run.mesh, run.nextStep())), () => run.allWatched()),
   churn: (run) => run.measure('churn', async () => {
-    const intervalMs = 1000 / run.options.churnRate;
-    const end = performance.now() + run.options.churnSeconds * 1000;
-    let next = changeOneEndpoint(run.mesh, run.nextStep());
-    while (performance.now() < end) {
-      await run.push(next);
-      next = changeOneEndpoint(run.mesh, run.nextStep());
-      await sleep(intervalMs);
-    }
-    await run.watchPush(TypeUrl.endpoint, next);
+    await run.watchPush(TypeUrl.endpoint, await churn(run, run.options.churnSeconds));
   }, () => run.allWatched()),
   'upstream-restart': async (run) => {
     // The baseline has no upstream behind it: a restart of the simulated istiod does not concern it.
@@ -69,14 +74,7 @@ export const SCENARIO_STEPS: Record<Exclude<Scenario, 'connect'>, Step> = {
     if (!run.hasLink) return undefined;
     return run.measure('link-cut', async () => {
       await run.cutLink();
-      const intervalMs = 1000 / run.options.churnRate;
-      const end = performance.now() + run.options.cutSeconds * 1000;
-      let next = changeOneEndpoint(run.mesh, run.nextStep());
-      while (performance.now() < end) {
-        await run.push(next);
-        next = changeOneEndpoint(run.mesh, run.nextStep());
-        await sleep(intervalMs);
-      }
+      const next = await churn(run, run.options.cutSeconds);
       await run.healLink();
       await run.watchPush(TypeUrl.endpoint, next);
     }, () => run.allWatched(), 'end of action');

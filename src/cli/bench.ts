@@ -4,7 +4,8 @@ import { htmlReport, passed, resultTable } from '../../bench/xds/report.js';
 import { runXdsBench } from '../../bench/xds/xds-bench.js';
 import type { TargetKind, XdsBenchOptions } from '../../bench/xds/xds-bench-types.js';
 import { loadConfig } from '../config/load.js';
-import { benchAttackSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
+import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
+import { runCompressionBench } from '../../bench/compression-bench.js';
 import { attackTable, runAttackBench } from '../../bench/attack/attack-bench.js';
 import { defaultToxiproxyBinary, parseLinkShape, ToxiproxyError } from '../../bench/link/toxiproxy.js';
 import { RelayError } from '../errors.js';
@@ -27,7 +28,7 @@ async function xds(argv: string[]): Promise<void> {
   // The baseline replays the simulated mesh, so it has no place in front of an upstream the bench did
   // not start, nor behind a link to one.
   const compared: TargetKind[] = config.upstreamTarget || config.link ? ['direct', 'group', 'stream'] : ['direct', 'group', 'stream', 'baseline'];
-  const targets: TargetKind[] = config.target ? ['external'] : config.compare ? compared : [config.mode];
+  const targets: TargetKind[] = config.target ? ['external'] : config.compare ? (config.targets.length > 0 ? config.targets : compared) : [config.mode];
   if (config.upstreamTarget && config.scenarios.some((s) => s !== 'connect')) {
     process.stderr.write(`bench: the upstream at ${config.upstreamTarget} is not the bench's to change: only the connect storm runs\n`);
   }
@@ -77,9 +78,20 @@ async function attack(argv: string[]): Promise<void> {
   if (config.json) writeFileSync(config.json, `${JSON.stringify({ command: `meshrelay bench attack ${argv.join(' ')}`, results }, null, 2)}\n`);
 }
 
-/** `meshrelay bench [flags]`: simulated VM Envoys (xDS); `meshrelay bench csr [flags]`: the CA; `meshrelay bench attack`: hostile loads. */
+function compression(argv: string[]): void {
+  const config = loadConfig(benchCompressionSchema, argv);
+  const result = runCompressionBench(config.profiles, config.rounds);
+  process.stdout.write(`${result.report}\n`);
+  if (config.json) writeFileSync(config.json, `${JSON.stringify({ command: `meshrelay bench compression ${argv.join(' ')}`, figures: result.figures }, null, 2)}\n`);
+}
+
+/**
+ * `meshrelay bench [flags]`: simulated VM Envoys (xDS); `meshrelay bench csr [flags]`: the CA;
+ * `meshrelay bench attack`: hostile loads; `meshrelay bench compression`: gzip on a relay link.
+ */
 export async function runBench(argv: string[]): Promise<void> {
   if (argv[0] === 'csr') await csr(argv.slice(1));
+  else if (argv[0] === 'compression') compression(argv.slice(1));
   else if (argv[0] === 'attack') await attack(argv.slice(1));
   else await xds(argv[0] === 'xds' ? argv.slice(1) : argv);
 }

@@ -5,7 +5,7 @@ import { runSimIstiod } from './sim-istiod.js';
 import { runToken } from './token.js';
 import { runBench } from './bench.js';
 import { flagHelp } from '../config/help.js';
-import { benchAttackSchema, benchCsrSchema, benchXdsSchema, serveSchema, simSchema, tokenSchema } from '../config/schema.js';
+import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchXdsSchema, serveSchema, simSchema, tokenSchema } from '../config/schema.js';
 import type { z } from 'zod';
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
@@ -24,6 +24,7 @@ const schemas: Record<string, z.ZodType> = {
   'bench xds': benchXdsSchema,
   'bench csr': benchCsrSchema,
   'bench attack': benchAttackSchema,
+  'bench compression': benchCompressionSchema,
 };
 
 const usage = `meshrelay — xDS and CA relay for Istio VM sidecars
@@ -35,6 +36,7 @@ Usage:
   meshrelay bench [xds] [flags]    simulated VM Envoys against the relay, the upstream or a raw baseline
   meshrelay bench csr [flags]      CSR/s and latency of local signing
   meshrelay bench attack [flags]   hostile loads against a relay, a healthy VM watched
+  meshrelay bench compression      what gzip saves and costs per response on a relay link
   meshrelay help                   this text
   meshrelay COMMAND --help         the command's flags and their defaults
 

@@ -215,6 +215,13 @@ export const benchCsrSchema = z.object({
   relayCpuProf: z.string().default(''),
 }).strict();
 
+/** `meshrelay bench compression`: what gzip saves and costs per response on a relay↔relay link (docs/EDGE.md). */
+export const benchCompressionSchema = z.object({
+  profiles: z.array(z.enum(['S', 'M', 'L'])).default(['S', 'M']),
+  rounds: z.number().int().min(1).default(20),
+  json: z.string().default(''),
+}).strict();
+
 /** The xDS bench's scenarios, in the order they run (README, "Load testing"). */
 export const BENCH_SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect', 'link-cut'] as const;
 /** `meshrelay bench attack`'s loads; `upstream-restart` is the control for `group-poisoning`. */
@@ -241,6 +248,8 @@ export const benchXdsSchema = z.object({
   nackFraction: z.number().min(0).max(1).default(0.01),
   mode: z.enum(['group', 'stream', 'direct', 'baseline']).default('group'),
   compare: z.boolean().default(false),
+  // With compare: which targets, in this order (default direct, group, stream and, without link or upstreamTarget, baseline).
+  targets: z.array(z.enum(['direct', 'group', 'stream', 'baseline'])).default([]),
   target: z.union([z.literal(''), address]).default(''),
   adminUrl: z.string().default(''),
   upstreamTarget: z.union([z.literal(''), address]).default(''),
@@ -271,5 +280,7 @@ export const benchXdsSchema = z.object({
   if (config.upstreamTarget && config.mode === 'baseline' && !config.compare) context.addIssue({ code: 'custom', path: ['mode'], message: 'baseline serves the simulated mesh; it cannot run against upstreamTarget' });
   if (config.upstreamPid && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamPid'], message: 'needs upstreamTarget' });
   if (config.upstreamKubeconfig && !config.upstreamTarget) context.addIssue({ code: 'custom', path: ['upstreamKubeconfig'], message: 'needs upstreamTarget' });
+  if (config.targets.length > 0 && !config.compare) context.addIssue({ code: 'custom', path: ['targets'], message: 'chooses what compare runs; give compare too (or mode for one target)' });
+  if (config.link && config.targets.includes('baseline')) context.addIssue({ code: 'custom', path: ['targets'], message: 'baseline has no upstream behind it, so no link to cross' });
   if (config.link && (config.target || config.upstreamTarget)) context.addIssue({ code: 'custom', path: ['link'], message: 'is put between the bench\'s own processes; it cannot be combined with target or upstreamTarget' });
 });
