@@ -1,6 +1,7 @@
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import { registerCaMetrics } from './admin/ca-metrics.js';
+import { processMetrics } from './admin/process-metrics.js';
 import { registerRelayMetrics } from './admin/relay-metrics.js';
 import { registerRelayRoutes } from './admin/relay-routes.js';
 import { registerWorkloadEntryMetrics } from './admin/workload-entry-metrics.js';
@@ -136,9 +137,7 @@ export class Relay {
     const addresses: RelayAddresses = {
       upstream: upstream.target, ...(listeners.xds ? { xds: listeners.xds } : {}), ...(listeners.tls ? { tls: listeners.tls } : {}),
     };
-    const metrics = new Registry();
-    // process_* and nodejs_* (memory, CPU, event loop lag), as istiod exports Go's.
-    collectDefaultMetrics({ register: metrics });
+    const metrics = Registry.merge([processMetrics()]);
     const relay = new Relay({
       addresses, ads, groups, pool: upstream.pool, servers: listeners.servers, embedded: upstream.embedded, ca, workloadEntries, addressKeying,
       metrics, topology, admission, snapshots, snapshotSchedule, disposer, log, readinessDrainMs: config.readinessDrainSeconds * 1000,
