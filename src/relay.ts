@@ -7,7 +7,8 @@ import { registerRelayRoutes } from './admin/relay-routes.js';
 import { registerWorkloadEntryMetrics } from './admin/workload-entry-metrics.js';
 import { setUpCa, type CaSubsystem } from './ca/ca-setup.js';
 import { CA_AUDIENCE } from './ca/identity.js';
-import type { ServeConfig } from './config/schema.js';
+import { instanceName, type ServeConfig } from './config/schema.js';
+import { RELAY_VERSION } from './version.js';
 import { Disposer } from './disposer.js';
 import type { AddressKeying } from './k8s/address-binding-watch.js';
 import { loadKubeConfig } from './k8s/kube-client.js';
@@ -65,6 +66,11 @@ export interface RelayOptions {
   log: Logger;
   /** Tests shorten reconnect delays. */
   backoff?: BackoffPolicy;
+}
+
+/** How istioctl names this relay in proxy-status (istiod's IstioControlPlaneInstance: Component, ID, Info). */
+function controlPlaneIdentifier(config: ServeConfig): string {
+  return JSON.stringify({ Component: 'meshrelay', ID: instanceName(config), Info: { version: RELAY_VERSION } });
 }
 
 /** Which callers' responses are gzip-compressed (when they accept it). */
@@ -129,7 +135,7 @@ export class Relay {
     const { provider, workloadEntries } = setUpAutoRegistration(config, groups, backoff, log, disposer);
     const ads = new AdsService(provider, {
       maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: admission.streams, compressFor: compressionPolicy(config),
-    }, log.child({ component: 'ads' }));
+    }, log.child({ component: 'ads' }), { systemNamespace: config.istioNamespace, controlPlane: controlPlaneIdentifier(config) });
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) disposer.defer(() => ca.close());

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 const address = z.string().regex(/^(\[[^\]]+\]|[^:]*):\d{1,5}$/, 'want host:port, [ipv6]:port or :port');
@@ -221,6 +222,11 @@ export const benchCompressionSchema = z.object({
   rounds: z.number().int().min(1).default(20),
   json: z.string().default(''),
 }).strict();
+
+/** This replica's name: WorkloadEntry ownership and istioctl's control-plane ID (the pod name in Kubernetes). */
+export function instanceName(config: ServeConfig): string {
+  return config.instanceId || process.env.POD_NAME || hostname();
+}
 
 /** The xDS bench's scenarios, in the order they run (README, "Load testing"). */
 export const BENCH_SCENARIOS = ['connect', 'eds', 'bulk', 'cds', 'churn', 'upstream-restart', 'reconnect', 'link-cut'] as const;

@@ -1,5 +1,4 @@
-import { hostname } from 'node:os';
-import type { ServeConfig } from '../config/schema.js';
+import { instanceName, type ServeConfig } from '../config/schema.js';
 import type { Disposer } from '../disposer.js';
 import { loadKubeConfig } from '../k8s/kube-client.js';
 import { WorkloadEntryController } from '../k8s/workload-entry-controller.js';
@@ -20,7 +19,7 @@ export function setUpAutoRegistration(
   const graceMs = config.workloadEntryGracePeriodSeconds * 1000;
   const registrationLog = log.child({ component: 'workload-entries' });
   const controller = new WorkloadEntryController(new WorkloadEntryStore(loadKubeConfig(config.kubeconfig)), {
-    instanceId: config.instanceId || process.env.POD_NAME || hostname(),
+    instanceId: instanceName(config),
     gracePeriodMs: graceMs,
     sweepIntervalMs: Math.max(10 * graceMs, 1000),
     maxConnectionAgeMs: config.maxConnectionAgeSeconds * 1000,

@@ -336,6 +336,7 @@ export class GrpcServer {
     });
     server.on('stream', (stream, headers) => this.onStream(stream, headers));
     server.on('sessionError', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
+    server.on('tlsClientError', (error) => this.options.log.debug({ err: error.message }, 'TLS handshake failed'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // A reconnect storm opens thousands of connections at once: Node's default backlog (511)

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,7 +17,7 @@ import {
 import { ConfigProxy, resourceNames, type ProxyConfig } from '../helpers/proxy-config.js';
 import type { ServeConfig } from '../../src/config/schema.js';
 import {
-  EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
+  EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, istioPeers, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
 } from '../helpers/real-istio.js';
 import { HTTPBIN_PODS, httpbinEndpointSlice, installVmMeshFixture, realVmNode, VM_ADDRESS } from '../helpers/vm-mesh-fixture.js';
 import { AdsMethod, Envelopes, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
@@ -517,4 +519,29 @@ interop('istiod takes no gzip-compressed messages and sends none, so the relay c
   const compressed = await ask({ 'grpc.default_compression_algorithm': 2 });
   t.is(compressed.status.code, grpc.status.UNIMPLEMENTED, 'a gzip-compressed request is refused: pilot-discovery links no gzip codec');
   t.regex(compressed.status.details, /gzip/);
+});
+
+interop('istioctl proxy-status --xds-address <relay> lists the relay\'s VMs with their sync state per type, as it does against istiod', async (t) => {
+  t.timeout(120_000);
+  const serving = mesh.relayServingCertificate();
+  const relay = await relayFor(t, mesh, 'group', { tlsListen: '127.0.0.1:0', tlsCertFile: serving.cert, tlsKeyFile: serving.key, tokenReview: true, instanceId: 'meshrelay-ps' });
+  // istioctl asks the API server for a token of istio-system/default (istioctl/pkg/multixds).
+  await mesh.kube.request('POST', '/api/v1/namespaces/istio-system/serviceaccounts', { metadata: { name: 'default' } }).catch(() => undefined);
+  const node = plainVm('vm-proxy-status');
+  const proxy = await relayedProxy(t, mesh, relay, node, 'delta');
+  await proxy.settled();
+  const proxyStatus = async (...extra: string[]) => (await promisify(execFile)(istioPeers.istioctl, [
+    'proxy-status', '--xds-address', relayTlsAddress(relay), '--kubeconfig', mesh.kube.kubeconfig, '--istioNamespace', 'istio-system', ...extra,
+  ], { timeout: 60_000 })).stdout;
+  const rowOf = (table: string) => table.split('\n').find((line) => line.startsWith(node.id!));
+  const summary = await proxyStatus();
+  t.log(summary);
+  t.regex(summary, /^NAME\s+CLUSTER\s+ISTIOD\s+VERSION\s+SUBSCRIBED TYPES/m);
+  t.regex(rowOf(summary) ?? '', /\sKubernetes\s+meshrelay-ps\s+\S+\s+4 \(CDS,LDS,EDS,RDS\)/, 'the VM, its cluster, the relay as its control plane, its four types');
+  const perType = await proxyStatus('--verbosity', '1');
+  t.log(perType);
+  t.regex(perType, /^NAME\s+CLUSTER\s+CDS\s+ECDS\s+EDS\s+LDS\s+RDS\s+ISTIOD/m);
+  const row = rowOf(perType) ?? '';
+  t.is(row.match(/\bSYNCED\b/g)?.length, 4, 'CDS, LDS, EDS and RDS were each sent and ACKed');
+  t.notRegex(row, /STALE|NOT SENT|ERROR/);
 });

@@ -1,8 +1,9 @@
 import type { Logger } from '../../log.js';
 import type { GrpcServer } from '../../transport/grpc-server.js';
 import { AdsMethod } from '../protocol/envelopes.js';
-import { shortTypeName } from '../protocol/type-urls.js';
-import type { AdsSession, SessionLimits } from './ads-session.js';
+import { DebugTypeUrl, shortTypeName } from '../protocol/type-urls.js';
+import type { AdsSession, DebugAnswer, SessionLimits } from './ads-session.js';
+import { debugSyncz, visibleNamespace } from './debug-status.js';
 import { DeltaSession } from './delta-session.js';
 import { PushCounters } from './push-counters.js';
 import { SotwSession } from './sotw-session.js';
@@ -34,6 +35,13 @@ export interface SyncStatus {
   }>;
 }
 
+/** Who answers istioctl's debug requests: the namespace whose callers see every VM, and the control plane's identifier. */
+export interface DebugIdentity {
+  systemNamespace: string;
+  /** DiscoveryResponse.control_plane.identifier: istiod's IstioControlPlaneInstance JSON (pilot/pkg/xds/xdsgen.go). */
+  controlPlane: string;
+}
+
 /** Serves both ADS methods from one ViewProvider and keeps the live sessions for the admin views. */
 export class AdsService {
   private readonly sessions = new Set<AdsSession>();
@@ -43,12 +51,20 @@ export class AdsService {
     private readonly provider: ViewProvider,
     private readonly limits: SessionLimits,
     private readonly log: Logger,
+    private readonly debugIdentity: DebugIdentity = { systemNamespace: 'istio-system', controlPlane: '' },
   ) {}
+
+  /** istiod's debug types, for this service's VMs (istioctl proxy-status --xds-address). */
+  private answerDebug(typeUrl: string, caller: CallerIdentity): DebugAnswer {
+    const { systemNamespace, controlPlane } = this.debugIdentity;
+    const resources = typeUrl === DebugTypeUrl.syncz ? debugSyncz(this.sessions, visibleNamespace(caller, systemNamespace)) : [];
+    return { resources, controlPlane };
+  }
 
   /** Serves ADS on a server; with `authenticate`, every stream proves who it is first. */
   register(server: GrpcServer, authenticate?: StreamAuthenticator): void {
     const ended = (session: AdsSession) => this.sessions.delete(session);
-    const limits = { ...this.limits, counters: this.counters };
+    const limits: SessionLimits = { ...this.limits, counters: this.counters, debug: (typeUrl, caller) => this.answerDebug(typeUrl, caller) };
     server.register(AdsMethod.sotw, (call) => this.track(new SotwSession(call, this.provider, limits, this.log, ended, authenticate)), { longLived: true });
     server.register(AdsMethod.delta, (call) => this.track(new DeltaSession(call, this.provider, limits, this.log, ended, authenticate)), { longLived: true });
   }

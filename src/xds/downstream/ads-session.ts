@@ -6,7 +6,7 @@ import type { CachedResource, TypeChange } from '../cache/resource-cache.js';
 import { gzippedFrame, type MemoizedResponse } from '../cache/response-memo.js';
 import type { NodeMessage, RpcStatus, XdsProtocol } from '../protocol/envelopes.js';
 import { parseNode, type ProxyNode } from '../protocol/node.js';
-import { TypeUrl, isWellFormedTypeUrl, shortTypeName } from '../protocol/type-urls.js';
+import { TypeUrl, isDebugType, isWellFormedTypeUrl, shortTypeName } from '../protocol/type-urls.js';
 import { Subscription, isEmptyChange, type InterestChange } from './subscription.js';
 import type { AdmissionControl } from '../../limits/admission-control.js';
 import type { PushCounters } from './push-counters.js';
@@ -24,6 +24,14 @@ export interface SessionLimits {
   counters?: PushCounters;
   /** Whether to gzip responses to this caller, when it accepts gzip (a relay's thin link). */
   compressFor?: (caller: CallerIdentity | undefined) => boolean;
+  /** Answers istiod's debug types (istioctl proxy-status) for an authenticated caller. */
+  debug?: (typeUrl: string, caller: CallerIdentity) => DebugAnswer;
+}
+
+/** What a debug request is answered with, and who answers (DiscoveryResponse.control_plane). */
+export interface DebugAnswer {
+  resources: Array<{ name: string; typeUrl: string; body: Buffer }>;
+  controlPlane: string;
 }
 
 export interface NackRecord {
@@ -43,6 +51,9 @@ export class TypeState {
   readonly sent = new Map<string, string>();
   initialResponseDue = true;
   lastNonce = '';
+  nonceAcked = '';
+  /** When the last response of this type was written. */
+  sentAt: Date | undefined;
   versionSent = '';
   versionAcked = '';
   acks = 0;
@@ -51,9 +62,10 @@ export class TypeState {
   /** When the oldest change not yet pushed reached the cache (performance.now()), for convergence time. */
   changedAt: number | undefined;
 
-  recordAck(version: string): void {
+  recordAck(version: string, nonce: string): void {
     this.acks++;
     this.versionAcked = version;
+    this.nonceAcked = nonce;
   }
 
   recordNack(nonce: string, error: RpcStatus): NackRecord {
@@ -72,6 +84,7 @@ export interface HealthReport {
 let sessionCounter = 0;
 
 const NO_NAMES: ReadonlySet<string> = new Set();
+const MAX_HELD_DEBUG_NONCES = 16;
 
 /** One response a protocol decided to send: the base builds (once, via the memo), writes and records it. */
 export interface ResponsePlan {
@@ -87,6 +100,7 @@ export interface ResponsePlan {
 export interface AdsRequest {
   node?: NodeMessage | null;
   type_url: string;
+  response_nonce: string;
   error_detail?: RpcStatus | null;
 }
 
@@ -108,6 +122,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
   private readonly gate = new StreamGate((bytes) => this.receive(bytes), (error) => this.refuse(error));
   private readonly scheduler: PushScheduler;
   private detachCache: (() => void) | undefined;
+  private debugResponses = 0;
+  /** Debug responses sent and not acknowledged yet. */
+  private readonly debugNonces = new Set<string>();
   /** Responses go gzip-compressed (decided when the stream attaches, before anything is sent). */
   private gzip = false;
 
@@ -146,6 +163,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
   protected abstract newTypeState(): State;
   /** Handles a well-formed request of an attached stream that is not a health report. */
   protected abstract handleRequest(request: Request): void;
+  /** A response to a debug request, in the protocol's envelope. */
+  protected abstract encodeDebugResponse(typeUrl: string, answer: DebugAnswer, nonce: string): Uint8Array;
   /** What to send for one dirty type, by the protocol's rules; undefined when nothing is due. */
   protected abstract planResponse(typeUrl: string, state: State): ResponsePlan | undefined;
 
@@ -165,6 +184,10 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
         this.gate.wait('admitting', admission.admit(this.isReconnect(request) ? 'reconnect' : 'new'), 'admitted', bytes);
         return;
       }
+      if (isDebugType(request.type_url)) {
+        this.answerDebug(request);
+        return;
+      }
       if (this.gate.phase !== 'serving') {
         const ready = this.attach(request.node);
         // Nothing is served before the view says the stream may be; requests wait in order.
@@ -181,6 +204,22 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     } catch (error) {
       this.refuse(error);
     }
+  }
+
+  /**
+   * istioctl's debug requests (istiod's StatusGen): answered from this relay's own state, to
+   * authenticated callers only, and never attaching the stream to a view.
+   */
+  private answerDebug(request: Request): void {
+    // istioctl's first request carries a nonce of its own (pkg/adsc): only one we sent is an ACK.
+    if (this.debugNonces.delete(request.response_nonce)) return;
+    if (!this.caller) throw new RelayError('MR_UNAUTHENTICATED', 'authentication required: debug types are served on the TLS listener to authenticated callers (istiod: ENABLE_DEBUG_ENDPOINT_AUTH)');
+    const answer = this.limits.debug?.(request.type_url, this.caller) ?? { resources: [], controlPlane: '' };
+    this.log.debug({ stream: this.id, type: request.type_url, caller: `${this.caller.namespace}/${this.caller.serviceAccount}`, resources: answer.resources.length }, 'answered a debug request');
+    const nonce = `debug-${this.id}-${++this.debugResponses}`;
+    if (this.debugNonces.size >= MAX_HELD_DEBUG_NONCES) this.debugNonces.clear();
+    this.debugNonces.add(nonce);
+    this.call.writeMessage(this.encodeDebugResponse(request.type_url, answer, nonce));
   }
 
   private decodeRequest(bytes: Buffer): Request {
@@ -302,6 +341,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     plan.sent(response);
     state.initialResponseDue = false;
     state.lastNonce = response.nonce;
+    state.sentAt = new Date();
     state.versionSent = response.versionInfo;
     return this.call.writeFrame(this.gzip ? gzippedFrame(response) : response.frame);
   }

@@ -1,6 +1,6 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DeltaDiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
-import { AdsSession, TypeState, type ResponsePlan } from './ads-session.js';
+import { AdsSession, TypeState, type DebugAnswer, type ResponsePlan } from './ads-session.js';
 
 const MAX_PENDING_NONCES = 64;
 
@@ -41,6 +41,14 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest, DeltaTypeSta
     return Object.keys(request.initial_resource_versions ?? {}).length > 0;
   }
 
+  protected encodeDebugResponse(typeUrl: string, answer: DebugAnswer, nonce: string): Uint8Array {
+    return Envelopes.encodeDeltaResponse({
+      system_version_info: nonce, type_url: typeUrl, nonce, control_plane: { identifier: answer.controlPlane },
+      resources: answer.resources.map((resource) => ({ name: resource.name, version: nonce, resource: { type_url: resource.typeUrl, value: resource.body } })),
+      removed_resources: [],
+    });
+  }
+
   protected newTypeState(): DeltaTypeState {
     return new DeltaTypeState();
   }
@@ -51,7 +59,7 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest, DeltaTypeSta
     if (request.response_nonce) {
       const version = state.settle(request.response_nonce);
       if (request.error_detail) this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
-      else if (version !== undefined) state.recordAck(version);
+      else if (version !== undefined) state.recordAck(version, request.response_nonce);
     }
     if (created) {
       // On reconnect the client says what it holds; we send only what differs (xds_protocol).

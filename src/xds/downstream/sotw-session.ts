@@ -1,7 +1,7 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
 import { isFullStateType } from '../protocol/type-urls.js';
-import { AdsSession, TypeState, type ResponsePlan } from './ads-session.js';
+import { AdsSession, TypeState, type DebugAnswer, type ResponsePlan } from './ads-session.js';
 import type { InterestChange } from './subscription.js';
 
 /** A SotW stream's state of one type: also what must be resent, and the full set it last got. */
@@ -59,6 +59,13 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
     return request.version_info !== '';
   }
 
+  protected encodeDebugResponse(typeUrl: string, answer: DebugAnswer, nonce: string): Uint8Array {
+    return Envelopes.encodeResponse({
+      version_info: nonce, type_url: typeUrl, nonce, control_plane: { identifier: answer.controlPlane },
+      resources: answer.resources.map((resource) => ({ type_url: resource.typeUrl, value: resource.body })),
+    });
+  }
+
   protected newTypeState(): SotwTypeState {
     return new SotwTypeState();
   }
@@ -72,7 +79,7 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
     const { state } = this.typeState(typeUrl);
     if (request.response_nonce === '') state.restart();
     else if (request.error_detail) this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
-    else state.recordAck(request.version_info);
+    else state.recordAck(request.version_info, request.response_nonce);
 
     const change = state.subscription.replaceSotw(request.resource_names);
     const due = state.accept(change);

@@ -67,6 +67,7 @@ export interface DeltaDiscoveryResponse {
   type_url: string;
   removed_resources: string[];
   nonce: string;
+  control_plane?: { identifier?: string } | null;
 }
 
 const discoveryRequestType = () => messageType('envoy.service.discovery.v3.DiscoveryRequest');

@@ -19,6 +19,7 @@ const includeDirs = [
 
 const protoFiles = [
   'envoy/service/discovery/v3/discovery.proto',
+  'envoy/service/status/v3/csds.proto',
   'envoy/config/cluster/v3/cluster.proto',
   'envoy/config/endpoint/v3/endpoint.proto',
   'envoy/config/listener/v3/listener.proto',

@@ -15,6 +15,19 @@ export const TypeUrl = {
   healthInformation: `${TYPE_PREFIX}istio.v1.HealthInformation`,
 } as const;
 
+/**
+ * istiod's debug types (pilot/pkg/xds/statusgen.go): asked for on an ADS stream by istioctl, answered
+ * with the control plane's own view, never subscribed upstream.
+ */
+export const DebugTypeUrl = {
+  syncz: 'istio.io/debug/syncz',
+  clientConfig: `${TYPE_PREFIX}envoy.service.status.v3.ClientConfig`,
+} as const;
+
+export function isDebugType(typeUrl: string): boolean {
+  return typeUrl.startsWith('istio.io/debug/');
+}
+
 /** Push order for make-before-break (xds_protocol "eventual consistency"; istiod's PushOrder). */
 const pushOrder: readonly string[] = [
   TypeUrl.cluster,
