@@ -72,6 +72,8 @@ function mib(bytes: number | undefined): number | undefined {
 function format(value: number | undefined, unit: Row[2]): string {
   if (value === undefined || Number.isNaN(value)) return '–';
   if (unit === 'count') return String(Math.round(value));
+  // Small ratios (bytes through an edge relay ÷ direct) read better as a fraction.
+  if (unit === 'ratio' && value > 0 && value < 0.05) return `1/${Math.round(1 / value)}`;
   const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
   return `${value.toFixed(digits)}${unit === 'ratio' ? '×' : unit === '%' ? ' %' : ` ${unit}`}`;
 }
@@ -89,7 +91,7 @@ export function resultTable(results: TargetResult[], options: XdsBenchOptions): 
     const cells = results.map((r) => format(pick(r), unit));
     const ratios = ratioColumns.map(({ of, to }) => {
       const a = pick(of), b = pick(to);
-      return a === undefined || b === undefined || b === 0 || unit === 'count' ? '' : `${(a / b).toFixed(2)}×`;
+      return a === undefined || b === undefined || b === 0 || unit === 'count' ? '' : format(a / b, 'ratio');
     });
     return [label, ...cells, ...ratios];
   }).filter((row) => row.slice(1).some((cell) => cell !== '–' && cell !== ''));
