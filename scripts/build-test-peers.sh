@@ -5,7 +5,8 @@
 #    Kubernetes release (it renders deploy/'s kustomizations and dry-runs them);
 #  - the real Istio control plane and VM agent at ISTIO_VERSION: pilot-discovery (istiod),
 #    pilot-agent and istioctl, plus the Istio CRDs that version ships;
-#  - Toxiproxy at TOXIPROXY_VERSION, the fault injector between an edge relay and its upstream.
+#  - Toxiproxy at TOXIPROXY_VERSION, the fault injector between an edge relay and its upstream;
+#  - Helm at HELM_VERSION, which lints and renders deploy/helm/meshrelay.
 # Without Go this prints why and exits 0: the tests that need the peers then skip, saying so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 # module proxy here; this pseudo-version of istio/istio master (2026-08-27) is, with its whole graph.
 ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 TOXIPROXY_VERSION=v2.5.0
+HELM_VERSION=v3.22.0
 
 GO=$(command -v go || true)
 [ -z "$GO" ] && [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go
@@ -63,6 +65,7 @@ install pilot-discovery istio.io/istio/pilot/cmd/pilot-discovery "$ISTIO_VERSION
 install pilot-agent istio.io/istio/pilot/cmd/pilot-agent "$ISTIO_VERSION" "the real-Istio tests"
 install istioctl istio.io/istio/istioctl/cmd/istioctl "$ISTIO_VERSION" "the real-Istio tests"
 install toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server "$TOXIPROXY_VERSION" "the edge link tests"
+install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "the Helm chart tests"
 
 # Files of that version the tests need beside the binaries: the CRDs istiod watches (Helm chart
 # "base") and the Envoy bootstrap template pilot-agent renders (installed on VMs by the packages).
