@@ -1,26 +1,13 @@
-import type { AddressKeying } from '../k8s/address-binding-watch.js';
-import { LOG_LEVELS, setLogLevel, type Logger } from '../log.js';
-import type { NetworkTopology } from '../mesh/network-topology.js';
-import type { AdsService } from '../xds/downstream/ads-service.js';
+import { LOG_LEVELS, setLogLevel } from '../log.js';
+import type { RelayAdminView } from './admin-view.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
-import type { GroupRegistry } from '../xds/upstream/group-registry.js';
 import type { AdminServer } from './admin-server.js';
 import { decodeForDump } from './config-dump.js';
-import type { Registry } from 'prom-client';
-
-/** What the admin routes read from the relay. */
-export interface RelayAdminView {
-  metrics: Registry;
-  readiness(): { ready: boolean; detail: Record<string, unknown> };
-  ads: AdsService;
-  groups: GroupRegistry;
-  topology: NetworkTopology;
-  addressKeying: AddressKeying;
-  log: Logger;
-}
+import { renderStatusPage } from './status-page.js';
 
 /** The relay's admin port: health, readiness, metrics, istiod-style debug views, log level. */
 export function registerRelayRoutes(admin: AdminServer, relay: RelayAdminView): void {
+  admin.route('/', () => ({ status: 200, body: renderStatusPage(relay), contentType: 'text/html; charset=utf-8' }));
   admin.route('/healthz', () => ({ status: 200, body: { status: 'ok', pid: process.pid } }));
   admin.route('/metrics', async () => ({ status: 200, body: await relay.metrics.metrics(), contentType: relay.metrics.contentType }));
   admin.route('/readyz', () => {

@@ -3,7 +3,7 @@ import type { GrpcServer } from '../../transport/grpc-server.js';
 import { AdsMethod } from '../protocol/envelopes.js';
 import { DebugTypeUrl, shortTypeName } from '../protocol/type-urls.js';
 import type { AdsSession, DebugAnswer, SessionLimits } from './ads-session.js';
-import { debugSyncz, visibleNamespace } from './debug-status.js';
+import { debugSyncz, syncState, visibleNamespace, type SyncState } from './debug-status.js';
 import { DeltaSession } from './delta-session.js';
 import { PushCounters } from './push-counters.js';
 import { SotwSession } from './sotw-session.js';
@@ -26,6 +26,8 @@ export interface SyncStatus {
     typeUrl: string;
     wildcard: boolean;
     names: number;
+    /** As istioctl proxy-status shows it: SYNCED, STALE, NOT SENT or ERROR. */
+    status: SyncState;
     versionSent: string;
     versionAcked: string;
     nonceSent: string;
@@ -88,6 +90,7 @@ export class AdsService {
         typeUrl,
         wildcard: state.subscription.wildcard,
         names: state.subscription.names.size,
+        status: syncState(state),
         versionSent: state.versionSent,
         versionAcked: state.versionAcked,
         nonceSent: state.lastNonce,

@@ -18,6 +18,14 @@ function configStatus(state: TypeState): number {
   return state.nonceAcked === state.lastNonce ? ConfigStatus.SYNCED : ConfigStatus.STALE;
 }
 
+const STATUS_NAMES: Record<number, SyncState> = { 1: 'SYNCED', 2: 'NOT SENT', 3: 'STALE', 4: 'ERROR' };
+export type SyncState = 'SYNCED' | 'NOT SENT' | 'STALE' | 'ERROR';
+
+/** The same, as istioctl prints it. */
+export function syncState(state: TypeState): SyncState {
+  return STATUS_NAMES[configStatus(state)]!;
+}
+
 const timestamp = (at: Date) => ({ seconds: Math.floor(at.getTime() / 1000), nanos: (at.getTime() % 1000) * 1e6 });
 
 /**
