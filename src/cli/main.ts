@@ -3,7 +3,6 @@ import { RelayError } from '../errors.js';
 import { runServe } from './serve.js';
 import { runSimIstiod } from './sim-istiod.js';
 import { runToken } from './token.js';
-import { runBench } from './bench.js';
 import { flagHelp } from '../config/help.js';
 import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchXdsSchema, serveSchema, simSchema, tokenSchema } from '../config/schema.js';
 import type { z } from 'zod';
@@ -12,7 +11,9 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   serve: runServe,
   'sim-istiod': runSimIstiod,
   token: runToken,
-  bench: runBench,
+  // Loaded only when asked for: the bench's modules (load generators, process sampling) are no part
+  // of serving, and a minimal image need not carry what they call.
+  bench: async (argv) => (await import('./bench.js')).runBench(argv),
 };
 
 /** What each command (and bench kind) accepts: its help is generated from this schema. */
