@@ -1,5 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -36,16 +38,29 @@ imageTest('the image builds without a daemon or a registry, runs as 65532, and i
 
   // The OCI runtime cannot start containers on this machine (crun: setrlimit is not permitted,
   // cgroups in hybrid mode), so the image's own root filesystem is run with chroot as its user:
-  // its Node, its libraries, its node_modules and nothing of the host's.
+  // its Node, its libraries, its node_modules and nothing of the host's — mounted read-only, with
+  // tmpfs for the state directory and /tmp as the Deployment gives it (readOnlyRootFilesystem).
   const container = (await run(buildah!, [...storage, 'from', image])).stdout.trim();
-  t.teardown(() => run(buildah!, [...storage, 'rm', container]).catch(() => undefined));
-  const root = (await run(buildah!, [...storage, 'mount', container])).stdout.trim();
+  const layers = (await run(buildah!, [...storage, 'mount', container])).stdout.trim();
+  const root = mkdtempSync(path.join(tmpdir(), 'meshrelay-image-root-'));
+  await run('mount', ['--bind', layers, root]);
+  await run('mount', ['-o', 'remount,ro,bind', root]);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=64m,uid=65532,gid=65532', 'tmpfs', path.join(root, 'var/lib/meshrelay')]);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=1777', 'tmpfs', path.join(root, 'tmp')]);
+  t.teardown(async () => {
+    for (const mount of ['tmp', 'var/lib/meshrelay', '']) await run('umount', ['-l', path.join(root, mount)]).catch((error: Error) => console.error('umount', mount, error.message));
+    await run(buildah!, [...storage, 'rm', container]).catch(() => undefined);
+  });
+  await t.throwsAsync(run('chroot', ['--userspec=65532:65532', root, '/usr/bin/node', '-e', 'require("fs").writeFileSync("/app/x", "")']), undefined, 'the root filesystem is read-only');
   const [xds, admin] = [await freePort(), await freePort()];
-  const relay = spawn('chroot', ['--userspec=65532:65532', root, '/usr/bin/node', '/app/dist/src/cli/main.js', 'serve',
-    '--xds-listen', `127.0.0.1:${xds}`, '--admin-listen', `127.0.0.1:${admin}`, '--state-dir', '/var/lib/meshrelay', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const relay = spawn('/usr/sbin/chroot', ['--userspec=65532:65532', root, '/usr/bin/node', '/app/dist/src/cli/main.js', 'serve',
+    '--xds-listen', `127.0.0.1:${xds}`, '--admin-listen', `127.0.0.1:${admin}`, '--state-dir', '/var/lib/meshrelay', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: '/usr/bin' } });
   let stderr = '';
   relay.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
-  t.teardown(() => { relay.kill(); });
+  t.teardown(async () => {
+    relay.kill();
+    if (relay.exitCode === null) await new Promise((resolve) => relay.once('exit', resolve));
+  });
   const ready = await eventually(() => fetch(`http://127.0.0.1:${admin}/readyz`).then((r) => r.status, () => 0), (status) => status === 200 || relay.exitCode !== null, 30_000);
   t.is(ready, 200, stderr);
   const vm = new ConfigProxy(`127.0.0.1:${xds}`, 'delta', vmNode());
