@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Gauge, Histogram, type Registry } from 'prom-client';
+import { scrapedCounter } from './scraped-counter.js';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { AdmissionControl } from '../limits/admission-control.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
@@ -41,20 +42,10 @@ export function registerRelayMetrics(registry: Registry, parts: {
     });
   }
   const counters = parts.ads.counters;
-  new Counter({
-    name: 'meshrelay_xds_pushes_total', help: 'xDS responses written to proxies, by type (istiod: pilot_xds_pushes)', labelNames: ['type'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [typeUrl, count] of counters.pushes) this.inc({ type: shortTypeName(typeUrl) }, count);
-    },
-  });
-  new Counter({
-    name: 'meshrelay_xds_nacks_total', help: 'NACKs received from proxies, by type (istiod: pilot_total_xds_rejects)', labelNames: ['type'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [typeUrl, count] of counters.nacks) this.inc({ type: shortTypeName(typeUrl) }, count);
-    },
-  });
+  scrapedCounter(registry, 'meshrelay_xds_pushes_total', 'xDS responses written to proxies, by type (istiod: pilot_xds_pushes)',
+    () => [...counters.pushes].map(([typeUrl, count]) => [{ type: shortTypeName(typeUrl) }, count] as const), ['type']);
+  scrapedCounter(registry, 'meshrelay_xds_nacks_total', 'NACKs received from proxies, by type (istiod: pilot_total_xds_rejects)',
+    () => [...counters.nacks].map(([typeUrl, count]) => [{ type: shortTypeName(typeUrl) }, count] as const), ['type']);
   new Gauge({
     name: 'meshrelay_cache_resources', help: 'Resources held in the upstream group caches', registers: [registry],
     collect() { this.set(groups.list().reduce((sum, group) => sum + group.cache.size(), 0)); },
@@ -83,47 +74,22 @@ export function registerRelayMetrics(registry: Registry, parts: {
       for (const [state, count] of counts) this.set({ state }, count);
     },
   });
-  new Counter({
-    name: 'meshrelay_upstream_refusals_total', help: 'Upstream ADS streams istiod refused with a status retrying will not change (UNAUTHENTICATED, PERMISSION_DENIED, ...)',
-    labelNames: ['code'], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [code, count] of groups.refusals) this.inc({ code: grpcStatus[code] ?? String(code) }, count);
-    },
-  });
+  scrapedCounter(registry, 'meshrelay_upstream_refusals_total', 'Upstream ADS streams istiod refused with a status retrying will not change (UNAUTHENTICATED, PERMISSION_DENIED, ...)',
+    () => [...groups.refusals].map(([code, count]) => [{ code: grpcStatus[code] ?? String(code) }, count] as const), ['code']);
   new Gauge({
     name: 'meshrelay_address_bound_groups', help: 'Groups whose key carries the config istiod binds to their VMs\' addresses (or the address itself, without a config source)',
     registers: [registry],
     collect() { this.set(groups.list().filter((group) => group.fields['@address'] !== undefined).length); },
   });
-  new Counter({
-    name: 'meshrelay_groups_refused_total', help: 'VMs refused a new group: reason max_groups (RESOURCE_EXHAUSTED) or rate (groupCreationRate, UNAVAILABLE)',
-    labelNames: ['reason'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [reason, count] of Object.entries(groups.groupsRefused)) this.inc({ reason }, count);
-    },
-  });
-  new Counter({
-    name: 'meshrelay_vms_ended_for_absent_names_total', help: 'VMs ended RESOURCE_EXHAUSTED for subscribing names the upstream does not have (maxAbsentNamesPerVm / PerGroup), or the most of them when the upstream refused their group\'s subscription',
-    registers: [registry],
-    collect() { this.reset(); this.inc(groups.absentNames.stats.vmsEnded); },
-  });
-  new Counter({
-    name: 'meshrelay_group_moves_total', help: 'VMs told to reconnect because the config bound to their address moved them to another group',
-    registers: [registry],
-    collect() { this.reset(); this.inc(groups.moves); },
-  });
-  new Counter({
-    name: 'meshrelay_group_verifications_total', help: 'Sampled VMs whose own config from istiod was compared with their group\'s, by result (matched, mismatched, inconclusive)',
-    labelNames: ['result'], registers: [registry],
-    collect() {
-      this.reset();
-      const stats = groups.verifier?.stats;
-      if (stats) for (const result of ['matched', 'mismatched', 'inconclusive'] as const) this.inc({ result }, stats[result]);
-    },
-  });
+  scrapedCounter(registry, 'meshrelay_groups_refused_total', 'VMs refused a new group: reason max_groups (RESOURCE_EXHAUSTED) or rate (groupCreationRate, UNAVAILABLE)',
+    () => Object.entries(groups.groupsRefused).map(([reason, count]) => [{ reason }, count] as const), ['reason']);
+  scrapedCounter(registry, 'meshrelay_vms_ended_for_absent_names_total', 'VMs ended RESOURCE_EXHAUSTED for subscribing names the upstream does not have (maxAbsentNamesPerVm / PerGroup), or the most of them when the upstream refused their group\'s subscription',
+    () => groups.absentNames.stats.vmsEnded);
+  scrapedCounter(registry, 'meshrelay_group_moves_total', 'VMs told to reconnect because the config bound to their address moved them to another group', () => groups.moves);
+  scrapedCounter(registry, 'meshrelay_group_verifications_total', 'Sampled VMs whose own config from istiod was compared with their group\'s, by result (matched, mismatched, inconclusive)', () => {
+    const stats = groups.verifier?.stats;
+    return stats ? (['matched', 'mismatched', 'inconclusive'] as const).map((result) => [{ result }, stats[result]] as const) : [];
+  }, ['result']);
   const budget = parts.bufferBudget;
   new Gauge({
     name: 'meshrelay_buffered_bytes', help: 'Bytes held for streams: responses queued to streams that do not read (a frame shared by many counts once) and partly received messages',
@@ -137,11 +103,7 @@ export function registerRelayMetrics(registry: Registry, parts: {
     name: 'meshrelay_buffer_budget_bytes', help: 'The buffer budget (maxBufferedMb)', registers: [registry],
     collect() { this.set(budget.maxBytes); },
   });
-  new Counter({
-    name: 'meshrelay_buffer_evictions_total', help: 'Streams ended RESOURCE_EXHAUSTED because the buffer budget was passed and they held the most',
-    registers: [registry],
-    collect() { this.reset(); this.inc(budget.evictions); },
-  });
+  scrapedCounter(registry, 'meshrelay_buffer_evictions_total', 'Streams ended RESOURCE_EXHAUSTED because the buffer budget was passed and they held the most', () => budget.evictions);
   new Gauge({
     name: 'meshrelay_response_memo_bytes', help: 'Serialized responses kept for reuse across groups (bounded by responseMemoMb)', registers: [registry],
     collect() { this.set(groups.memoLimit.bytes); },

@@ -13,6 +13,10 @@ function table(headers: string[], rows: unknown[][], empty: string): string {
 
 const badge = (text: string) => `<span class="badge ${escape(text.toLowerCase().replace(/\s+/g, '-'))}">${escape(text)}</span>`;
 
+function expiryRows(expiries: { root: Date; chain: Date } | undefined): string[][] {
+  return expiries ? [['root expires', escape(expiries.root.toISOString())], ['signing CA expires', escape(expiries.chain.toISOString())]] : [];
+}
+
 /**
  * The admin port's `/`: the relay at a glance for a person — upstream, groups with their members,
  * VMs with each type's sync state and last NACK, topology, CA. Read-only, no external assets, and
@@ -51,7 +55,7 @@ export function renderStatusPage(relay: RelayAdminView): string {
     ...(ca.summary.rootCertFile ? [['root', `<code>${escape(ca.summary.rootCertFile)}</code>`]] : []),
     ...(ca.summary.upstream ? [['forwards to', escape(ca.summary.upstream)]] : []),
     ...(ca.summary.tokenIssuer ? [['tokens from', escape(ca.summary.tokenIssuer)]] : []),
-    ...(ca.expiries ? [['root expires', escape(ca.expiries().root.toISOString())], ['signing CA expires', escape(ca.expiries().chain.toISOString())]] : []),
+    ...expiryRows(ca.expiries?.()),
     ['CSRs received / issued', `${escape(ca.stats.csrs)} / ${escape(ca.stats.issued)}`],
   ] : [];
   return `<!doctype html>

@@ -1,13 +1,11 @@
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { scrapedCounter } from './scraped-counter.js';
 import type { WorkloadEntryController } from '../k8s/workload-entry-controller.js';
 
 /** Auto-registration's metrics, named after istiod's auto_registration_* ones. */
 export function registerWorkloadEntryMetrics(registry: Registry, controller: WorkloadEntryController): void {
   const { stats } = controller;
-  const counter = (name: string, help: string, read: () => number) => new Counter({
-    name: `meshrelay_${name}`, help, registers: [registry],
-    collect() { this.reset(); this.inc(read()); },
-  });
+  const counter = (name: string, help: string, read: () => number) => scrapedCounter(registry, `meshrelay_${name}`, help, read);
   counter('auto_registration_success_total', 'WorkloadEntries created by auto-registration', () => stats.created);
   counter('auto_registration_updates_total', 'WorkloadEntries taken over or refreshed on connect', () => stats.updated);
   counter('auto_registration_unregister_total', 'WorkloadEntries marked disconnected', () => stats.unregistered);

@@ -2,12 +2,12 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { vmNode } from '../helpers/ads-client.js';
 import { eventually } from '../helpers/harness.js';
+import { freePort } from '../../bench/free-port.js';
 import { repositoryRoot } from '../helpers/kubectl.js';
 import { ConfigProxy } from '../helpers/proxy-config.js';
 
@@ -19,12 +19,6 @@ const imageTest = unavailable ? test.skip : test.serial;
 if (unavailable) test('container image', (t) => t.log(`skipped: ${unavailable}`));
 
 const storage = ['--storage-driver', 'vfs'];
-const freePort = () => new Promise<number>((resolve) => {
-  const server = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = server.address() as { port: number };
-    server.close(() => resolve(port));
-  });
-});
 
 imageTest('the image builds without a daemon or a registry, runs as 65532, and its own tree serves a VM', async (t) => {
   t.timeout(300_000);

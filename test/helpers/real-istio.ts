@@ -6,7 +6,8 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { stringify } from 'yaml';
 import { createDevCa } from '../../src/ca/dev-ca.js';
-import { freePort, kubeApiServerUnavailable, peersDirectory, startKubeApiServer, stopProcess, type KubeApiServer } from './kube-apiserver.js';
+import { freePort } from '../../bench/free-port.js';
+import { kubeApiServerUnavailable, peersDirectory, startKubeApiServer, stopProcess, type KubeApiServer } from './kube-apiserver.js';
 import { kubectl, kubectlUnavailable } from './kubectl.js';
 
 export const istioPeers = {

@@ -3,7 +3,8 @@ import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { freePort, stopProcess } from './kube-apiserver.js';
+import { freePort } from '../../bench/free-port.js';
+import { stopProcess } from './kube-apiserver.js';
 import { ISTIOD_SERVER_NAME, istioPeers, type RealMesh } from './real-istio.js';
 
 export interface VmFiles {

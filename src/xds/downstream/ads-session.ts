@@ -52,8 +52,8 @@ export class TypeState {
   initialResponseDue = true;
   lastNonce = '';
   nonceAcked = '';
-  /** When the last response of this type was written. */
-  sentAt: Date | undefined;
+  /** When the last response of this type was written (epoch ms: no Date per push on the fan-out path). */
+  sentAt: number | undefined;
   versionSent = '';
   versionAcked = '';
   acks = 0;
@@ -341,7 +341,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     plan.sent(response);
     state.initialResponseDue = false;
     state.lastNonce = response.nonce;
-    state.sentAt = new Date();
+    state.sentAt = Date.now();
     state.versionSent = response.versionInfo;
     return this.call.writeFrame(this.gzip ? gzippedFrame(response) : response.frame);
   }

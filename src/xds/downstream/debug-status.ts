@@ -26,7 +26,7 @@ export function syncState(state: TypeState): SyncState {
   return STATUS_NAMES[configStatus(state)]!;
 }
 
-const timestamp = (at: Date) => ({ seconds: Math.floor(at.getTime() / 1000), nanos: (at.getTime() % 1000) * 1e6 });
+const timestamp = (epochMs: number) => ({ seconds: Math.floor(epochMs / 1000), nanos: (epochMs % 1000) * 1e6 });
 
 /**
  * `istio.io/debug/syncz` for the VMs connected to this relay, as istiod answers it for its own:
@@ -43,9 +43,9 @@ export function debugSyncz(sessions: Iterable<AdsSession>, namespace: string | u
     const configs = [...session.types].sort(([a], [b]) => a.localeCompare(b)).map(([typeUrl, state]) => ({
       type_url: typeUrl,
       config_status: configStatus(state),
-      ...(state.sentAt ? { last_updated: timestamp(state.sentAt) } : {}),
+      ...(state.sentAt !== undefined ? { last_updated: timestamp(state.sentAt) } : {}),
       ...(state.lastNack && state.lastNack.nonce === state.lastNonce
-        ? { error_state: { last_update_attempt: timestamp(new Date(state.lastNack.at)), details: state.lastNack.message } } : {}),
+        ? { error_state: { last_update_attempt: timestamp(Date.parse(state.lastNack.at)), details: state.lastNack.message } } : {}),
     }));
     const body = clientConfig.encode({
       node: {
