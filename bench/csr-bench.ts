@@ -12,7 +12,7 @@ import { CreateCertificateMethod } from '../src/ca/ca-forwarder.js';
 import { Oid, issueCertificate, parseCsr, type Issuer } from '../src/ca/x509.js';
 import { messageType } from '../src/xds/protocol/protos.js';
 import { makeCsr } from './csr-factory.js';
-import { cpuSeconds } from './process-stats.js';
+import { cpuSeconds, pinToCpus } from './process-stats.js';
 import { startRelayProcess } from './relay-process.js';
 import { summarize, table, type LatencySummary } from './stats.js';
 
@@ -24,6 +24,10 @@ export interface CsrBenchOptions {
   csrKey: 'rsa-2048' | 'ec-p256';
   /** Where the relay process writes a V8 CPU profile ('' = none). */
   relayCpuProfileDir: string;
+  /** The relay's worker processes, and CPU lists (taskset -c) for it and for this process's clients. */
+  relayWorkers: number;
+  relayCpus: string;
+  clientCpus: string;
 }
 
 export interface EndToEndResult {
@@ -57,7 +61,8 @@ async function endToEnd(caKey: CaKeyType, options: CsrBenchOptions): Promise<End
     createDevCa(path.join(base, 'ca'), { keyType: caKey });
     const issuer = ensureDevTokenIssuer(path.join(base, 'issuer'));
     const relay = await startRelayProcess(['--ca-mode', 'local', '--ca-dir', path.join(base, 'ca'), '--jwks-file', issuer.jwksFile, '--jwt-issuers', DEV_ISSUER,
-      '--admin-listen', '', '--state-dir', base], { cpuProfileDir: options.relayCpuProfileDir });
+      '--admin-listen', '', '--state-dir', base, '--workers', String(options.relayWorkers)], { cpuProfileDir: options.relayCpuProfileDir, cpus: options.relayCpus });
+    pinToCpus(process.pid, options.clientCpus);
     const clients = Array.from({ length: 4 }, () => new grpc.Client(relay.address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
     const requests = Array.from({ length: 16 }, () => encodeRequest(makeCsr(options.csrKey)));
     const metadata = new grpc.Metadata();

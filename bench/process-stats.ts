@@ -9,17 +9,52 @@ function clockTicks(): number {
   return ticksPerSecond;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+/**
+ * The process and its descendants (a relay with workers is a coordinator and its worker
+ * processes), from /proc/<pid>/task/<tid>/children.
+ */
+function processTree(pid: number): number[] {
+  const tree = [pid];
+  for (let index = 0; index < tree.length; index++) {
+    try {
+      tree.push(...readFileSync(`/proc/${tree[index]}/task/${tree[index]}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return tree;
 }
 
-/** Resident set size in bytes, from /proc/<pid>/status. */
+function sumOverTree(pid: number, read: (one: number) => number): number {
+  let total = 0;
+  let readAny = false;
+  for (const one of processTree(pid)) {
+    try {
+      total += read(one);
+      readAny = true;
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  if (!readAny) throw new Error(`process ${pid} has exited`);
+  return total;
+}
+
+/** CPU seconds (user + system) a process and its descendants have used, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  return sumOverTree(pid, (one) => {
+    const stat = readFileSync(`/proc/${one}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+  });
+}
+
+/** Resident set size in bytes of a process and its descendants, from /proc/<pid>/status. */
 export function rssBytes(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match ? Number(match[1]) * 1024 : 0;
+  return sumOverTree(pid, (one) => {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${one}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : 0;
+  });
 }
 
 /** Samples a process's RSS every `intervalMs` to find the peak over a phase. */
@@ -46,4 +81,10 @@ export class RssSampler {
     this.sample();
     return this.peak;
   }
+}
+
+/** Moves a running process, all its threads, onto a CPU list (taskset -c syntax); '' leaves it. */
+export function pinToCpus(pid: number | undefined, cpus: string): void {
+  if (!cpus || !pid) return;
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }

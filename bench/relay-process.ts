@@ -17,9 +17,12 @@ export interface RelayProcess {
  * `meshrelay serve` as its own process (so its CPU and memory are its own, read from /proc), on
  * loopback ports it picks; resolves once it prints what it serves. `serveArgs` are serve's flags.
  */
-export async function startRelayProcess(serveArgs: string[], options: { cpuProfileDir?: string } = {}): Promise<RelayProcess> {
+export async function startRelayProcess(serveArgs: string[], options: { cpuProfileDir?: string; cpus?: string } = {}): Promise<RelayProcess> {
   const profiling = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
-  const child = spawn(process.execPath, [...profiling, cli, 'serve', '--xds-listen', '127.0.0.1:0', '--log-level', 'error', ...serveArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const command = [process.execPath, ...profiling, cli, 'serve', '--xds-listen', '127.0.0.1:0', '--log-level', 'error', ...serveArgs];
+  // taskset execs node in place (same pid); its workers inherit the CPU set, and count it as their cores.
+  const [file, ...args] = options.cpus ? ['taskset', '-c', options.cpus, ...command] : command;
+  const child = spawn(file!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const started = await new Promise<{ address: string; adminUrl: string | undefined }>((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => {

@@ -1,5 +1,8 @@
 import { Registry } from 'prom-client';
+import path from 'node:path';
 import { AdminServer } from './admin/admin-server.js';
+import type { WorkerLink } from './cluster/worker-link.js';
+import { otherWorkersSyncz, registerWorkerRoutes } from './cluster/worker-views.js';
 import { registerCaMetrics } from './admin/ca-metrics.js';
 import { processMetrics } from './admin/process-metrics.js';
 import { registerRelayMetrics } from './admin/relay-metrics.js';
@@ -64,6 +67,8 @@ interface RelayParts {
 export interface RelayOptions {
   config: ServeConfig;
   log: Logger;
+  /** Set in a worker process: the coordinator hands it connections (docs/ARCHITECTURE.md "Workers"). */
+  worker?: WorkerLink;
   /** Tests shorten reconnect delays. */
   backoff?: BackoffPolicy;
 }
@@ -123,10 +128,11 @@ export class Relay {
     }
   }
 
-  private static async assemble({ config, log, backoff = { ...defaultBackoff, maxMs: config.reconnectBackoffMaxSeconds * 1000 } }: RelayOptions, disposer: Disposer): Promise<Relay> {
-    const upstream = await setUpUpstream(config, log, disposer);
+  private static async assemble({ config, log, worker, backoff = { ...defaultBackoff, maxMs: config.reconnectBackoffMaxSeconds * 1000 } }: RelayOptions, disposer: Disposer): Promise<Relay> {
+    const upstream = await setUpUpstream(config, log, disposer, worker?.spec.embeddedUpstream);
     const topology = await setUpTopology(config, backoff, log, disposer);
-    const { groups, addressKeying, snapshots, snapshotSchedule } = await setUpGroups(config, { pool: upstream.pool, topology }, backoff, log, disposer);
+    const snapshotRoot = worker && config.cacheSnapshotDir ? { snapshotRoot: path.dirname(config.cacheSnapshotDir) } : {};
+    const { groups, addressKeying, snapshots, snapshotSchedule } = await setUpGroups(config, { pool: upstream.pool, topology, ...snapshotRoot }, backoff, log, disposer);
     const admissionPolicy = {
       ratePerSecond: config.admissionRate, burst: config.admissionBurst, maxQueued: config.admissionQueue, maxWaitMs: config.admissionMaxWaitSeconds * 1000,
     };
@@ -135,11 +141,14 @@ export class Relay {
     const { provider, workloadEntries } = setUpAutoRegistration(config, groups, backoff, log, disposer);
     const ads = new AdsService(provider, {
       maxNamesPerRequest: config.maxNamesPerRequest, maxTypesPerStream: 64, admission: admission.streams, compressFor: compressionPolicy(config),
-    }, log.child({ component: 'ads' }), { systemNamespace: config.istioNamespace, controlPlane: controlPlaneIdentifier(config) });
+    }, log.child({ component: 'ads' }), {
+      systemNamespace: config.istioNamespace, controlPlane: controlPlaneIdentifier(config),
+      ...(worker ? { otherWorkers: (namespace: string | undefined) => otherWorkersSyncz(worker, namespace) } : {}),
+    });
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) disposer.defer(() => ca.close());
-    const listeners = await setUpListeners(config, { ads, ca, tokenReview, csrAdmission: admission.csrs }, log, disposer);
+    const listeners = await setUpListeners(config, { ads, ca, tokenReview, csrAdmission: admission.csrs, worker }, log, disposer);
     const addresses: RelayAddresses = {
       upstream: upstream.target, ...(listeners.xds ? { xds: listeners.xds } : {}), ...(listeners.tls ? { tls: listeners.tls } : {}),
     };
@@ -155,7 +164,9 @@ export class Relay {
       const admin = new AdminServer(log);
       disposer.defer(() => admin.close());
       registerRelayRoutes(admin, relay);
+      if (worker) registerWorkerRoutes(admin, relay);
       addresses.admin = await admin.listen(parseListenAddress(config.adminListen));
+      worker?.ready(`http://${formatAddress(addresses.admin)}`, ca?.summary);
     }
     log.info({ ...Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, typeof v === 'string' ? v : formatAddress(v)])), mode: config.mode, upstreamProtocol: config.upstreamProtocol }, 'meshrelay serving');
     return relay;

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BENCH_SCENARIOS } from '../../src/config/schema.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
-import { cpuSeconds, rssBytes, RssSampler } from '../process-stats.js';
+import { cpuSeconds, pinToCpus, rssBytes, RssSampler } from '../process-stats.js';
 import { summarize } from '../stats.js';
 import { once, type Topology } from './bench-servers.js';
 import { checkCorrectness } from './correctness.js';
@@ -185,6 +185,7 @@ export class BenchRun implements ScenarioRun {
     const nackEvery = nackFraction > 0 ? Math.max(1, Math.round(1 / nackFraction)) : 0;
     for (let w = 0; w < workers; w++) {
       const child = fork(path.join(here, 'worker.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      pinToCpus(child.pid, this.options.clientCpus);
       const worker: Worker = { child, progress: { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0, watchId: 0 } };
       child.on('message', (message: WorkerProgress | WorkerSamples) => { if (message.type === 'progress') worker.progress = message; });
       const specs = [];

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
 import { Toxiproxy } from '../link/toxiproxy.js';
 import { startRelayProcess, type RelayProcess } from '../relay-process.js';
+import { pinToCpus } from '../process-stats.js';
 import { stampOf, type PushStamp } from './envoy-client.js';
 import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
 import type { SimCommand, SimMessage } from './sim-process.js';
@@ -97,7 +98,9 @@ async function startBaseline(mesh: MeshModel): Promise<Server> {
   return { target: `127.0.0.1:${port}`, pid: child.pid, adminUrl: undefined, apply, close: async () => { child.kill(); } };
 }
 
-async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
+async function startRelay(kind: 'group' | 'stream' | 'group-workers' | 'stream-workers', upstream: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
+  const mode = kind.startsWith('group') ? 'group' : 'stream';
+  const workers = kind.endsWith('-workers') ? options.relayWorkers : 1;
   // Behind a thin link the relay is an edge relay: one upstream connection (toxiproxy shapes each
   // connection on its own, so two would double the link), keepalives that find a cut link dead
   // within 15 s, and reconnects tried at least every 5 s so a healed link is used soon (docs/EDGE.md).
@@ -107,10 +110,10 @@ async function startRelay(kind: 'group' | 'stream', upstream: Endpoint, options:
   const addressBinding = !options.upstream ? ['--address-independent-config', 'true']
     : options.upstream.kubeconfig ? ['--address-config-source', 'kubernetes', '--kubeconfig', options.upstream.kubeconfig] : [];
   return startRelayProcess([
-    '--upstream', upstream.target, '--mode', kind, '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
+    '--upstream', upstream.target, '--mode', mode, '--workers', String(workers), '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
     '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
     ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []), ...edge,
-  ], options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {});
+  ], { ...(options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {}), ...(options.relayCpus ? { cpus: options.relayCpus } : {}) });
 }
 
 function relayEndpoint(relay: RelayProcess): Endpoint {
@@ -132,6 +135,8 @@ export async function startTopology(kind: TargetKind, mesh: MeshModel, options: 
   }
   const sim = await startSim(mesh);
   closers.push(() => sim.close());
+  // Behind a relay the simulator stands for istiod on other machines: it runs beside the VMs.
+  pinToCpus(sim.pid, kind === 'direct' ? options.relayCpus : options.clientCpus);
   const link = options.link ? await startLink(sim, options.link, closers) : undefined;
   // What is on the far side of the link from the upstream (the VMs, or the relay in front of them) reaches it through the link.
   const acrossLink: Endpoint = link ? { ...sim, target: link.address } : sim;
@@ -140,6 +145,7 @@ export async function startTopology(kind: TargetKind, mesh: MeshModel, options: 
     if (link) throw new Error('the baseline has no upstream behind it: a link between it and the upstream means nothing');
     const baseline = await startBaseline(mesh);
     closers.push(() => baseline.close());
+    pinToCpus(baseline.pid, options.relayCpus);
     return { target: baseline, driven: [sim, baseline], upstream: sim };
   }
   const relay = await startRelay(kind, acrossLink, options);

@@ -82,7 +82,7 @@ function format(value: number | undefined, unit: Row[2]): string {
 export function resultTable(results: TargetResult[], options: XdsBenchOptions): string {
   const baseline = results.find((r) => r.target === 'baseline');
   const direct = results.find((r) => r.target === 'direct');
-  const relays = results.filter((r) => r.target === 'group' || r.target === 'stream');
+  const relays = results.filter((r) => r.target !== 'direct' && r.target !== 'baseline' && r.target !== 'external');
   const ratioColumns = [
     ...(baseline ? relays.map((r) => ({ title: `${r.target} ÷ baseline`, of: r, to: baseline })) : []),
     ...(direct ? relays.map((r) => ({ title: `${r.target} ÷ direct`, of: r, to: direct })) : []),

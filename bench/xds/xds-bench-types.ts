@@ -6,7 +6,8 @@ import type { LinkShape } from '../link/toxiproxy.js';
 
 /** What `meshrelay bench` is asked to run, and what each target's run measured. */
 
-export type TargetKind = 'direct' | 'group' | 'stream' | 'baseline' | 'external';
+/** `group-workers` / `stream-workers`: the same relay as `group` / `stream`, with `relayWorkers` worker processes. */
+export type TargetKind = 'direct' | 'group' | 'stream' | 'group-workers' | 'stream-workers' | 'baseline' | 'external';
 export type Scenario = (typeof BENCH_SCENARIOS)[number];
 
 export interface XdsBenchOptions {
@@ -42,6 +43,11 @@ export interface XdsBenchOptions {
   cutSeconds: number;
   timeoutSeconds: number;
   relayCpuProfileDir: string;
+  /** Worker processes of the `*-workers` targets (the others run one process). */
+  relayWorkers: number;
+  /** CPU lists (taskset -c) for the targets' processes and for the load generator's; empty: unpinned. */
+  relayCpus: string;
+  clientCpus: string;
   onProgress?: (line: string) => void;
 }
 

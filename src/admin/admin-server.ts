@@ -30,7 +30,8 @@ export class AdminServer {
     const server = http.createServer((request, response) => this.handle(request, response));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+      // exclusive: a worker's own (internal) port, not one shared through the cluster primary.
+      server.listen({ port: address.port, host: address.host, exclusive: true }, () => { server.off('error', reject); resolve(); });
     });
     this.server = server;
     const bound = server.address() as AddressInfo;

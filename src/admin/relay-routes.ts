@@ -3,11 +3,11 @@ import type { RelayAdminView } from './admin-view.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
 import type { AdminServer } from './admin-server.js';
 import { decodeForDump } from './config-dump.js';
-import { renderStatusPage } from './status-page.js';
+import { renderStatusPage, statusData } from './status-page.js';
 
 /** The relay's admin port: health, readiness, metrics, istiod-style debug views, log level. */
 export function registerRelayRoutes(admin: AdminServer, relay: RelayAdminView): void {
-  admin.route('/', () => ({ status: 200, body: renderStatusPage(relay), contentType: 'text/html; charset=utf-8' }));
+  admin.route('/', () => ({ status: 200, body: renderStatusPage(statusData(relay)), contentType: 'text/html; charset=utf-8' }));
   admin.route('/healthz', () => ({ status: 200, body: { status: 'ok', pid: process.pid } }));
   admin.route('/metrics', async () => ({ status: 200, body: await relay.metrics.metrics(), contentType: relay.metrics.contentType }));
   admin.route('/readyz', () => {

@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { caUpstreamRoot, resolveCaMode, type ServeConfig } from '../config/schema.js';
 import { RelayError } from '../errors.js';
@@ -9,6 +8,7 @@ import { CaForwarder } from './ca-forwarder.js';
 import { CaStats } from './ca-stats.js';
 import type { CaService } from './ca-service.js';
 import { ensureDevCa } from './dev-ca.js';
+import { cpuLimit } from '../limits/cpu-limit.js';
 import { DEV_ISSUER, ensureDevTokenIssuer } from './dev-token-issuer.js';
 import { CA_AUDIENCE } from './identity.js';
 import { JwtVerifier } from './jwt.js';
@@ -35,6 +35,23 @@ export interface CaSubsystem {
 const SERVING_CERT_LIFETIME_SECONDS = 24 * 3600;
 
 /**
+ * Local mode's files: `caDir`, or with none the dev CA and dev token issuer under `stateDir`, created
+ * when absent. A coordinator calls it before forking workers, so they all sign with one CA.
+ */
+export function localCaFiles(config: ServeConfig, log: Logger, tokenReview: boolean): { caDir: string; jwksFile: string; issuers: string[] } {
+  const devMode = !config.caDir;
+  const caDir = config.caDir || path.join(config.stateDir, 'ca');
+  if (devMode && ensureDevCa(caDir)) log.info({ caDir }, 'created a development CA');
+  let jwksFile = config.jwksFile;
+  let issuers = config.jwtIssuers;
+  if (devMode && !jwksFile && !tokenReview) {
+    jwksFile = ensureDevTokenIssuer(path.join(config.stateDir, 'token-issuer')).jwksFile;
+    issuers = issuers.length > 0 ? issuers : [DEV_ISSUER];
+  }
+  return { caDir, jwksFile, issuers };
+}
+
+/**
  * Builds the CA side from config. Local mode signs with plugged CA files (`caDir`), or — with no
  * `caDir`, for trying the relay out — with a dev CA and dev token issuer created under `stateDir`.
  * Forward mode sends CSRs to istiod.
@@ -50,15 +67,7 @@ export function setUpCa(config: ServeConfig, backoff: BackoffPolicy, log: Logger
     return { ...setUpForward(config, stats, backoff, log), tokens };
   }
 
-  const devMode = !config.caDir;
-  const caDir = config.caDir || path.join(config.stateDir, 'ca');
-  if (devMode && ensureDevCa(caDir)) log.info({ caDir }, 'created a development CA');
-  let jwksFile = config.jwksFile;
-  let issuers = config.jwtIssuers;
-  if (devMode && !jwksFile && !tokenReview) {
-    jwksFile = ensureDevTokenIssuer(path.join(config.stateDir, 'token-issuer')).jwksFile;
-    issuers = issuers.length > 0 ? issuers : [DEV_ISSUER];
-  }
+  const { caDir, jwksFile, issuers } = localCaFiles(config, log, tokenReview !== undefined);
   if (jwksFile && issuers.length === 0) {
     throw new RelayError('MR_BAD_CONFIG', 'invalid jwtIssuers: jwksFile is set, so name the token issuers to trust');
   }
@@ -118,5 +127,5 @@ function setUpForward(config: ServeConfig, stats: CaStats, backoff: BackoffPolic
 
 /** One signing thread per core but one (the event loop's), at least one, at most four. */
 function defaultSigningThreads(): number {
-  return Math.min(4, Math.max(1, availableParallelism() - 1));
+  return Math.min(4, Math.max(1, cpuLimit() - 1));
 }

@@ -12,7 +12,8 @@ import { RelayError } from '../errors.js';
 
 async function csr(argv: string[]): Promise<void> {
   const config = loadConfig(benchCsrSchema, argv);
-  const result = await runCsrBench({ concurrency: config.concurrency, seconds: config.seconds, caKeys: config.caKeys, csrKey: config.csrKey, relayCpuProfileDir: config.relayCpuProf });
+  const result = await runCsrBench({ concurrency: config.concurrency, seconds: config.seconds, caKeys: config.caKeys, csrKey: config.csrKey, relayCpuProfileDir: config.relayCpuProf,
+    relayWorkers: config.relayWorkers, relayCpus: config.relayCpus, clientCpus: config.clientCpus });
   process.stdout.write(`${result.report}\n`);
   if (config.json) writeFileSync(config.json, `${JSON.stringify({ endToEnd: result.endToEnd, signing: result.signing }, null, 2)}\n`);
 }

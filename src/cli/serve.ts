@@ -1,12 +1,16 @@
+import { Coordinator } from '../cluster/coordinator.js';
+import { WorkerLink } from '../cluster/worker-link.js';
+import { workerConfig } from '../cluster/worker-share.js';
+import type { CaSubsystem } from '../ca/ca-setup.js';
 import { loadConfig } from '../config/load.js';
-import { serveSchema } from '../config/schema.js';
-import { createLogger } from '../log.js';
-import { Relay } from '../relay.js';
+import { serveSchema, type ServeConfig } from '../config/schema.js';
+import { cpuLimit } from '../limits/cpu-limit.js';
+import { createLogger, type Logger } from '../log.js';
+import { Relay, type RelayAddresses } from '../relay.js';
 import { formatAddress } from '../transport/listen-address.js';
 import { onTerminate } from './signals.js';
 
-function caLines(relay: Relay): string[] {
-  const summary = relay.ca?.summary;
+function caLines(summary: CaSubsystem['summary'] | undefined): string[] {
   if (!summary) return ['  CA:                                 off'];
   if (summary.mode === 'forward') return [`  CA:                                 forwarding CreateCertificate to ${summary.upstream}`];
   return [
@@ -17,20 +21,50 @@ function caLines(relay: Relay): string[] {
   ];
 }
 
-export async function runServe(argv: string[]): Promise<void> {
-  const config = loadConfig(serveSchema, argv);
-  const log = createLogger(config.logLevel);
-  const relay = await Relay.start({ config, log });
-  const { xds, tls, admin, upstream } = relay.addresses;
+/** What `serve` prints once it serves (the bench and tests read the addresses from it). */
+function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: boolean, ca: CaSubsystem['summary'] | undefined, workers: number): string {
+  const { xds, tls, admin, upstream } = addresses;
   const lines = [
     'meshrelay is serving.',
     xds ? `  xDS (plaintext ADS, SotW + Delta):  ${formatAddress(xds)}` : '',
     tls ? `  xDS (TLS):                          ${formatAddress(tls)}` : '',
     admin ? `  admin:                              http://${formatAddress(admin)}/debug/syncz  /debug/groups  /readyz` : '',
-    `  upstream:                           ${upstream}${relay.embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
-    ...caLines(relay),
+    `  workers:                            ${workers}${workers > 1 ? ` processes (${config.workerBalance})` : ' (this process)'}`,
+    `  upstream:                           ${upstream}${embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
+    ...caLines(ca),
     xds ? `Point an ADS client at ${formatAddress(xds)} with Istio VM node metadata (NAMESPACE, SERVICE_ACCOUNT, NETWORK...).` : '',
   ];
-  process.stdout.write(`${lines.filter(Boolean).join('\n')}\n`);
-  onTerminate(log, config.shutdownGraceSeconds * 1000, () => relay.stop(config.shutdownGraceSeconds * 1000));
+  return `${lines.filter(Boolean).join('\n')}\n`;
+}
+
+/** A worker: one relay over the connections its coordinator hands it, stopped when told. */
+async function runWorker(config: ServeConfig, link: WorkerLink, log: Logger): Promise<void> {
+  // Ctrl-C reaches the whole process group; the coordinator decides when workers stop.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {});
+  const relay = await Relay.start({ config: workerConfig(config, link.spec), log, worker: link });
+  const stop = (graceMs: number) => relay.stop(graceMs).then(() => process.exit(0), (error: unknown) => {
+    log.error({ err: error }, 'error while stopping');
+    process.exit(1);
+  });
+  link.onStop(stop);
+  // The coordinator is gone (killed): nobody hands out connections or reads views any more.
+  process.on('disconnect', () => void stop(0));
+}
+
+export async function runServe(argv: string[]): Promise<void> {
+  const config = loadConfig(serveSchema, argv);
+  const log = createLogger(config.logLevel);
+  const link = WorkerLink.fromEnvironment();
+  if (link) return runWorker(config, link, log.child({ worker: link.spec.index }));
+  const graceMs = config.shutdownGraceSeconds * 1000;
+  const workers = config.workers ?? cpuLimit();
+  if (workers > 1) {
+    const coordinator = await Coordinator.start(config, workers, log.child({ component: 'coordinator' }));
+    process.stdout.write(servingLines(config, coordinator.addresses, coordinator.embedded, coordinator.caSummary, workers));
+    onTerminate(log, graceMs, () => coordinator.stop(graceMs));
+    return;
+  }
+  const relay = await Relay.start({ config, log });
+  process.stdout.write(servingLines(config, relay.addresses, relay.embedded !== undefined, relay.ca?.summary, 1));
+  onTerminate(log, graceMs, () => relay.stop(graceMs));
 }

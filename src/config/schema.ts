@@ -91,6 +91,12 @@ export const serveSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   shutdownGraceSeconds: z.number().min(0).default(10),
   readinessDrainSeconds: z.number().min(0).default(3),
+  // Relay processes serving VMs, one per core the pod may use (cgroup CPU quota and CPU set) by
+  // default; above 1, a coordinator hands each connection to one (docs/ARCHITECTURE.md "Workers").
+  workers: z.number().int().min(1).max(256).optional(),
+  // Which worker takes a connection: the one its source address hashes to unless that one holds
+  // 1.1× the mean (reconnects land where the VM's stream lingered), or the least loaded.
+  workerBalance: z.enum(['source-address', 'least-connections']).default('source-address'),
   admissionRate: z.number().min(0).default(1000),
   admissionBurst: z.number().int().min(1).default(2000),
   admissionQueue: z.number().int().min(0).default(20_000),
@@ -212,6 +218,9 @@ export const benchCsrSchema = z.object({
   seconds: z.number().min(1).default(10),
   caKeys: z.array(z.enum(['rsa-2048', 'rsa-4096', 'ec-p256'])).default(['rsa-2048', 'ec-p256']),
   csrKey: z.enum(['rsa-2048', 'ec-p256']).default('rsa-2048'),
+  relayWorkers: z.number().int().min(1).max(64).default(1),
+  relayCpus: z.string().regex(/^[0-9,-]*$/).default(''),
+  clientCpus: z.string().regex(/^[0-9,-]*$/).default(''),
   json: z.string().default(''),
   relayCpuProf: z.string().default(''),
 }).strict();
@@ -255,7 +264,12 @@ export const benchXdsSchema = z.object({
   mode: z.enum(['group', 'stream', 'direct', 'baseline']).default('group'),
   compare: z.boolean().default(false),
   // With compare: which targets, in this order (default direct, group, stream and, without link or upstreamTarget, baseline).
-  targets: z.array(z.enum(['direct', 'group', 'stream', 'baseline'])).default([]),
+  targets: z.array(z.enum(['direct', 'group', 'stream', 'group-workers', 'stream-workers', 'baseline'])).default([]),
+  // The *-workers targets' worker processes (group and stream run one).
+  relayWorkers: z.number().int().min(1).max(64).default(2),
+  // CPU lists (taskset -c) for the targets (relay, baseline, direct's simulator) and the simulated VMs.
+  relayCpus: z.string().regex(/^[0-9,-]*$/).default(''),
+  clientCpus: z.string().regex(/^[0-9,-]*$/).default(''),
   target: z.union([z.literal(''), address]).default(''),
   adminUrl: z.string().default(''),
   upstreamTarget: z.union([z.literal(''), address]).default(''),

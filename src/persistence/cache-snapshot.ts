@@ -65,6 +65,21 @@ export function restoreInto(cache: ResourceCache, group: SnapshotGroup): void {
 }
 
 /**
+ * Where the other snapshots of one relay are: with workers, each writes its own under
+ * `<root>/worker-<index>`, and the single-process relay writes `<root>` itself; every one of them
+ * reads all, so a worker count change or a VM coming back to another worker loses nothing.
+ */
+export function snapshotSiblings(root: string, own: string): string[] {
+  let workers: string[] = [];
+  try {
+    workers = readdirSync(root).filter((name) => /^worker-\d+$/.test(name)).map((name) => path.join(root, name));
+  } catch {
+    // No root yet: nothing was written.
+  }
+  return [root, ...workers].filter((directory) => path.resolve(directory) !== path.resolve(own));
+}
+
+/**
  * The upstream caches on disk, for edge sites: a relay restarted while istiod is unreachable
  * serves its VMs the last good config. Writes are atomic (temporary file, fsync, rename) and
  * checksummed; a failed write leaves the previous snapshot intact, a damaged file is ignored.
@@ -77,36 +92,51 @@ export class CacheSnapshotStore {
   writes = 0;
   writeFailures = 0;
 
-  /** `maxBytes`: larger snapshots are neither written nor loaded (a giant one could not be parsed without exhausting memory). */
-  constructor(private readonly directory: string, private readonly log: Logger, private readonly maxBytes = 256 * 1024 * 1024) {
+  /**
+   * `maxBytes`: larger snapshots are neither written nor loaded (a giant one could not be parsed
+   * without exhausting memory). `siblings`: other directories whose snapshots are read too (the
+   * other workers' of one relay: a VM may come back to any worker); this one's own groups win, then
+   * the newest file's.
+   */
+  constructor(private readonly directory: string, private readonly log: Logger, private readonly maxBytes = 256 * 1024 * 1024, private readonly siblings: string[] = []) {
     this.file = path.join(directory, FILE_NAME);
   }
 
-  /** Reads the snapshot; returns how many groups it holds (0 when absent or unusable). */
+  /** Reads the snapshots; returns how many groups they hold (0 when absent or unusable). */
   load(): number {
     this.removeLeftovers();
+    const own = this.read(this.file);
+    const others = this.siblings.map((directory) => this.read(path.join(directory, FILE_NAME)))
+      .filter((snapshot): snapshot is SnapshotFile => snapshot !== undefined)
+      .sort((a, b) => b.writtenAt.localeCompare(a.writtenAt));
+    for (const snapshot of [...(own ? [own] : []), ...others]) {
+      for (const group of snapshot.groups) if (!this.loaded.has(group.key)) this.loaded.set(group.key, group);
+      if (!this.loadedFrom || snapshot.writtenAt > this.loadedFrom) this.loadedFrom = snapshot.writtenAt;
+    }
+    return this.loaded.size;
+  }
+
+  private read(file: string): SnapshotFile | undefined {
     let text: string;
     try {
-      const size = statSync(this.file).size;
+      const size = statSync(file).size;
       if (size > this.maxBytes) {
-        this.log.error({ file: this.file, bytes: size, maxBytes: this.maxBytes }, 'cache snapshot is larger than allowed; starting without it');
-        return 0;
+        this.log.error({ file, bytes: size, maxBytes: this.maxBytes }, 'cache snapshot is larger than allowed; starting without it');
+        return undefined;
       }
-      text = readFileSync(this.file, 'utf8');
+      text = readFileSync(file, 'utf8');
     } catch {
-      return 0;
+      return undefined;
     }
     try {
       const snapshot = JSON.parse(text) as SnapshotFile;
       if (snapshot.format !== FORMAT_VERSION) throw new Error(`format ${snapshot.format}, expected ${FORMAT_VERSION}`);
       if (snapshot.checksum !== checksum(snapshot.groups)) throw new Error('checksum mismatch');
-      this.loaded = new Map(snapshot.groups.map((group) => [group.key, group]));
-      this.loadedFrom = snapshot.writtenAt;
-      this.log.info({ file: this.file, groups: snapshot.groups.length, writtenAt: snapshot.writtenAt }, 'loaded the upstream cache snapshot');
-      return snapshot.groups.length;
+      this.log.info({ file, groups: snapshot.groups.length, writtenAt: snapshot.writtenAt }, 'loaded the upstream cache snapshot');
+      return snapshot;
     } catch (error) {
-      this.log.error({ file: this.file, err: (error as Error).message }, 'cache snapshot is damaged; starting without it');
-      return 0;
+      this.log.error({ file, err: (error as Error).message }, 'cache snapshot is damaged; starting without it');
+      return undefined;
     }
   }
 

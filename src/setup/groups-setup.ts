@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import type { NetworkTopology } from '../mesh/network-topology.js';
 import { NetworkView } from '../mesh/network-view.js';
 import { upstreamRewrites } from '../mesh/upstream-rewrites.js';
-import { CacheSnapshotStore, restoreInto } from '../persistence/cache-snapshot.js';
+import { CacheSnapshotStore, restoreInto, snapshotSiblings } from '../persistence/cache-snapshot.js';
 import { SnapshotSchedule } from '../persistence/snapshot-schedule.js';
 import type { BackoffPolicy } from '../transport/backoff.js';
 import type { ResourceCache } from '../xds/cache/resource-cache.js';
@@ -27,13 +27,17 @@ export interface GroupSide {
  */
 export async function setUpGroups(
   config: ServeConfig,
-  parts: { pool: ConnectionPool; topology: NetworkTopology },
+  /** `snapshotRoot`: a worker's snapshot directory is `<root>/worker-<index>` (cluster/worker-share.ts). */
+  parts: { pool: ConnectionPool; topology: NetworkTopology; snapshotRoot?: string },
   backoff: BackoffPolicy,
   log: Logger,
   disposer: Disposer,
 ): Promise<GroupSide> {
   const rewrites = upstreamRewrites(config);
-  const snapshots = config.cacheSnapshotDir ? new CacheSnapshotStore(config.cacheSnapshotDir, log.child({ component: 'snapshot' }), config.cacheSnapshotMaxMb * 1024 * 1024) : undefined;
+  const snapshotRoot = parts.snapshotRoot ?? config.cacheSnapshotDir;
+  const snapshots = config.cacheSnapshotDir
+    ? new CacheSnapshotStore(config.cacheSnapshotDir, log.child({ component: 'snapshot' }), config.cacheSnapshotMaxMb * 1024 * 1024, snapshotSiblings(snapshotRoot, config.cacheSnapshotDir))
+    : undefined;
   snapshots?.load();
   const addressKeying = await setUpAddressKeying({
     ...config, groupModeUsed: config.mode === 'group' || Object.values(config.modeByNamespace).includes('group'),

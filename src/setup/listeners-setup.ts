@@ -13,6 +13,9 @@ import { GrpcServer } from '../transport/grpc-server.js';
 import { parseListenAddress, type ListenAddress } from '../transport/listen-address.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
 import type { StreamAuthenticator } from '../xds/view.js';
+import type { WorkerLink } from '../cluster/worker-link.js';
+import type { ListenerName } from '../cluster/worker-protocol.js';
+import type { TlsOptions } from '../transport/grpc-server.js';
 
 export interface Listeners {
   servers: GrpcServer[];
@@ -28,7 +31,7 @@ export interface Listeners {
  */
 export async function setUpListeners(
   config: ServeConfig,
-  parts: { ads: AdsService; ca: CaSubsystem | undefined; tokenReview: TokenVerifier | undefined; csrAdmission: AdmissionControl },
+  parts: { ads: AdsService; ca: CaSubsystem | undefined; tokenReview: TokenVerifier | undefined; csrAdmission: AdmissionControl; worker: WorkerLink | undefined },
   log: Logger,
   disposer: Disposer,
 ): Promise<Listeners> {
@@ -43,7 +46,7 @@ export async function setUpListeners(
     : undefined);
   if (serving) disposer.defer(() => serving.close());
   const servers: GrpcServer[] = [];
-  const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024);
+  const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb(undefined, parts.worker?.spec.count)) * 1024 * 1024);
   const newServer = (authenticate?: StreamAuthenticator) => {
     const server = new GrpcServer({
       maxMessageBytes: config.maxMessageBytes,
@@ -66,7 +69,12 @@ export async function setUpListeners(
     disposer.defer(() => server.close(0));
     return server;
   };
-  const xds = config.xdsListen ? await newServer().listen(parseListenAddress(config.xdsListen)) : undefined;
+  // A worker binds nothing: the coordinator accepts and hands it its share of the connections.
+  const bind = async (server: GrpcServer, name: ListenerName, address: string, tls?: TlsOptions) => {
+    if (!parts.worker) return server.listen(parseListenAddress(address), tls);
+    return parts.worker.serve(name, server.adopt(tls).accept);
+  };
+  const xds = config.xdsListen ? await bind(newServer(), 'xds', config.xdsListen) : undefined;
   let tls: ListenAddress | undefined;
   if (config.tlsListen && serving) {
     // Like istiod's 15012: every xDS stream proves who it is (workload certificate, or a token),
@@ -77,7 +85,7 @@ export async function setUpListeners(
       ? (call) => authenticateStreamCaller(call, { trustDomain: config.trustDomain, trustedRelays, ...(tokens ? { tokens } : {}) })
       : undefined;
     const server = newServer(authenticate);
-    tls = await server.listen(parseListenAddress(config.tlsListen), serving.current());
+    tls = await bind(server, 'tls', config.tlsListen, serving.current());
     serving.onChange((certificate) => server.updateTls(certificate));
   }
   return { servers, xds, tls, serving, bufferBudget };

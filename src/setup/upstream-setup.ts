@@ -14,17 +14,23 @@ export interface UpstreamSide {
   pool: ConnectionPool;
 }
 
+/** The simulated istiod of `upstream: embedded`, on a loopback port. */
+export function startEmbeddedSim(config: ServeConfig, log: Logger): Promise<RunningSim> {
+  const mesh = loadMesh(config.mesh || undefined);
+  if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
+  return startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
+}
+
 /**
  * The connections to the control plane. With `upstream: embedded` a simulated istiod is started in
  * the process and reached over a real loopback gRPC connection, exactly like a remote one.
  */
-export async function setUpUpstream(config: ServeConfig, log: Logger, disposer: Disposer): Promise<UpstreamSide> {
+/** `sharedEmbedded`: a worker's coordinator runs the simulator once for all workers; its address. */
+export async function setUpUpstream(config: ServeConfig, log: Logger, disposer: Disposer, sharedEmbedded?: string): Promise<UpstreamSide> {
   let embedded: RunningSim | undefined;
-  let target = config.upstream;
-  if (config.upstream === 'embedded') {
-    const mesh = loadMesh(config.mesh || undefined);
-    if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
-    const sim = embedded = await startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
+  let target = sharedEmbedded ?? config.upstream;
+  if (config.upstream === 'embedded' && !sharedEmbedded) {
+    const sim = embedded = await startEmbeddedSim(config, log);
     target = formatAddress(sim.address);
     disposer.defer(() => sim.close());
   }

@@ -1,5 +1,5 @@
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -317,6 +317,34 @@ export class GrpcServer {
   }
 
   async listen(address: ListenAddress, tls?: TlsOptions): Promise<ListenAddress> {
+    const server = this.open(tls);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      // A reconnect storm opens thousands of connections at once: Node's default backlog (511)
+      // drops SYNs, which clients retry only after 1, 3, 7, 15… s. The kernel caps it at somaxconn.
+      server.listen({ port: address.port, host: address.host, backlog: LISTEN_BACKLOG }, () => { server.off('error', reject); resolve(); });
+    });
+    const bound = server.address() as AddressInfo;
+    this.options.log.info({ address: formatAddress({ host: bound.address, port: bound.port }), tls: !!tls }, 'gRPC listener up');
+    return { host: bound.address, port: bound.port };
+  }
+
+  /**
+   * Serves connections accepted elsewhere (a worker is handed its VMs' sockets by the coordinator,
+   * docs/ARCHITECTURE.md "Workers"): `accept` each socket; nothing is bound here.
+   */
+  adopt(tls?: TlsOptions): { accept(socket: Socket): void } {
+    const server = this.open(tls);
+    return {
+      accept: (socket) => {
+        server.emit('connection', socket);
+        // The coordinator accepted it paused, so no byte was read before this process had it.
+        socket.resume();
+      },
+    };
+  }
+
+  private open(tls?: TlsOptions): http2.Http2Server | http2.Http2SecureServer {
     const settings = { maxConcurrentStreams: this.options.maxStreamsPerConnection };
     // Node counts every byte queued on a connection against maxSessionMemory (10 MB by default) and
     // refuses new streams past it; a fan-out to many streams of one connection queues far more.
@@ -337,17 +365,9 @@ export class GrpcServer {
     server.on('stream', (stream, headers) => this.onStream(stream, headers));
     server.on('sessionError', (error) => this.options.log.debug({ err: error }, 'http2 session error'));
     server.on('tlsClientError', (error) => this.options.log.debug({ err: error.message }, 'TLS handshake failed'));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      // A reconnect storm opens thousands of connections at once: Node's default backlog (511)
-      // drops SYNs, which clients retry only after 1, 3, 7, 15… s. The kernel caps it at somaxconn.
-      server.listen({ port: address.port, host: address.host, backlog: LISTEN_BACKLOG }, () => { server.off('error', reject); resolve(); });
-    });
     this.servers.push(server);
     if (tls) this.secureServer = server as http2.Http2SecureServer;
-    const bound = server.address() as AddressInfo;
-    this.options.log.info({ address: formatAddress({ host: bound.address, port: bound.port }), tls: !!tls }, 'gRPC listener up');
-    return { host: bound.address, port: bound.port };
+    return server;
   }
 
   /** Replaces the serving certificate (and client CA) of the TLS listener for new connections. */

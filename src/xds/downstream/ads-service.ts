@@ -42,6 +42,8 @@ export interface DebugIdentity {
   systemNamespace: string;
   /** DiscoveryResponse.control_plane.identifier: istiod's IstioControlPlaneInstance JSON (pilot/pkg/xds/xdsgen.go). */
   controlPlane: string;
+  /** With workers: the other workers' syncz entries for the same namespace (cluster/worker-views.ts). */
+  otherWorkers?: (namespace: string | undefined) => Promise<DebugAnswer['resources']>;
 }
 
 /** Serves both ADS methods from one ViewProvider and keeps the live sessions for the admin views. */
@@ -57,10 +59,17 @@ export class AdsService {
   ) {}
 
   /** istiod's debug types, for this service's VMs (istioctl proxy-status --xds-address). */
-  private answerDebug(typeUrl: string, caller: CallerIdentity): DebugAnswer {
-    const { systemNamespace, controlPlane } = this.debugIdentity;
-    const resources = typeUrl === DebugTypeUrl.syncz ? debugSyncz(this.sessions, visibleNamespace(caller, systemNamespace)) : [];
-    return { resources, controlPlane };
+  private async answerDebug(typeUrl: string, caller: CallerIdentity): Promise<DebugAnswer> {
+    const { systemNamespace, controlPlane, otherWorkers } = this.debugIdentity;
+    if (typeUrl !== DebugTypeUrl.syncz) return { resources: [], controlPlane };
+    const namespace = visibleNamespace(caller, systemNamespace);
+    const others = otherWorkers ? await otherWorkers(namespace) : [];
+    return { resources: [...this.syncz(namespace), ...others], controlPlane };
+  }
+
+  /** This process's VMs as istiod's syncz entries, those of `namespace` only when it is set. */
+  syncz(namespace: string | undefined): DebugAnswer['resources'] {
+    return debugSyncz(this.sessions, namespace);
   }
 
   /** Serves ADS on a server; with `authenticate`, every stream proves who it is first. */

@@ -25,7 +25,7 @@ export interface SessionLimits {
   /** Whether to gzip responses to this caller, when it accepts gzip (a relay's thin link). */
   compressFor?: (caller: CallerIdentity | undefined) => boolean;
   /** Answers istiod's debug types (istioctl proxy-status) for an authenticated caller. */
-  debug?: (typeUrl: string, caller: CallerIdentity) => DebugAnswer;
+  debug?: (typeUrl: string, caller: CallerIdentity) => DebugAnswer | Promise<DebugAnswer>;
 }
 
 /** What a debug request is answered with, and who answers (DiscoveryResponse.control_plane). */
@@ -214,12 +214,16 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     // istioctl's first request carries a nonce of its own (pkg/adsc): only one we sent is an ACK.
     if (this.debugNonces.delete(request.response_nonce)) return;
     if (!this.caller) throw new RelayError('MR_UNAUTHENTICATED', 'authentication required: debug types are served on the TLS listener to authenticated callers (istiod: ENABLE_DEBUG_ENDPOINT_AUTH)');
-    const answer = this.limits.debug?.(request.type_url, this.caller) ?? { resources: [], controlPlane: '' };
-    this.log.debug({ stream: this.id, type: request.type_url, caller: `${this.caller.namespace}/${this.caller.serviceAccount}`, resources: answer.resources.length }, 'answered a debug request');
-    const nonce = `debug-${this.id}-${++this.debugResponses}`;
-    if (this.debugNonces.size >= MAX_HELD_DEBUG_NONCES) this.debugNonces.clear();
-    this.debugNonces.add(nonce);
-    this.call.writeMessage(this.encodeDebugResponse(request.type_url, answer, nonce));
+    const caller = this.caller;
+    // With workers, the answer covers every worker's VMs, which takes a round trip to the others.
+    Promise.resolve(this.limits.debug?.(request.type_url, caller) ?? { resources: [], controlPlane: '' }).then((answer) => {
+      if (this.call.closed) return;
+      this.log.debug({ stream: this.id, type: request.type_url, caller: `${caller.namespace}/${caller.serviceAccount}`, resources: answer.resources.length }, 'answered a debug request');
+      const nonce = `debug-${this.id}-${++this.debugResponses}`;
+      if (this.debugNonces.size >= MAX_HELD_DEBUG_NONCES) this.debugNonces.clear();
+      this.debugNonces.add(nonce);
+      this.call.writeMessage(this.encodeDebugResponse(request.type_url, answer, nonce));
+    }, (error: unknown) => this.refuse(error));
   }
 
   private decodeRequest(bytes: Buffer): Request {
