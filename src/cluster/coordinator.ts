@@ -85,6 +85,8 @@ export class Coordinator {
     if (config.tlsListen) listeners.tls = this.addresses.tls = await this.listen('tls', config.tlsListen);
     this.spec = { count: this.count, listeners, ...(this.sim ? { embeddedUpstream: this.addresses.upstream } : {}) };
     cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
+    // However this process ends (the grace period's hard exit included), no worker outlives it.
+    process.once('exit', () => { for (const slot of this.workers) if (slot.state !== 'exited') slot.process?.process.kill('SIGKILL'); });
     const started = Array.from({ length: this.count }, (_, index) => {
       const slot: WorkerSlot = { index, process: undefined, state: 'starting', admin: undefined, restarts: 0 };
       this.workers.push(slot);
@@ -190,7 +192,7 @@ export class Coordinator {
     const exits = this.workers.filter((slot) => slot.process && slot.state !== 'exited').map((slot) => new Promise<void>((resolve) => {
       const worker = slot.process!;
       slot.state = 'stopping';
-      const deadline = setTimeout(() => worker.process.kill('SIGKILL'), remaining + 5000);
+      const deadline = setTimeout(() => worker.process.kill('SIGKILL'), remaining + 500);
       worker.once('exit', () => { clearTimeout(deadline); resolve(); });
       if (worker.isConnected()) worker.send({ kind: 'stop', graceMs: remaining } satisfies ToWorker);
       else worker.process.kill('SIGTERM');

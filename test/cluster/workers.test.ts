@@ -1,0 +1,136 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import test from 'ava';
+import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
+
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+const EDS_NAME = 'outbound|8000||httpbin.bar.svc.cluster.local';
+
+interface Serving { child: ChildProcess; xds: string; admin: string; exit: Promise<number | null> }
+
+async function serve(args: string[]): Promise<Serving> {
+  const child = spawn(process.execPath, [cli, 'serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHRELAY_LOG_LEVEL: 'warn' },
+  });
+  child.stderr!.resume();
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const printed = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('Point an ADS client')) resolve(out);
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
+  });
+  return { child, exit, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
+}
+
+const json = async (url: string) => (await fetch(url)).json() as Promise<any>;
+
+/** A Delta VM that takes CDS and one EDS cluster and ACKs both; returns what it was sent. */
+async function configuredVm(xds: string, name: string) {
+  const vm = new AdsTestClient(xds, 'delta');
+  vm.send({ node: vmNode({ name: `vm-${name}` }), type_url: TypeUrl.cluster } as any);
+  const cds: any = await vm.next(20_000);
+  vm.send({ type_url: TypeUrl.cluster, response_nonce: cds.nonce } as any);
+  vm.send({ type_url: TypeUrl.endpoint, resource_names_subscribe: [EDS_NAME] } as any);
+  const eds: any = await vm.nextOfType(TypeUrl.endpoint, 10_000);
+  vm.send({ type_url: TypeUrl.endpoint, response_nonce: eds.nonce } as any);
+  const content = (response: any) => response.resources.map((r: any) => `${r.name} ${r.version} ${Buffer.from(r.resource.value).toString('base64')}`).sort();
+  return { vm, config: { cds: content(cds), eds: content(eds) } };
+}
+
+const pidAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test('--workers 2: VMs spread over both workers get identical config; admin views, metrics and the status page cover every worker; SIGTERM drains all; the snapshots they wrote serve a restart with istiod unreachable', async (t) => {
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'meshrelay-workers-'));
+  const snapshotDir = path.join(stateDir, 'snapshots');
+  const relay = await serve(['--workers', '2', '--worker-balance', 'least-connections', '--state-dir', stateDir, '--shutdown-grace-seconds', '2',
+    '--readiness-drain-seconds', '0', '--cache-snapshot-dir', snapshotDir, '--cache-snapshot-interval-seconds', '0.2']);
+  t.teardown(() => relay.child.kill('SIGKILL'));
+
+  const vms = await Promise.all(['a', 'b', 'c', 'd'].map((name) => configuredVm(relay.xds, name)));
+  t.true(vms[0]!.config.cds.length > 0 && vms[0]!.config.eds.length === 1);
+  for (const { config } of vms) t.deepEqual(config, vms[0]!.config, 'every VM, whichever worker serves it, has the same config');
+
+  const syncz = await json(`${relay.admin}/debug/syncz`);
+  t.is(syncz.length, 4);
+  t.deepEqual([...new Set(syncz.map((entry: any) => entry.worker))].sort(), [0, 1], 'the VMs are on both workers and /debug/syncz lists them all');
+  const groups = await json(`${relay.admin}/debug/groups`);
+  t.deepEqual([...new Set(groups.map((group: any) => group.worker))].sort(), [0, 1], 'each worker has its own group');
+  const dump = await fetch(`${relay.admin}/debug/config_dump?proxy=${encodeURIComponent(syncz.find((e: any) => e.worker === 1).proxy)}`);
+  t.is(dump.status, 200, 'config_dump finds a VM of the second worker');
+  const metrics = await (await fetch(`${relay.admin}/metrics`)).text();
+  t.regex(metrics, /^meshrelay_xds_connected_proxies 4$/m, 'gauges are summed over workers');
+  t.regex(metrics, /^meshrelay_upstream_streams 2$/m, 'one upstream stream per group per worker');
+  t.regex(metrics, /^meshrelay_workers\{state="ready"\} 2$/m);
+  const page = await (await fetch(`${relay.admin}/`)).text();
+  t.regex(page, /Workers \(2\)/);
+  t.regex(page, /VMs \(4\)/);
+  const ready = await json(`${relay.admin}/readyz`);
+  t.true(ready.ready);
+  const workerPids: number[] = ready.workers.map((worker: any) => worker.pid);
+  t.is(workerPids.length, 2);
+
+  // Both workers write their snapshot; wait for each to hold the group.
+  const deadline = Date.now() + 10_000;
+  while (!(existsSync(path.join(snapshotDir, 'worker-0', 'upstream-cache.json')) && existsSync(path.join(snapshotDir, 'worker-1', 'upstream-cache.json'))) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.true(existsSync(path.join(snapshotDir, 'worker-1', 'upstream-cache.json')));
+
+  relay.child.kill('SIGTERM');
+  const statuses = await Promise.all(vms.map(({ vm }) => vm.status));
+  t.true(statuses.every((s) => s.code === GrpcStatus.UNAVAILABLE), 'every VM on every worker is told to reconnect elsewhere');
+  t.is(await relay.exit, 0);
+  // An exited worker may show for a moment as a zombie until it is reaped.
+  const gone = Date.now() + 3000;
+  while (workerPids.some(pidAlive) && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.false(workerPids.some(pidAlive), 'no worker outlives the coordinator');
+
+  // Restart with istiod unreachable: a VM on either worker is served the snapshot's config.
+  const restarted = await serve(['--workers', '2', '--worker-balance', 'least-connections', '--state-dir', stateDir, '--upstream', '127.0.0.1:1',
+    '--address-independent-config', 'true', '--cache-snapshot-dir', snapshotDir, '--readiness-drain-seconds', '0']);
+  t.teardown(() => restarted.child.kill('SIGKILL'));
+  const again = await Promise.all(['a', 'b'].map((name) => configuredVm(restarted.xds, name)));
+  for (const { config, vm } of again) {
+    t.deepEqual(config, vms[0]!.config, 'served from the snapshot, unchanged');
+    t.teardown(() => vm.close());
+  }
+  const readiness = await json(`${restarted.admin}/readyz`);
+  t.true(readiness.ready && readiness.degraded, 'ready, degraded: serving the snapshot');
+  t.deepEqual([...new Set((await json(`${restarted.admin}/debug/syncz`)).map((entry: any) => entry.worker))].sort(), [0, 1]);
+});
+
+test('--workers 2: a worker that dies is started again; its VMs reconnect to the other worker meanwhile', async (t) => {
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'meshrelay-workers-'));
+  const relay = await serve(['--workers', '2', '--worker-balance', 'least-connections', '--state-dir', stateDir]);
+  t.teardown(() => relay.child.kill('SIGKILL'));
+  const before = (await json(`${relay.admin}/readyz`)).workers;
+  process.kill(before[1].pid, 'SIGKILL');
+  const { vm } = await configuredVm(relay.xds, 'during');
+  vm.close();
+  let after = before;
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    after = (await json(`${relay.admin}/readyz`)).workers;
+    if (after[1].state === 'ready' && after[1].pid !== before[1].pid) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  t.is(after[1].state, 'ready');
+  t.not(after[1].pid, before[1].pid);
+  t.is(after[1].restarts, 1);
+  t.regex(await (await fetch(`${relay.admin}/metrics`)).text(), /^meshrelay_worker_restarts 1$/m);
+});
