@@ -2,22 +2,30 @@ import { AggregatorRegistry, Gauge, Registry } from 'prom-client';
 import type { AdminServer } from '../admin/admin-server.js';
 import { processMetrics } from '../admin/process-metrics.js';
 import { renderStatusPage, type StatusData } from '../admin/status-page.js';
-import { LOG_LEVELS, setLogLevel } from '../log.js';
-import type { Coordinator } from './coordinator.js';
+import { LOG_LEVELS, setLogLevel, type Logger } from '../log.js';
 import { fetchJson } from './worker-views.js';
 
 interface WorkerAnswer<T> { index: number; body: T }
+
+/** What these routes read of the coordinator (cluster/coordinator.ts). */
+export interface CoordinatorView {
+  readonly workers: ReadonlyArray<{ index: number; state: string; admin: string | undefined; restarts: number; process: { process: { pid?: number | undefined } } | undefined }>;
+  readonly addresses: { upstream: string };
+  readonly stopping: boolean;
+  readonly log: Logger;
+  connections(): number[];
+}
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
 /** GETs `path` from every ready worker's internal admin port; workers that fail are left out. */
-async function fromWorkers<T>(coordinator: Coordinator, path: string): Promise<Array<WorkerAnswer<T>>> {
+async function fromWorkers<T>(coordinator: CoordinatorView, path: string): Promise<Array<WorkerAnswer<T>>> {
   const ready = coordinator.workers.filter((worker) => worker.state === 'ready' && worker.admin);
   const answers = await Promise.allSettled(ready.map(async (worker) => ({ index: worker.index, body: await fetchJson<T>(`${worker.admin}${path}`) })));
   return answers.flatMap((answer) => (answer.status === 'fulfilled' ? [answer.value] : []));
 }
 
 /** The pod's readiness: not stopping, some worker serving, and every serving worker ready. */
-function mergeReadiness(coordinator: Coordinator, statuses: Array<WorkerAnswer<StatusData>>): { ready: boolean; detail: Record<string, unknown> } {
+function mergeReadiness(coordinator: CoordinatorView, statuses: Array<WorkerAnswer<StatusData>>): { ready: boolean; detail: Record<string, unknown> } {
   const details = statuses.map((status) => status.body.detail);
   const snapshots = details.map((detail) => detail.snapshot as { loadedFrom: string | null; writes: number; lastWriteError: string } | undefined).filter((s) => s !== undefined);
   const ready = !coordinator.stopping && statuses.length > 0 && statuses.every((status) => status.body.ready);
@@ -44,7 +52,7 @@ function mergeReadiness(coordinator: Coordinator, statuses: Array<WorkerAnswer<S
   };
 }
 
-async function mergedStatus(coordinator: Coordinator): Promise<StatusData> {
+async function mergedStatus(coordinator: CoordinatorView): Promise<StatusData> {
   const statuses = await fromWorkers<StatusData>(coordinator, '/internal/status');
   const { ready, detail } = mergeReadiness(coordinator, statuses);
   const first = statuses[0]?.body;
@@ -62,7 +70,7 @@ async function mergedStatus(coordinator: Coordinator): Promise<StatusData> {
 }
 
 /** The coordinator's own series: workers by state, restarts. */
-function coordinatorMetrics(coordinator: Coordinator): Registry {
+function coordinatorMetrics(coordinator: CoordinatorView): Registry {
   const registry = new Registry();
   new Gauge({
     name: 'meshrelay_workers', help: 'Worker processes by state (starting, ready, stopping, exited).', labelNames: ['state'], registers: [registry],
@@ -83,7 +91,7 @@ function coordinatorMetrics(coordinator: Coordinator): Registry {
  * worker. Lists are joined with the worker's index on each entry, counters and gauges are summed
  * (prom-client's AggregatorRegistry, as its cluster mode does), process_* summed over the pod.
  */
-export function registerCoordinatorRoutes(admin: AdminServer, coordinator: Coordinator): void {
+export function registerCoordinatorRoutes(admin: AdminServer, coordinator: CoordinatorView): void {
   const own = Registry.merge([processMetrics(), coordinatorMetrics(coordinator)]);
   admin.route('/', async () => ({ status: 200, body: renderStatusPage(await mergedStatus(coordinator)), contentType: 'text/html; charset=utf-8' }));
   admin.route('/healthz', () => ({ status: 200, body: { status: 'ok', pid: process.pid, workers: coordinator.workers.map((worker) => ({ index: worker.index, state: worker.state })) } }));

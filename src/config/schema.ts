@@ -53,6 +53,9 @@ export const serveSchema = z.object({
   // the API server for a token of the group's service account (docs/SECURITY.md).
   groupIdentity: z.enum(['members', 'token-request']).default('members'),
   groupLingerSeconds: z.number().min(0).default(60),
+  // Stream mode: how long a VM's upstream stream outlives its downstream one, still subscribed, for
+  // the VM to come back to (keyed by its node and identity); istiod keeps computing for it meanwhile.
+  streamLingerSeconds: z.number().min(0).default(30),
   // Group-mode groups (upstream streams to istiod) at most; a VM that would need one more is RESOURCE_EXHAUSTED.
   maxGroups: z.number().int().min(1).default(10_000),
   // New groups per second and burst: beyond it a VM needing a new group is UNAVAILABLE (it backs off).

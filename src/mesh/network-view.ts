@@ -41,8 +41,8 @@ export class NetworkView implements XdsView {
     this.detach.push(topology.onChange(() => this.sync({ typeUrl: TypeUrl.endpoint, changed: [...source.cache.all(TypeUrl.endpoint).keys()], removed: [] })));
   }
 
-  changeInterest(typeUrl: string, change: InterestChange): void {
-    this.source.changeInterest(typeUrl, change);
+  changeInterest(typeUrl: string, change: InterestChange, leaving?: boolean): void {
+    this.source.changeInterest(typeUrl, change, leaving);
   }
 
   report(event: ProxyReport): void {

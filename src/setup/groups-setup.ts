@@ -54,6 +54,7 @@ export async function setUpGroups(
     },
     backoff,
     lingerMs: config.groupLingerSeconds * 1000,
+    streamLingerMs: config.streamLingerSeconds * 1000,
     firstResponseTimeoutMs: config.upstreamFirstResponseTimeoutSeconds * 1000,
     verifyFraction: config.verifyGroupFraction,
     maxGroups: config.maxGroups,

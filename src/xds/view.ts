@@ -14,7 +14,8 @@ import type { WorkloadIdentity } from '../identity.js';
 export interface XdsView {
   readonly cache: ResourceCache;
   readonly memo: ResponseMemo;
-  changeInterest(typeUrl: string, change: InterestChange): void;
+  /** `leaving`: the stream is ending, and these are all its names going at once. */
+  changeInterest(typeUrl: string, change: InterestChange, leaving?: boolean): void;
   /**
    * A proxy refused config of a type, or reported its health (error undefined = healthy). A view
    * serving one proxy (stream mode) tells the upstream; a shared one keeps it to itself, so one bad

@@ -294,8 +294,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     return true;
   }
 
-  protected applyInterest(typeUrl: string, change: InterestChange): void {
-    if (!isEmptyChange(change)) this.attachment!.view.changeInterest(typeUrl, change);
+  protected applyInterest(typeUrl: string, change: InterestChange, leaving = false): void {
+    if (!isEmptyChange(change)) this.attachment!.view.changeInterest(typeUrl, change, leaving);
   }
 
   protected markDirty(typeUrl: string): void {
@@ -375,7 +375,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     this.scheduler.stop();
     this.detachCache?.();
     if (this.attachment) {
-      for (const [typeUrl, state] of this.types) this.applyInterest(typeUrl, state.subscription.release());
+      for (const [typeUrl, state] of this.types) this.applyInterest(typeUrl, state.subscription.release(), true);
       this.attachment.release();
       this.log.info({ stream: this.id, node: this.node?.id }, 'proxy disconnected');
     }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { MemoLimit, NonceSource, ResponseMemo } from '../cache/response-memo.js';
@@ -26,6 +27,8 @@ export interface GroupRegistryOptions {
   backoff: BackoffPolicy;
   /** How long an empty group keeps its upstream stream and cache, for VMs that reconnect. */
   lingerMs: number;
+  /** Stream mode: how long a VM's upstream stream waits for the VM to come back. */
+  streamLingerMs: number;
   /** How long members of a group with nothing cached wait for the upstream's first answer. */
   firstResponseTimeoutMs?: number;
   /**
@@ -120,7 +123,7 @@ export class GroupRegistry implements ViewProvider {
     const mode = this.options.modeByNamespace[node.namespace] ?? this.options.defaultMode;
     const shared = mode === 'group' ? this.options.sharedNetworks : undefined;
     const aggregation = this.groupKey(node, !!shared);
-    const key = mode === 'group' ? aggregation.key : `stream/${stream.streamId}/${node.id}`;
+    const key = mode === 'group' ? aggregation.key : this.streamKey(node, stream);
     let group = this.groups.get(key);
     if (!group) {
       if (mode === 'group' && this.groupModeGroups() >= (this.options.maxGroups ?? Infinity)) {
@@ -158,7 +161,7 @@ export class GroupRegistry implements ViewProvider {
       mode,
       release: () => {
         this.members.delete(stream.streamId);
-        joined.removeMember(stream.streamId, mode === 'stream' ? 0 : this.options.lingerMs, () => this.closeGroup(joined));
+        joined.removeMember(stream.streamId, mode === 'stream' ? this.options.streamLingerMs : this.options.lingerMs, () => this.closeGroup(joined));
       },
     };
   }
@@ -193,6 +196,21 @@ export class GroupRegistry implements ViewProvider {
       group.upstream.reopenAs(this.upstreamNode(member.node, 'group'));
     }
     return moved;
+  }
+
+  /**
+   * A stream-mode VM's own upstream stream, found again when it reconnects within the linger window:
+   * keyed by its node (id and metadata: a restarted Envoy that says something else is someone else)
+   * and by who it proved to be, or the credential it forwards. A second stream of the same node
+   * while the first is still served gets a stream of its own.
+   */
+  private streamKey(node: ProxyNode, stream: StreamIdentity): string {
+    const forwarded = forwardedCallMetadata.map((name) => stream.callMetadata[name] ?? '');
+    const who = stream.caller ? [stream.caller.namespace, stream.caller.serviceAccount, stream.caller.relayedBy ?? ''] : forwarded;
+    const fingerprint = createHash('sha256').update(JSON.stringify([node.raw, who])).digest('base64url').slice(0, 22);
+    const key = `stream/${node.id}/${fingerprint}`;
+    const lingering = this.groups.get(key);
+    return lingering && lingering.members.size > 0 ? `${key}/${stream.streamId}` : key;
   }
 
   /** The node a group's upstream stream speaks as: the member's, less what istiod must not act on for it alone. */

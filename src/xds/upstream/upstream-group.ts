@@ -120,7 +120,7 @@ export class UpstreamGroup implements XdsView {
     upstream.start();
   }
 
-  changeInterest(typeUrl: string, change: InterestChange): void {
+  changeInterest(typeUrl: string, change: InterestChange, leaving = false): void {
     let interest = this.interest.get(typeUrl);
     if (!interest) {
       interest = new TypeInterest();
@@ -162,7 +162,11 @@ export class UpstreamGroup implements XdsView {
     // upstream, never told of it, would not send the resources again.
     for (const name of dropped) interest.leaving.add(name);
     if (dropped.length > 0) this.scheduleForget();
-    if (namesChanged || wildcardBefore !== interest.upstreamWildcard) {
+    // A stream-mode group's only VM is leaving: its upstream stream lingers still subscribed, so a
+    // VM that reconnects within the linger window is sent only what changed, by istiod and by us.
+    // What it no longer asks for on its return is unsubscribed then.
+    const keepUpstream = leaving && this.mode === 'stream';
+    if (!keepUpstream && (namesChanged || wildcardBefore !== interest.upstreamWildcard)) {
       this.upstream.setDesired(typeUrl, { wildcard: interest.upstreamWildcard, names: new Set(interest.names.keys()) });
     }
   }
