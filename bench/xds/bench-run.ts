@@ -112,6 +112,14 @@ export class BenchRun implements ScenarioRun {
     return adminUrl ? (await upstreamCounters(adminUrl)).bytesReceived : this.total('bytes');
   }
 
+  /** What a relay target has received from its upstream so far (its metrics' running total). */
+  private async upstreamBytes(): Promise<number | undefined> {
+    const adminUrl = this.servers.target.adminUrl;
+    if (!adminUrl) return undefined;
+    const match = /^meshrelay_upstream_received_bytes_total (\S+)$/m.exec(await (await fetch(`${adminUrl}/metrics`)).text());
+    return match ? Number(match[1]) : undefined;
+  }
+
   async measure(name: Scenario, action: () => Promise<void>, done: () => boolean, timedFrom: 'start' | 'end of action' = 'start'): Promise<PhaseResult> {
     const pid = this.serverPid;
     const sampler = pid ? new RssSampler(pid) : undefined;
@@ -123,6 +131,7 @@ export class BenchRun implements ScenarioRun {
     const errorsBefore = this.total('errors');
     const reconnectsBefore = this.total('reconnects');
     const linkBytesBefore = await this.linkBytes();
+    const upstreamBytesBefore = await this.upstreamBytes();
     let started = performance.now();
     await action();
     if (timedFrom === 'end of action') started = performance.now();
@@ -135,6 +144,7 @@ export class BenchRun implements ScenarioRun {
     const configured = flat((s) => s.timeToConfigMs);
     this.rawSamples.set(name, { receive, configured });
     const linkBytesAfter = await this.linkBytes();
+    const upstreamBytesAfter = await this.upstreamBytes();
     return {
       totalMs,
       complete: name === 'connect' ? this.total('configured') : this.total('watched'),
@@ -148,6 +158,7 @@ export class BenchRun implements ScenarioRun {
       errors: this.total('errors') - errorsBefore,
       reconnects: this.total('reconnects') - reconnectsBefore,
       ...(linkBytesAfter !== undefined ? { linkBytes: linkBytesAfter - (linkBytesBefore ?? 0) } : {}),
+      ...(upstreamBytesAfter !== undefined ? { upstreamBytes: upstreamBytesAfter - (upstreamBytesBefore ?? 0) } : {}),
     };
   }
 

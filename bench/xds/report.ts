@@ -42,6 +42,7 @@ function rowsFor(clients: number, link: XdsBenchOptions['link']): Row[] {
     ['upstream restart: VM reconnects', (r) => phase(r, 'upstream-restart')?.reconnects, 'count'],
     ['reconnect storm: all back and current', (r) => phase(r, 'reconnect')?.totalMs, 'ms'],
     ['reconnect storm: bytes to VMs', (r) => mib(phase(r, 'reconnect')?.bytesReceived), 'MiB'],
+    ['reconnect storm: bytes from istiod', (r) => mib(phase(r, 'reconnect')?.upstreamBytes), 'MiB'],
     ['reconnect storm: server CPU per VM', (r) => perVm(phase(r, 'reconnect')?.serverCpuSeconds), 'µs'],
     ['link: bytes to the edge, connect storm', (r) => kib(phase(r, 'connect')?.linkBytes), 'KiB'],
     ['link: connect storm bytes at the link rate', (r) => atLinkRate(phase(r, 'connect')?.linkBytes), 's'],

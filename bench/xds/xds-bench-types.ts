@@ -52,6 +52,8 @@ export interface XdsBenchOptions {
 }
 
 export interface PhaseResult {
+  /** A relay target: bytes its upstream streams received during the phase (from istiod). */
+  upstreamBytes?: number;
   /** Wall time until every client had the change (or full config, for connect). */
   totalMs: number | undefined;
   complete: number;

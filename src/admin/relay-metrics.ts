@@ -41,6 +41,7 @@ export function registerRelayMetrics(registry: Registry, parts: {
       collect() { this.set(limiter.refused); },
     });
   }
+  scrapedCounter(registry, 'meshrelay_upstream_received_bytes_total', 'Bytes received on upstream ADS streams (from istiod) since start', () => parts.groups.upstreamBytesReceived());
   const counters = parts.ads.counters;
   scrapedCounter(registry, 'meshrelay_xds_pushes_total', 'xDS responses written to proxies, by type (istiod: pilot_xds_pushes)',
     () => [...counters.pushes].map(([typeUrl, count]) => [{ type: shortTypeName(typeUrl) }, count] as const), ['type']);

@@ -98,6 +98,8 @@ export class GroupRegistry implements ViewProvider {
   readonly absentNames: AbsentNameLimits;
   /** VMs moved to another group since start (for the metrics). */
   moves = 0;
+  /** What closed groups had received from the upstream (for the metrics' running total). */
+  private closedGroupsBytes = 0;
   /** Refusals of upstream streams since start, by gRPC status code (for the metrics). */
   readonly refusals = new Map<number, number>();
 
@@ -251,6 +253,13 @@ export class GroupRegistry implements ViewProvider {
     return count;
   }
 
+  /** Bytes received from the upstream since start, by open and closed groups. */
+  upstreamBytesReceived(): number {
+    let total = this.closedGroupsBytes;
+    for (const group of this.groups.values()) total += group.upstream.stats.bytesReceived;
+    return total;
+  }
+
   list(): UpstreamGroup[] {
     return [...this.groups.values()];
   }
@@ -345,6 +354,7 @@ export class GroupRegistry implements ViewProvider {
   private closeGroup(group: UpstreamGroup): void {
     if (this.groups.get(group.key) !== group) return;
     this.groups.delete(group.key);
+    this.closedGroupsBytes += group.upstream.stats.bytesReceived;
     group.close();
     this.options.log.info({ group: group.key }, 'upstream group closed');
   }
