@@ -10,7 +10,7 @@ import { WORKER_SPEC_ENV, type FromWorker, type ListenerName, type ToWorker, typ
 export class WorkerLink {
   private readonly acceptors = new Map<ListenerName, (socket: Socket) => void>();
   private stopListener: (graceMs: number) => void = () => {};
-  /** Every worker's internal admin URL, this one's included, by index. */
+  /** Every worker's internal admin URL, this one's included, by index ('' while one starts). */
   peers: string[] = [];
 
   constructor(readonly spec: WorkerSpec) {
@@ -42,7 +42,7 @@ export class WorkerLink {
 
   /** The other workers' internal admin URLs. */
   otherWorkers(): string[] {
-    return this.peers.filter((_, index) => index !== this.spec.index);
+    return this.peers.filter((admin, index) => admin !== '' && index !== this.spec.index);
   }
 
   private onConnection(listener: ListenerName, socket: Socket): void {

@@ -39,7 +39,8 @@ test('group mode: 1,000 VMs in 4 groups ride exactly 4 upstream streams', async 
 
 test('stream mode: each VM gets its own upstream stream, all over the small connection pool', async (t) => {
   const sim = await startSim();
-  const relay = await startRelay({ upstream: sim.target, mode: 'stream', upstreamConnections: 2 });
+  // No linger window: the upstream streams go with their VMs (stream-linger.test.ts covers the window).
+  const relay = await startRelay({ upstream: sim.target, mode: 'stream', upstreamConnections: 2, streamLingerSeconds: 0 });
   const vms = Array.from({ length: 20 }, () => new AdsTestClient(relay.target, 'sotw'));
   t.teardown(async () => {
     for (const vm of vms) vm.close();
