@@ -107,7 +107,7 @@ export function registerRelayMetrics(registry: Registry, parts: {
   scrapedCounter(registry, 'meshrelay_buffer_evictions_total', 'Streams ended RESOURCE_EXHAUSTED because the buffer budget was passed and they held the most', () => budget.evictions);
   new Gauge({
     name: 'meshrelay_response_memo_bytes', help: 'Serialized responses kept for reuse across groups (bounded by responseMemoMb)', registers: [registry],
-    collect() { this.set(groups.memoLimit.bytes); },
+    collect() { this.set(groups.memoBytes()); },
   });
   const ads = parts.ads;
   new Gauge({

@@ -60,3 +60,18 @@ test('stream mode: a lingering upstream stream nobody comes back for is closed a
   await eventually(() => relay.groups.list().length, (groups) => groups === 0, 5000);
   t.is(relay.groups.upstreamStreams(), 0);
 });
+
+test('stream mode: VMs configured alike share one copy of each resource across their caches, kept apart from the message it came in', async (t) => {
+  const sim = await startSim();
+  t.teardown(() => sim.close());
+  const relay = await startRelay({ upstream: sim.target, mode: 'stream' });
+  t.teardown(() => relay.stop());
+  const vms = await Promise.all(['vm-a', 'vm-b'].map((name) => connect(relay.target, name)));
+  t.teardown(() => { for (const { vm } of vms) vm.close(); });
+  const [a, b] = relay.groups.list().map((group) => group.cache);
+  t.truthy(a && b && a !== b, 'a cache per VM');
+  const resourceA = a!.get(TypeUrl.endpoint, EDS_NAME)!;
+  t.is(resourceA, b!.get(TypeUrl.endpoint, EDS_NAME)!, 'one record (name, version, body), not two equal ones');
+  const bodyA = resourceA.body;
+  t.is(bodyA.buffer.byteLength, bodyA.length, 'its own allocation: no pool slab or upstream message kept alive by it');
+});

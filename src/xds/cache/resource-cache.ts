@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { internResource } from './resource-interner.js';
 
 /** One resource as held by the relay: bytes of the Any, never decoded here. */
 export interface CachedResource {
@@ -106,7 +107,7 @@ export class ResourceCache {
       const existing = collection.resources.get(update.name);
       if (existing && existing.hash === hash) continue;
       collection.deleted.delete(update.name);
-      collection.resources.set(update.name, {
+      collection.resources.set(update.name, internResource({
         name: update.name,
         // istiod gives Delta resources no version of their own (pilot/pkg/xds/delta.go), and its
         // push version is shared by every stream of a push: only the content names a resource's
@@ -115,7 +116,7 @@ export class ResourceCache {
         hash,
         typeUrl: update.typeUrl || typeUrl,
         body: update.body,
-      });
+      }));
       change.changed.push(update.name);
     }
     const toRemove = seen ? [...collection.resources.keys()].filter((name) => !seen.has(name)) : removed;

@@ -76,6 +76,7 @@ const memberOnlyMetadata = ['AUTO_REGISTER_GROUP'];
 const DEFAULT_MEMO_MB = 128;
 /** Isolated nodes remembered at most (the oldest is forgotten first). */
 const MAX_ISOLATED = 10_000;
+const STREAM_MEMO_SHARE = 1 / 16;
 
 /**
  * Maps each VM stream to its upstream group: by aggregation key in group mode, one group per stream
@@ -87,7 +88,12 @@ export class GroupRegistry implements ViewProvider {
   private readonly members = new Map<string, { node: ProxyNode; stream: StreamIdentity; key: string; shared: boolean }>();
   private readonly nonces = new NonceSource();
   /** Serialized responses kept across all groups' memos. */
-  readonly memoLimit: MemoLimit;
+  private readonly memoLimit: MemoLimit;
+  /**
+   * Stream mode's apart, and small: each response there goes to one VM, so a kept frame only serves
+   * that VM's resend (a NACK, a reconnect); an unbounded share would cost a response per VM.
+   */
+  private readonly streamMemoLimit: MemoLimit;
   /** Nodes verification found served differently from their group: each gets a group of its own. */
   private readonly isolated = new Set<string>();
   readonly verifier: GroupVerifier | undefined;
@@ -107,6 +113,7 @@ export class GroupRegistry implements ViewProvider {
 
   constructor(private readonly options: GroupRegistryOptions) {
     this.memoLimit = new MemoLimit((options.responseMemoMb ?? DEFAULT_MEMO_MB) * 1024 * 1024);
+    this.streamMemoLimit = new MemoLimit((options.responseMemoMb ?? DEFAULT_MEMO_MB) * 1024 * 1024 * STREAM_MEMO_SHARE);
     this.absentNames = { ...DEFAULT_ABSENT_NAME_LIMITS, ...options.absentNames, stats: { vmsEnded: 0 } };
     if (options.groupCreation) this.groupCreation = new AdmissionControl({ ...options.groupCreation, maxQueued: 0, maxWaitMs: 0 }, 'new group');
     this.sharedViewRules = { ...options.rules, perInstanceMetadata: [...options.rules.perInstanceMetadata, 'NETWORK'] };
@@ -117,8 +124,8 @@ export class GroupRegistry implements ViewProvider {
     }
   }
 
-  private newMemo(): ResponseMemo {
-    return new ResponseMemo(this.nonces, this.memoLimit);
+  private newMemo(mode: MultiplexMode = 'group'): ResponseMemo {
+    return new ResponseMemo(this.nonces, mode === 'stream' ? this.streamMemoLimit : this.memoLimit);
   }
 
   attach(node: ProxyNode, stream: StreamIdentity): ViewAttachment {
@@ -253,6 +260,11 @@ export class GroupRegistry implements ViewProvider {
     return count;
   }
 
+  /** Bytes of serialized responses kept for reuse, both modes. */
+  memoBytes(): number {
+    return this.memoLimit.bytes + this.streamMemoLimit.bytes;
+  }
+
   /** Bytes received from the upstream since start, by open and closed groups. */
   upstreamBytesReceived(): number {
     let total = this.closedGroupsBytes;
@@ -282,7 +294,7 @@ export class GroupRegistry implements ViewProvider {
 
   /** A new group with its first member (whose credential the first upstream stream opens with). */
   private createGroup(key: string, mode: MultiplexMode, opener: ProxyNode, fields: UpstreamGroup['fields'], stream: StreamIdentity): UpstreamGroup {
-    const group = new UpstreamGroup(key, mode, fields, this.newMemo(), this.absentNames, this.options.firstResponseTimeoutMs);
+    const group = new UpstreamGroup(key, mode, fields, this.newMemo(mode), this.absentNames, this.options.firstResponseTimeoutMs);
     group.opener = opener;
     const upstreamNode = this.upstreamNode(opener, mode);
     if (mode === 'group') this.options.prepareCache?.(key, group.cache);

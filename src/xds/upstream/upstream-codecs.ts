@@ -4,6 +4,9 @@ import { AdsMethod, Envelopes, type NodeMessage, type RpcStatus, type XdsProtoco
 import { resourceName } from '../protocol/resource-name.js';
 import { TypeUrl, WILDCARD, isFullStateType, shortTypeName } from '../protocol/type-urls.js';
 
+/** A resource's bytes without a copy: the cache keeps its own (cache/resource-interner.ts). */
+const bodyView = (value: Uint8Array) => Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+
 /** What the group wants from the upstream for one type. */
 export interface DesiredSubscription {
   wildcard: boolean;
@@ -107,7 +110,7 @@ const deltaCodec: UpstreamCodec = {
     const typeUrl = response.type_url;
     const updates = response.resources
       .filter((resource) => resource.resource)
-      .map((resource) => stream.transformed(typeUrl, { name: resource.name, version: resource.version, body: Buffer.from(resource.resource!.value), typeUrl: resource.resource!.type_url }));
+      .map((resource) => stream.transformed(typeUrl, { name: resource.name, version: resource.version, body: bodyView(resource.resource!.value), typeUrl: resource.resource!.type_url }));
     const change = stream.cache.apply(typeUrl, updates, response.removed_resources, { versionInfo: response.system_version_info });
     stream.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream delta response');
     const sent = stream.sent.get(typeUrl);
@@ -143,7 +146,7 @@ const sotwCodec: UpstreamCodec = {
     const response = Envelopes.decodeResponse(bytes);
     const typeUrl = response.type_url;
     const sent = stream.sent.get(typeUrl) ?? nextSent({ wildcard: false, names: new Set() }, undefined);
-    const updates = response.resources.map((any) => stream.transformed(typeUrl, { name: resourceName(any.type_url, any.value), body: Buffer.from(any.value), typeUrl: any.type_url }));
+    const updates = response.resources.map((any) => stream.transformed(typeUrl, { name: resourceName(any.type_url, any.value), body: bodyView(any.value), typeUrl: any.type_url }));
     const replaceAll = isFullStateType(typeUrl) || sent.wildcard;
     const change = stream.cache.apply(typeUrl, updates, [], { replaceAll, versionInfo: response.version_info });
     stream.log.debug({ type: shortTypeName(typeUrl), received: updates.length, changed: change.changed.length, removed: change.removed.length }, 'upstream sotw response');
