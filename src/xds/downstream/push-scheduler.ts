@@ -28,6 +28,8 @@ export class PushScheduler {
   private waitingForDrain = false;
   private stopped = false;
   private readonly orderingDeadline = new Map<string, number>();
+  /** Types whose earlier types had all arrived once: the initial order no longer holds them back. */
+  private readonly ordered = new Set<string>();
 
   constructor(private readonly target: PushTarget) {}
 
@@ -53,8 +55,9 @@ export class PushScheduler {
       this.waitingForDrain = true;
       return;
     }
-    const ordered = [...this.dirty].sort((a, b) => pushRank(a) - pushRank(b));
-    for (const typeUrl of ordered) {
+    // One dirty type (a push to a stream that is up to date otherwise) needs no ordering.
+    const due = this.dirty.size === 1 ? [this.dirty.values().next().value!] : [...this.dirty].sort((a, b) => pushRank(a) - pushRank(b));
+    for (const typeUrl of due) {
       if (this.mustWaitForEarlierType(typeUrl)) continue;
       this.dirty.delete(typeUrl);
       if (!this.target.push(typeUrl)) {
@@ -71,14 +74,20 @@ export class PushScheduler {
    * back the others.
    */
   private mustWaitForEarlierType(typeUrl: string): boolean {
+    if (this.ordered.has(typeUrl)) return false;
     const rank = pushRank(typeUrl);
     if (rank === 0 || rank >= ORDERED_TYPES) return false;
     let waiting = false;
+    let earlierSubscribed = 0;
     for (const other of this.target.types()) {
-      if (pushRank(other) < rank && !this.target.isInitialized(other)) waiting = true;
+      if (pushRank(other) >= rank) continue;
+      earlierSubscribed++;
+      if (!this.target.isInitialized(other)) waiting = true;
     }
     if (!waiting) {
       this.orderingDeadline.delete(typeUrl);
+      // Every earlier type subscribed and arrived: nothing can hold this one back any more.
+      if (earlierSubscribed === rank) this.ordered.add(typeUrl);
       return false;
     }
     let deadline = this.orderingDeadline.get(typeUrl);

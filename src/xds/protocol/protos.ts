@@ -57,6 +57,11 @@ export function protoRoot(): protobuf.Root {
   return cachedRoot;
 }
 
+const types = new Map<string, protobuf.Type>();
+
+/** A message type by full name, looked up once: protobufjs's lookup walks namespaces on every call, and requests are decoded per VM. */
 export function messageType(fullName: string): protobuf.Type {
-  return protoRoot().lookupType(fullName);
+  let type = types.get(fullName);
+  if (!type) types.set(fullName, type = protoRoot().lookupType(fullName));
+  return type;
 }

@@ -37,10 +37,11 @@ const pushOrder: readonly string[] = [
   TypeUrl.secret,
 ];
 
+const rankOf = new Map(pushOrder.map((typeUrl, index) => [typeUrl, index]));
+
 /** Sort key: known types in push order, everything else after them in a stable order. */
 export function pushRank(typeUrl: string): number {
-  const index = pushOrder.indexOf(typeUrl);
-  return index === -1 ? pushOrder.length : index;
+  return rankOf.get(typeUrl) ?? pushOrder.length;
 }
 
 /**
