@@ -6,7 +6,7 @@ import path from 'node:path';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
-import { startRelay, startSim, testLog } from '../helpers/harness.js';
+import { eventually, startRelay, startSim, testLog } from '../helpers/harness.js';
 import { CacheSnapshotStore } from '../../src/persistence/cache-snapshot.js';
 
 async function clusters(target: string): Promise<string[]> {
@@ -101,7 +101,8 @@ test('saved groups no VM comes back for expire after the linger period, like gro
     vm.send({ node: vmNode({ name: `vm-${app}`, labels: { app } }), type_url: TypeUrl.cluster });
     return vm;
   };
-  const first = await startRelay({ upstream: sim.target, mode: 'group', cacheSnapshotDir: dir });
+  // Both groups must outlive their VMs until the stop writes them, however slow the machine.
+  const first = await startRelay({ upstream: sim.target, mode: 'group', cacheSnapshotDir: dir, groupLingerSeconds: 30 });
   for (const app of ['returns', 'gone']) {
     const vm = connect(first.target, app);
     await vm.next();
@@ -112,14 +113,15 @@ test('saved groups no VM comes back for expire after the linger period, like gro
   const savedKeys = () => (JSON.parse(readFileSync(path.join(dir, 'upstream-cache.json'), 'utf8')) as { groups: Array<{ key: string }> }).groups.map((group) => group.key);
   t.is(savedKeys().length, 2);
 
-  const second = await startRelay({ upstream: sim.target, mode: 'group', cacheSnapshotDir: dir, groupLingerSeconds: 1, cacheSnapshotIntervalSeconds: 0.2 });
+  const lingerMs = 3000;
+  const second = await startRelay({ upstream: sim.target, mode: 'group', cacheSnapshotDir: dir, groupLingerSeconds: lingerMs / 1000, cacheSnapshotIntervalSeconds: 0.2 });
+  const started = Date.now();
   const back = connect(second.target, 'returns');
   t.teardown(async () => { back.close(); await second.stop(); });
   t.true((await back.next()).resources.length > 0, 'the returning VM is served from the snapshot');
-  await new Promise((resolve) => setTimeout(resolve, 600));
-  t.is(savedKeys().length, 2, 'within the linger period both are still saved');
-  await new Promise((resolve) => setTimeout(resolve, 1200));
-  const kept = savedKeys();
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  if (Date.now() - started < lingerMs - 500) t.is(savedKeys().length, 2, 'within the linger period both are still saved');
+  const kept = await eventually(savedKeys, (keys) => keys.length === 1, lingerMs + 5000);
   t.is(kept.length, 1, 'the group no VM came back for has expired');
   t.deepEqual(kept, second.groups.list().map((group) => group.key), 'the group its VM came back to is the one saved');
 });

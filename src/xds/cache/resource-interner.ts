@@ -1,5 +1,3 @@
-import type { CachedResource } from './resource-cache.js';
-
 /**
  * One copy per distinct resource in the process, however many caches hold it: stream mode keeps a
  * cache per VM, and VMs configured alike hold the same resources (docs/ARCHITECTURE.md "Memory").
@@ -25,8 +23,17 @@ class Interner<T extends object> {
   }
 }
 
+/** The fields of a cached resource (resource-cache.ts CachedResource). */
+interface ResourceRecord {
+  readonly name: string;
+  readonly version: string;
+  readonly hash: string;
+  readonly typeUrl: string;
+  readonly body: Buffer;
+}
+
 const bodies = new Interner<Buffer>();
-const resources = new Interner<CachedResource>();
+const resources = new Interner<ResourceRecord>();
 
 function internBody(hash: string, body: Buffer): Buffer {
   const existing = bodies.get(hash);
@@ -37,9 +44,9 @@ function internBody(hash: string, body: Buffer): Buffer {
 }
 
 /** The shared record for a resource; `resource.hash` is its body's content hash (bytes are compared too). */
-export function internResource(resource: CachedResource): CachedResource {
+export function internResource<T extends ResourceRecord>(resource: T): T {
   const key = `${resource.typeUrl}\n${resource.name}\n${resource.version}\n${resource.hash}`;
-  const existing = resources.get(key);
+  const existing = resources.get(key) as T | undefined;
   if (existing && existing.body.equals(resource.body)) return existing;
-  return resources.add(key, { ...resource, body: internBody(resource.hash, resource.body) });
+  return resources.add(key, { ...resource, body: internBody(resource.hash, resource.body) }) as T;
 }
