@@ -3,15 +3,18 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { status as GrpcStatus } from '@grpc/grpc-js';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import * as grpc from '@grpc/grpc-js';
+import { messageType } from '../../src/xds/protocol/protos.js';
+import { DebugTypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
+import { makeTestPki } from '../helpers/openssl-certs.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const EDS_NAME = 'outbound|8000||httpbin.bar.svc.cluster.local';
 
-interface Serving { child: ChildProcess; xds: string; admin: string; exit: Promise<number | null> }
+interface Serving { child: ChildProcess; xds: string; tls: string | undefined; admin: string; exit: Promise<number | null> }
 
 async function serve(args: string[]): Promise<Serving> {
   const child = spawn(process.execPath, [cli, 'serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args], {
@@ -27,7 +30,7 @@ async function serve(args: string[]): Promise<Serving> {
     });
     child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
   });
-  return { child, exit, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
+  return { child, exit, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, tls: /xDS \(TLS\):\s+(\S+)/.exec(printed)?.[1], admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
 }
 
 const json = async (url: string) => (await fetch(url)).json() as Promise<any>;
@@ -93,7 +96,7 @@ test('--workers 2: VMs spread over both workers get identical config; admin view
 
   relay.child.kill('SIGTERM');
   const statuses = await Promise.all(vms.map(({ vm }) => vm.status));
-  t.true(statuses.every((s) => s.code === GrpcStatus.UNAVAILABLE), 'every VM on every worker is told to reconnect elsewhere');
+  t.true(statuses.every((s) => s.code === grpc.status.UNAVAILABLE), 'every VM on every worker is told to reconnect elsewhere');
   t.is(await relay.exit, 0);
   // An exited worker may show for a moment as a zombie until it is reaped.
   const gone = Date.now() + 3000;
@@ -133,4 +136,30 @@ test('--workers 2: a worker that dies is started again; its VMs reconnect to the
   t.not(after[1].pid, before[1].pid);
   t.is(after[1].restarts, 1);
   t.regex(await (await fetch(`${relay.admin}/metrics`)).text(), /^meshrelay_worker_restarts 1$/m);
+});
+
+test('--workers 2: istioctl proxy-status over ADS lists the VMs of every worker, whichever worker its stream lands on', async (t) => {
+  const pki = makeTestPki();
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'meshrelay-workers-'));
+  const relay = await serve(['--workers', '2', '--worker-balance', 'least-connections', '--state-dir', stateDir,
+    '--tls-listen', '127.0.0.1:0', '--tls-cert-file', pki.serverCert, '--tls-key-file', pki.serverKey, '--tls-client-ca-file', pki.caCert]);
+  t.teardown(() => relay.child.kill('SIGKILL'));
+  const vms = await Promise.all(['a', 'b', 'c', 'd'].map((name) => configuredVm(relay.xds, name)));
+  t.teardown(() => { for (const { vm } of vms) vm.close(); });
+  t.deepEqual([...new Set((await json(`${relay.admin}/debug/syncz`)).map((entry: any) => entry.worker))].sort(), [0, 1]);
+
+  // Two istioctl-like streams (each its own connection): least-connections puts them on different workers.
+  const ids = [];
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const credentials = grpc.credentials.createSsl(pki.read(pki.caCert), pki.read(pki.clientKey), pki.read(pki.clientCert));
+    const debug = new AdsTestClient(relay.tls!, 'sotw', new grpc.Client(relay.tls!, credentials, { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' }), {}, true);
+    t.teardown(() => debug.close());
+    debug.send({ node: { id: 'istioctl~debug', metadata: null }, type_url: DebugTypeUrl.syncz } as any);
+    const response: any = await debug.next(10_000);
+    const clientConfig = messageType('envoy.service.status.v3.ClientConfig');
+    const listed = response.resources.map((resource: any) => (clientConfig.toObject(clientConfig.decode(resource.value)) as { node: { id: string } }).node.id).sort();
+    t.deepEqual(listed, ['a', 'b', 'c', 'd'].map((name) => vmNode({ name: `vm-${name}` }).id).sort(), 'every VM of the caller\'s namespace, from both workers');
+    ids.push(JSON.parse(response.control_plane.identifier).ID);
+  }
+  t.is(new Set(ids).size, 2, `the two answers came from two workers (${ids.join(', ')})`);
 });
