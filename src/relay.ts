@@ -166,7 +166,7 @@ export class Relay {
       registerRelayRoutes(admin, relay);
       if (worker) registerWorkerRoutes(admin, relay);
       addresses.admin = await admin.listen(parseListenAddress(config.adminListen));
-      worker?.ready(`http://${formatAddress(addresses.admin)}`, ca?.summary);
+      worker?.ready(`http://${formatAddress(addresses.admin)}`, ca?.summary, { ...(listeners.xds ? { xds: listeners.xds } : {}), ...(listeners.tls ? { tls: listeners.tls } : {}) });
     }
     log.info({ ...Object.fromEntries(Object.entries(addresses).map(([k, v]) => [k, typeof v === 'string' ? v : formatAddress(v)])), mode: config.mode, upstreamProtocol: config.upstreamProtocol }, 'meshrelay serving');
     return relay;

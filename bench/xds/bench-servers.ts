@@ -110,7 +110,7 @@ async function startRelay(kind: 'group' | 'stream' | 'group-workers' | 'stream-w
   const addressBinding = !options.upstream ? ['--address-independent-config', 'true']
     : options.upstream.kubeconfig ? ['--address-config-source', 'kubernetes', '--kubeconfig', options.upstream.kubeconfig] : [];
   return startRelayProcess([
-    '--upstream', upstream.target, '--mode', mode, '--workers', String(workers), '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
+    '--upstream', upstream.target, '--mode', mode, '--workers', String(workers), ...(options.relayWorkerBalance ? ['--worker-balance', options.relayWorkerBalance] : []), '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
     '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
     ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []), ...edge,
   ], { ...(options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {}), ...(options.relayCpus ? { cpus: options.relayCpus } : {}) });

@@ -45,6 +45,8 @@ export interface XdsBenchOptions {
   relayCpuProfileDir: string;
   /** Worker processes of the `*-workers` targets (the others run one process). */
   relayWorkers: number;
+  /** How those workers are given connections (serve's --worker-balance). */
+  relayWorkerBalance?: 'source-address' | 'least-connections' | 'kernel' | undefined;
   /** CPU lists (taskset -c) for the targets' processes and for the load generator's; empty: unpinned. */
   relayCpus: string;
   clientCpus: string;

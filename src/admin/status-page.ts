@@ -23,7 +23,8 @@ export interface StatusData {
   vms: Array<ReturnType<RelayAdminView['ads']['syncStatus']>[number] & { worker?: number }>;
   networks: ReturnType<RelayAdminView['topology']['describe']>['networks'];
   ca?: { mode: string; rootCertFile?: string; upstream?: string; tokenIssuer?: string; rootExpires?: string; chainExpires?: string; csrs: number; issued: number };
-  workers?: Array<{ index: number; pid: number | undefined; state: string; connections: number }>;
+  /** `connections`: as the coordinator handed them out (unknown when the workers accept themselves). */
+  workers?: Array<{ index: number; pid: number | undefined; state: string; connections: number | undefined }>;
 }
 
 export function statusData(relay: RelayAdminView): StatusData {
@@ -69,7 +70,7 @@ export function renderStatusPage(status: StatusData): string {
     ['degraded (serving a snapshot)', badge(detail.degraded ? 'YES' : 'NO')],
     ['upstream streams', escape(status.upstreamStreams)],
   ];
-  const workerRows = (status.workers ?? []).map((worker) => [escape(worker.index), escape(worker.pid ?? '—'), badge(worker.state.toUpperCase()), escape(worker.connections)]);
+  const workerRows = (status.workers ?? []).map((worker) => [escape(worker.index), escape(worker.pid ?? '—'), badge(worker.state.toUpperCase()), escape(worker.connections ?? '—')]);
   const groupRows = groups.map((group) => [
     `<code>${escape(group.key)}</code>`, ...workerCell(group.worker), escape(group.mode), badge(group.phase.toUpperCase()), badge(group.upstreamState.toUpperCase()),
     escape(group.cachedResources), (membersByGroup.get(group.key) ?? []).map((member) => `<code>${escape(member)}</code>`).join('<br>') || '—',

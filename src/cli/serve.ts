@@ -3,7 +3,7 @@ import { WorkerLink } from '../cluster/worker-link.js';
 import { workerConfig } from '../cluster/worker-share.js';
 import type { CaSubsystem } from '../ca/ca-setup.js';
 import { loadConfig } from '../config/load.js';
-import { serveSchema, type ServeConfig } from '../config/schema.js';
+import { serveSchema, workerBalance, type ServeConfig } from '../config/schema.js';
 import { cpuLimit } from '../limits/cpu-limit.js';
 import { createLogger, type Logger } from '../log.js';
 import { Relay, type RelayAddresses } from '../relay.js';
@@ -29,7 +29,7 @@ function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: 
     xds ? `  xDS (plaintext ADS, SotW + Delta):  ${formatAddress(xds)}` : '',
     tls ? `  xDS (TLS):                          ${formatAddress(tls)}` : '',
     admin ? `  admin:                              http://${formatAddress(admin)}/debug/syncz  /debug/groups  /readyz` : '',
-    `  workers:                            ${workers}${workers > 1 ? ` processes (${config.workerBalance})` : ' (this process)'}`,
+    `  workers:                            ${workers}${workers > 1 ? ` processes (${workerBalance(config)})` : ' (this process)'}`,
     `  upstream:                           ${upstream}${embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
     ...caLines(ca),
     xds ? `Point an ADS client at ${formatAddress(xds)} with Istio VM node metadata (NAMESPACE, SERVICE_ACCOUNT, NETWORK...).` : '',

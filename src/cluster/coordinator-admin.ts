@@ -13,7 +13,7 @@ export interface CoordinatorView {
   readonly addresses: { upstream: string };
   readonly stopping: boolean;
   readonly log: Logger;
-  connections(): number[];
+  connections(): number[] | undefined;
 }
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
@@ -65,7 +65,7 @@ async function mergedStatus(coordinator: CoordinatorView): Promise<StatusData> {
     vms: statuses.flatMap((status) => status.body.vms.map((vm) => ({ ...vm, worker: status.index }))),
     networks: first?.networks ?? {},
     ...(cas[0] ? { ca: { ...cas[0], csrs: cas.reduce((sum, ca) => sum + ca.csrs, 0), issued: cas.reduce((sum, ca) => sum + ca.issued, 0) } } : {}),
-    workers: coordinator.workers.map((worker) => ({ index: worker.index, pid: worker.process?.process.pid, state: worker.state, connections: connections[worker.index] ?? 0 })),
+    workers: coordinator.workers.map((worker) => ({ index: worker.index, pid: worker.process?.process.pid, state: worker.state, connections: connections?.[worker.index] })),
   };
 }
 

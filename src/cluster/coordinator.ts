@@ -3,7 +3,7 @@ import net from 'node:net';
 import { AdminServer } from '../admin/admin-server.js';
 import type { CaSubsystem } from '../ca/ca-setup.js';
 import { localCaFiles } from '../ca/ca-setup.js';
-import { resolveCaMode, type ServeConfig } from '../config/schema.js';
+import { resolveCaMode, workerBalance, type ServeConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { startEmbeddedSim } from '../setup/upstream-setup.js';
 import type { RunningSim } from '../sim/sim-server.js';
@@ -42,12 +42,14 @@ export class Coordinator {
   private readonly servers: net.Server[] = [];
   private readonly waiting: Array<{ listener: ListenerName; socket: net.Socket }> = [];
   private readonly balancer: ConnectionBalancer;
+  private readonly balance: ReturnType<typeof workerBalance>;
   private admin: AdminServer | undefined;
   private sim: RunningSim | undefined;
   private spec!: Omit<WorkerSpec, 'index'>;
 
   private constructor(readonly config: ServeConfig, readonly count: number, readonly log: Logger) {
-    this.balancer = new ConnectionBalancer(count, config.workerBalance);
+    const balance = this.balance = workerBalance(config);
+    this.balancer = new ConnectionBalancer(count, balance === 'kernel' ? 'least-connections' : balance);
   }
 
   get embedded(): boolean {
@@ -80,10 +82,16 @@ export class Coordinator {
     } else {
       this.addresses.upstream = config.upstream;
     }
+    // kernel: the workers accept on one listening socket node:cluster shares (SCHED_NONE), with no
+    // hand-off per connection; otherwise this process accepts and picks the worker.
+    const kernel = this.balance === 'kernel';
     const listeners: WorkerSpec['listeners'] = {};
-    if (config.xdsListen) listeners.xds = this.addresses.xds = await this.listen('xds', config.xdsListen);
-    if (config.tlsListen) listeners.tls = this.addresses.tls = await this.listen('tls', config.tlsListen);
-    this.spec = { count: this.count, listeners, ...(this.sim ? { embeddedUpstream: this.addresses.upstream } : {}) };
+    if (kernel) cluster.schedulingPolicy = cluster.SCHED_NONE;
+    else {
+      if (config.xdsListen) listeners.xds = this.addresses.xds = await this.listen('xds', config.xdsListen);
+      if (config.tlsListen) listeners.tls = this.addresses.tls = await this.listen('tls', config.tlsListen);
+    }
+    this.spec = { count: this.count, ...(kernel ? {} : { listeners }), ...(this.sim ? { embeddedUpstream: this.addresses.upstream } : {}) };
     cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
     // However this process ends (the grace period's hard exit included), no worker outlives it.
     process.once('exit', () => { for (const slot of this.workers) if (slot.state !== 'exited') slot.process?.process.kill('SIGKILL'); });
@@ -98,7 +106,7 @@ export class Coordinator {
       registerCoordinatorRoutes(admin, this);
       this.addresses.admin = await admin.listen(parseListenAddress(config.adminListen));
     }
-    this.log.info({ workers: this.count, balance: config.workerBalance, xds: this.addresses.xds && formatAddress(this.addresses.xds), tls: this.addresses.tls && formatAddress(this.addresses.tls) }, 'meshrelay serving with workers');
+    this.log.info({ workers: this.count, balance: this.balance, xds: this.addresses.xds && formatAddress(this.addresses.xds), tls: this.addresses.tls && formatAddress(this.addresses.tls) }, 'meshrelay serving with workers');
   }
 
   private async listen(listener: ListenerName, address: string): Promise<ListenAddress> {
@@ -141,6 +149,8 @@ export class Coordinator {
         slot.state = this.stopping ? 'stopping' : 'ready';
         slot.admin = message.admin;
         if (message.ca) slot.ca = message.ca;
+        // With kernel balance the workers bound the listeners (one shared socket): theirs are the addresses.
+        if (!this.spec.listeners) Object.assign(this.addresses, message.listeners);
         this.log.info({ worker: slot.index, pid: worker.process.pid, admin: message.admin }, 'worker ready');
         this.announcePeers();
         for (const waiting of this.waiting.splice(0)) this.dispatch(waiting.listener, waiting.socket);
@@ -203,8 +213,8 @@ export class Coordinator {
     this.log.info('meshrelay stopped');
   }
 
-  /** Open connections per worker, as the balancer counts them. */
-  connections(): number[] {
-    return this.balancer.connections();
+  /** Open connections per worker, as the balancer counts them (unknown with kernel balance). */
+  connections(): number[] | undefined {
+    return this.spec.listeners ? this.balancer.connections() : undefined;
   }
 }

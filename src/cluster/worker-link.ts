@@ -26,18 +26,23 @@ export class WorkerLink {
     return text && process.send ? new WorkerLink(JSON.parse(text) as WorkerSpec) : undefined;
   }
 
+  /** Whether the coordinator accepts and hands sockets out (else this worker binds, sharing the socket). */
+  get handedConnections(): boolean {
+    return this.spec.listeners !== undefined;
+  }
+
   /** The address VMs reach the listener at (the coordinator's), and where its sockets go. */
   serve(listener: ListenerName, accept: (socket: Socket) => void): ListenAddress | undefined {
     this.acceptors.set(listener, accept);
-    return this.spec.listeners[listener];
+    return this.spec.listeners?.[listener];
   }
 
   onStop(listener: (graceMs: number) => void): void {
     this.stopListener = listener;
   }
 
-  ready(adminUrl: string, ca: CaSubsystem['summary'] | undefined): void {
-    this.send({ kind: 'ready', admin: adminUrl, ...(ca ? { ca } : {}) });
+  ready(adminUrl: string, ca: CaSubsystem['summary'] | undefined, listeners: Partial<Record<ListenerName, ListenAddress>>): void {
+    this.send({ kind: 'ready', admin: adminUrl, listeners, ...(ca ? { ca } : {}) });
   }
 
   /** The other workers' internal admin URLs. */

@@ -8,8 +8,11 @@ export type ListenerName = 'xds' | 'tls';
 export interface WorkerSpec {
   index: number;
   count: number;
-  /** The coordinator's bound listeners: the addresses VMs use. */
-  listeners: Partial<Record<ListenerName, ListenAddress>>;
+  /**
+   * The coordinator's bound listeners, whose connections it hands out; absent with `kernel`
+   * balance, where the workers accept on one listening socket node:cluster shares among them.
+   */
+  listeners?: Partial<Record<ListenerName, ListenAddress>>;
   /** The embedded simulated istiod, run once by the coordinator so every worker sees one mesh. */
   embeddedUpstream?: string;
 }
@@ -22,5 +25,5 @@ export type ToWorker =
   | { kind: 'stop'; graceMs: number };
 
 export type FromWorker =
-  | { kind: 'ready'; admin: string; ca?: CaSubsystem['summary'] }
+  | { kind: 'ready'; admin: string; ca?: CaSubsystem['summary']; listeners: Partial<Record<ListenerName, ListenAddress>> }
   | { kind: 'closed' };

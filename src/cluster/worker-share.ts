@@ -17,6 +17,8 @@ export function workerConfig(config: ServeConfig, spec: WorkerSpec): ServeConfig
     instanceId: `${instanceName(config)}-w${spec.index}`,
     // Internal: the coordinator's admin port reads every worker's views and metrics from here.
     adminListen: '127.0.0.1:0',
+    // The coordinator keeps /readyz 503 for the readiness window before it tells workers to stop.
+    readinessDrainSeconds: 0,
     admissionRate: shareOf(config.admissionRate),
     admissionBurst: share(config.admissionBurst),
     admissionQueue: share(config.admissionQueue),

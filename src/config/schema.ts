@@ -98,8 +98,10 @@ export const serveSchema = z.object({
   // default; above 1, a coordinator hands each connection to one (docs/ARCHITECTURE.md "Workers").
   workers: z.number().int().min(1).max(256).optional(),
   // Which worker takes a connection: the one its source address hashes to unless that one holds
-  // 1.1× the mean (reconnects land where the VM's stream lingered), or the least loaded.
-  workerBalance: z.enum(['source-address', 'least-connections']).default('source-address'),
+  // 1.1× the mean (reconnects land where the VM's stream lingered), the least loaded, or (kernel)
+  // whichever accepts first on one shared socket, with no hand-off per connection. Default:
+  // source-address where stream mode is used (its lingering streams are per worker), else kernel.
+  workerBalance: z.enum(['source-address', 'least-connections', 'kernel']).optional(),
   admissionRate: z.number().min(0).default(1000),
   admissionBurst: z.number().int().min(1).default(2000),
   admissionQueue: z.number().int().min(0).default(20_000),
@@ -235,6 +237,13 @@ export const benchCompressionSchema = z.object({
   json: z.string().default(''),
 }).strict();
 
+/** How a relay with workers gives them connections (docs/ARCHITECTURE.md "Workers"). */
+export function workerBalance(config: ServeConfig): 'source-address' | 'least-connections' | 'kernel' {
+  if (config.workerBalance) return config.workerBalance;
+  const streamModeUsed = config.mode === 'stream' || Object.values(config.modeByNamespace).includes('stream');
+  return streamModeUsed ? 'source-address' : 'kernel';
+}
+
 /** This replica's name: WorkloadEntry ownership and istioctl's control-plane ID (the pod name in Kubernetes). */
 export function instanceName(config: ServeConfig): string {
   return config.instanceId || process.env.POD_NAME || hostname();
@@ -270,6 +279,8 @@ export const benchXdsSchema = z.object({
   targets: z.array(z.enum(['direct', 'group', 'stream', 'group-workers', 'stream-workers', 'baseline'])).default([]),
   // The *-workers targets' worker processes (group and stream run one).
   relayWorkers: z.number().int().min(1).max(64).default(2),
+  // How the *-workers targets' workers get connections (serve's --worker-balance; default: serve's).
+  relayWorkerBalance: z.enum(['source-address', 'least-connections', 'kernel']).optional(),
   // CPU lists (taskset -c) for the targets (relay, baseline, direct's simulator) and the simulated VMs.
   relayCpus: z.string().regex(/^[0-9,-]*$/).default(''),
   clientCpus: z.string().regex(/^[0-9,-]*$/).default(''),

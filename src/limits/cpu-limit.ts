@@ -14,15 +14,15 @@ function readText(file: string): string | undefined {
  * then v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1: none). Kubernetes writes a pod's CPU limit
  * there; `os.availableParallelism()` sees only the CPU set, not the quota.
  */
-function cgroupCpuQuota(): number | undefined {
-  const v2 = readText('/sys/fs/cgroup/cpu.max');
+export function cgroupCpuQuota(read: (file: string) => string | undefined = readText): number | undefined {
+  const v2 = read('/sys/fs/cgroup/cpu.max');
   if (v2) {
     const [quota, period] = v2.split(/\s+/);
     if (quota !== 'max' && Number(quota) > 0 && Number(period) > 0) return Math.ceil(Number(quota) / Number(period));
     return undefined;
   }
-  const quota = Number(readText('/sys/fs/cgroup/cpu/cpu.cfs_quota_us') ?? -1);
-  const period = Number(readText('/sys/fs/cgroup/cpu/cpu.cfs_period_us') ?? 0);
+  const quota = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us') ?? -1);
+  const period = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us') ?? 0);
   return quota > 0 && period > 0 ? Math.ceil(quota / period) : undefined;
 }
 

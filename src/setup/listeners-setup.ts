@@ -69,10 +69,11 @@ export async function setUpListeners(
     disposer.defer(() => server.close(0));
     return server;
   };
-  // A worker binds nothing: the coordinator accepts and hands it its share of the connections.
+  // A worker whose coordinator accepts binds nothing and is handed its share of the connections;
+  // with kernel balance it listens, and node:cluster shares one listening socket among the workers.
   const bind = async (server: GrpcServer, name: ListenerName, address: string, tls?: TlsOptions) => {
-    if (!parts.worker) return server.listen(parseListenAddress(address), tls);
-    return parts.worker.serve(name, server.adopt(tls).accept);
+    if (parts.worker?.handedConnections) return parts.worker.serve(name, server.adopt(tls).accept);
+    return server.listen(parseListenAddress(address), tls);
   };
   const xds = config.xdsListen ? await bind(newServer(), 'xds', config.xdsListen) : undefined;
   let tls: ListenAddress | undefined;

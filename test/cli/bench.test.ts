@@ -65,9 +65,10 @@ test('meshrelay bench --target measures an already running relay (npm start) thr
   const result = await bench(['--target', target, '--admin-url', adminUrl, '--clients', '20', '--groups', '2', '--timeout-seconds', '60']);
   t.is(result.code, 0, result.stderr.slice(-2000));
   t.regex(result.stdout, /external: correctness 20\/20 VMs match the reference ✔/);
-  // npm start runs a worker per core, each with its own upstream stream per group.
+  // npm start runs a worker per core, each with its own upstream stream per group it has VMs of.
   const workers = Number(/workers:\s+(\d+)/.exec(out)![1]);
-  t.regex(result.stdout, new RegExp(`upstream streams \\(streaming\\)\\s+\\|\\s+${2 * workers}\\s`));
+  const streams = Number(/upstream streams \(streaming\)\s+\|\s+(\d+)\s/.exec(result.stdout)?.[1]);
+  t.true(streams >= 2 && streams <= 2 * workers, `${streams} upstream streams for 2 groups on ${workers} workers`);
   t.regex(result.stdout, /idle server memory per VM/);
 });
 

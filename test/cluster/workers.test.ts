@@ -163,3 +163,17 @@ test('--workers 2: istioctl proxy-status over ADS lists the VMs of every worker,
   }
   t.is(new Set(ids).size, 2, `the two answers came from two workers (${ids.join(', ')})`);
 });
+
+test('--workers 2 --worker-balance kernel: the workers accept on one shared socket; VMs get identical config and every view lists them; SIGTERM drains', async (t) => {
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'meshrelay-workers-'));
+  const relay = await serve(['--workers', '2', '--worker-balance', 'kernel', '--state-dir', stateDir, '--shutdown-grace-seconds', '2']);
+  t.teardown(() => relay.child.kill('SIGKILL'));
+  const vms = await Promise.all(['a', 'b', 'c', 'd', 'e', 'f'].map((name) => configuredVm(relay.xds, name)));
+  for (const { config } of vms) t.deepEqual(config, vms[0]!.config);
+  const syncz = await json(`${relay.admin}/debug/syncz`);
+  t.is(syncz.length, 6, 'the VMs of both workers are listed, wherever the kernel put them');
+  t.regex(await (await fetch(`${relay.admin}/metrics`)).text(), /^meshrelay_xds_connected_proxies 6$/m);
+  relay.child.kill('SIGTERM');
+  t.true((await Promise.all(vms.map(({ vm }) => vm.status))).every((s) => s.code === grpc.status.UNAVAILABLE));
+  t.is(await relay.exit, 0);
+});
