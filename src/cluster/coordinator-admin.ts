@@ -17,15 +17,17 @@ export interface CoordinatorView {
 }
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
-/** GETs `path` from every ready worker's internal admin port; workers that fail are left out. */
-async function fromWorkers<T>(coordinator: CoordinatorView, path: string): Promise<Array<WorkerAnswer<T>>> {
-  const ready = coordinator.workers.filter((worker) => worker.state === 'ready' && worker.admin);
+type Readiness = Pick<StatusData, 'ready' | 'detail'>;
+
+/** GETs `path` from every ready worker's internal admin port (or the first, `one`); workers that fail are left out. */
+async function fromWorkers<T>(coordinator: CoordinatorView, path: string, one = false): Promise<Array<WorkerAnswer<T>>> {
+  const ready = coordinator.workers.filter((worker) => worker.state === 'ready' && worker.admin).slice(0, one ? 1 : undefined);
   const answers = await Promise.allSettled(ready.map(async (worker) => ({ index: worker.index, body: await fetchJson<T>(`${worker.admin}${path}`) })));
   return answers.flatMap((answer) => (answer.status === 'fulfilled' ? [answer.value] : []));
 }
 
 /** The pod's readiness: not stopping, some worker serving, and every serving worker ready. */
-function mergeReadiness(coordinator: CoordinatorView, statuses: Array<WorkerAnswer<StatusData>>): { ready: boolean; detail: Record<string, unknown> } {
+function mergeReadiness(coordinator: CoordinatorView, statuses: Array<WorkerAnswer<Readiness>>): Readiness {
   const details = statuses.map((status) => status.body.detail);
   const snapshots = details.map((detail) => detail.snapshot as { loadedFrom: string | null; writes: number; lastWriteError: string } | undefined).filter((s) => s !== undefined);
   const ready = !coordinator.stopping && statuses.length > 0 && statuses.every((status) => status.body.ready);
@@ -56,6 +58,7 @@ async function mergedStatus(coordinator: CoordinatorView): Promise<StatusData> {
   const statuses = await fromWorkers<StatusData>(coordinator, '/internal/status');
   const { ready, detail } = mergeReadiness(coordinator, statuses);
   const first = statuses[0]?.body;
+  // Every worker watches the same topology; the first one's is the relay's.
   const cas = statuses.map((status) => status.body.ca).filter((ca) => ca !== undefined);
   const connections = coordinator.connections();
   return {
@@ -96,7 +99,7 @@ export function registerCoordinatorRoutes(admin: AdminServer, coordinator: Coord
   admin.route('/', async () => ({ status: 200, body: renderStatusPage(await mergedStatus(coordinator)), contentType: 'text/html; charset=utf-8' }));
   admin.route('/healthz', () => ({ status: 200, body: { status: 'ok', pid: process.pid, workers: coordinator.workers.map((worker) => ({ index: worker.index, state: worker.state })) } }));
   admin.route('/readyz', async () => {
-    const { ready, detail } = mergeReadiness(coordinator, await fromWorkers<StatusData>(coordinator, '/internal/status'));
+    const { ready, detail } = mergeReadiness(coordinator, await fromWorkers<Readiness>(coordinator, '/internal/readiness'));
     return { status: ready ? 200 : 503, body: { ready, ...detail } };
   });
   admin.route('/metrics', async () => {
@@ -110,7 +113,7 @@ export function registerCoordinatorRoutes(admin: AdminServer, coordinator: Coord
   };
   admin.route('/debug/syncz', joined('/debug/syncz'));
   admin.route('/debug/groups', joined('/debug/groups'));
-  admin.route('/debug/networks', async () => ({ status: 200, body: (await fromWorkers(coordinator, '/debug/networks'))[0]?.body ?? {} }));
+  admin.route('/debug/networks', async () => ({ status: 200, body: (await fromWorkers(coordinator, '/debug/networks', true))[0]?.body ?? {} }));
   admin.route('/debug/config_dump', async (url) => {
     const proxy = url.searchParams.get('proxy');
     if (!proxy) return { status: 400, body: { error: 'name the proxy: /debug/config_dump?proxy=<node id>' } };

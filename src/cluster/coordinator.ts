@@ -41,7 +41,8 @@ export class Coordinator {
   stopping = false;
   private readonly servers: net.Server[] = [];
   private readonly waiting: Array<{ listener: ListenerName; socket: net.Socket }> = [];
-  private readonly balancer: ConnectionBalancer;
+  /** Only when this process hands connections out (not with kernel balance). */
+  private readonly balancer: ConnectionBalancer | undefined;
   private readonly balance: ReturnType<typeof workerBalance>;
   private admin: AdminServer | undefined;
   private sim: RunningSim | undefined;
@@ -49,7 +50,7 @@ export class Coordinator {
 
   private constructor(readonly config: ServeConfig, readonly count: number, readonly log: Logger) {
     const balance = this.balance = workerBalance(config);
-    this.balancer = new ConnectionBalancer(count, balance === 'kernel' ? 'least-connections' : balance);
+    this.balancer = balance === 'kernel' ? undefined : new ConnectionBalancer(count, balance);
   }
 
   get embedded(): boolean {
@@ -84,7 +85,7 @@ export class Coordinator {
     }
     // kernel: the workers accept on one listening socket node:cluster shares (SCHED_NONE), with no
     // hand-off per connection; otherwise this process accepts and picks the worker.
-    const kernel = this.balance === 'kernel';
+    const kernel = this.balancer === undefined;
     const listeners: WorkerSpec['listeners'] = {};
     if (kernel) cluster.schedulingPolicy = cluster.SCHED_NONE;
     else {
@@ -125,7 +126,8 @@ export class Coordinator {
 
   private dispatch(listener: ListenerName, socket: net.Socket): void {
     socket.on('error', () => { /* the client went away before a worker had it */ });
-    const index = this.balancer.pick(socket.remoteAddress, (candidate) => this.workers[candidate]?.state === 'ready');
+    const balancer = this.balancer!;
+    const index = balancer.pick(socket.remoteAddress, (candidate) => this.workers[candidate]?.state === 'ready');
     const worker = index === undefined ? undefined : this.workers[index]!.process;
     if (index === undefined || !worker) {
       if (this.stopping || this.waiting.length >= MAX_WAITING_CONNECTIONS) socket.destroy();
@@ -134,7 +136,7 @@ export class Coordinator {
     }
     worker.send({ kind: 'connection', listener } satisfies ToWorker, socket, (error: Error | null) => {
       if (error) {
-        this.balancer.closed(index);
+        balancer.closed(index);
         socket.destroy();
       }
     });
@@ -156,14 +158,14 @@ export class Coordinator {
         for (const waiting of this.waiting.splice(0)) this.dispatch(waiting.listener, waiting.socket);
         started?.();
       } else if (message.kind === 'closed') {
-        this.balancer.closed(slot.index);
+        this.balancer?.closed(slot.index);
       }
     });
     worker.on('exit', (code, signal) => {
       const before = slot.state;
       slot.state = 'exited';
       slot.admin = undefined;
-      this.balancer.reset(slot.index);
+      this.balancer?.reset(slot.index);
       if (this.stopping) return;
       if (before === 'starting' && failed) {
         failed(new Error(`worker ${slot.index} exited while starting (code ${code}, signal ${signal})`));
@@ -215,6 +217,6 @@ export class Coordinator {
 
   /** Open connections per worker, as the balancer counts them (unknown with kernel balance). */
   connections(): number[] | undefined {
-    return this.spec.listeners ? this.balancer.connections() : undefined;
+    return this.balancer?.connections();
   }
 }

@@ -1,5 +1,6 @@
 import { instanceName, type ServeConfig } from '../config/schema.js';
 import { cpuLimit } from '../limits/cpu-limit.js';
+import { defaultBufferBudgetMb } from '../limits/memory-limit.js';
 import type { WorkerSpec } from './worker-protocol.js';
 import path from 'node:path';
 
@@ -26,7 +27,7 @@ export function workerConfig(config: ServeConfig, spec: WorkerSpec): ServeConfig
     groupCreationBurst: share(config.groupCreationBurst),
     maxGroups: share(config.maxGroups),
     responseMemoMb: Math.max(1, shareOf(config.responseMemoMb)),
-    ...(config.maxBufferedMb !== undefined ? { maxBufferedMb: Math.max(1, shareOf(config.maxBufferedMb)) } : {}),
+    maxBufferedMb: Math.max(1, shareOf(config.maxBufferedMb ?? defaultBufferBudgetMb())),
     caMaxConcurrent: share(config.caMaxConcurrent),
     caMaxQueued: share(config.caMaxQueued),
     caSigningThreads: config.caSigningThreads ?? Math.min(4, share(cpuLimit())),

@@ -9,11 +9,13 @@ const PEER_TIMEOUT_MS = 2000;
 
 /**
  * A worker's internal admin routes, read by the coordinator (cluster/coordinator-admin.ts) and by
- * the other workers: its status page data, its metrics as prom-client JSON (to be summed), and its
+ * the other workers: its status page data, its readiness, its metrics as prom-client JSON (to be summed), and its
  * VMs as istiod's syncz entries.
  */
 export function registerWorkerRoutes(admin: AdminServer, relay: RelayAdminView): void {
   admin.route('/internal/status', () => ({ status: 200, body: statusData(relay) }));
+  // Kubelet probes /readyz every few seconds: readiness alone, not every VM's sync state.
+  admin.route('/internal/readiness', () => ({ status: 200, body: relay.readiness() }));
   admin.route('/internal/metrics', async () => ({ status: 200, body: await relay.metrics.getMetricsAsJSON() }));
   admin.route('/internal/syncz', (url) => {
     const namespace = url.searchParams.get('namespace') ?? undefined;
@@ -29,8 +31,7 @@ export async function fetchJson<T>(url: string): Promise<T> {
 
 /**
  * The other workers' VMs for istioctl proxy-status, so an istioctl stream that lands on any worker
- * lists every VM of the relay. A worker that does not answer in time is left out (and logged by
- * the caller's debug level), as istiod leaves out a proxy it cannot report.
+ * lists every VM of the relay. A worker that does not answer within 2 s is left out of the answer.
  */
 export async function otherWorkersSyncz(link: WorkerLink, namespace: string | undefined): Promise<DebugAnswer['resources']> {
   const query = namespace === undefined ? '' : `?namespace=${encodeURIComponent(namespace)}`;

@@ -24,7 +24,6 @@ export function memoryLimitBytes(): number {
 const BUFFER_SHARE = 0.25;
 const MIN_BUFFER_MB = 64;
 
-/** `processes`: the workers sharing the container's memory, each given its share. */
-export function defaultBufferBudgetMb(limitBytes = memoryLimitBytes(), processes = 1): number {
-  return Math.max(MIN_BUFFER_MB, Math.floor((limitBytes * BUFFER_SHARE) / processes / (1024 * 1024)));
+export function defaultBufferBudgetMb(limitBytes = memoryLimitBytes()): number {
+  return Math.max(MIN_BUFFER_MB, Math.floor((limitBytes * BUFFER_SHARE) / (1024 * 1024)));
 }

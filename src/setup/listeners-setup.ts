@@ -46,7 +46,7 @@ export async function setUpListeners(
     : undefined);
   if (serving) disposer.defer(() => serving.close());
   const servers: GrpcServer[] = [];
-  const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb(undefined, parts.worker?.spec.count)) * 1024 * 1024);
+  const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024);
   const newServer = (authenticate?: StreamAuthenticator) => {
     const server = new GrpcServer({
       maxMessageBytes: config.maxMessageBytes,

@@ -37,16 +37,19 @@ const resources = new Interner<ResourceRecord>();
 
 function internBody(hash: string, body: Buffer): Buffer {
   const existing = bodies.get(hash);
-  if (existing && existing.equals(body)) return existing;
+  if (existing) return existing;
   const own = Buffer.allocUnsafeSlow(body.length);
   body.copy(own);
   return bodies.add(hash, own);
 }
 
-/** The shared record for a resource; `resource.hash` is its body's content hash (bytes are compared too). */
+/**
+ * The shared record for a resource. `resource.hash` is its body's SHA-256 (resource-cache.ts
+ * contentHash, 132 bits kept), so equal keys are equal bytes: the bodies are not compared again.
+ */
 export function internResource<T extends ResourceRecord>(resource: T): T {
   const key = `${resource.typeUrl}\n${resource.name}\n${resource.version}\n${resource.hash}`;
   const existing = resources.get(key) as T | undefined;
-  if (existing && existing.body.equals(resource.body)) return existing;
+  if (existing) return existing;
   return resources.add(key, { ...resource, body: internBody(resource.hash, resource.body) }) as T;
 }
