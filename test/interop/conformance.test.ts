@@ -115,6 +115,23 @@ interop('VMs without address-bound config share one upstream stream, and istiod 
   t.is(shared(after).length, 6);
 });
 
+interop('[stream] a VM that reconnects within the linger window is served by its lingering upstream stream: no new stream to istiod, nothing sent again, and its config still equals istiod\'s', async (t) => {
+  t.timeout(90_000);
+  const relay = await relayFor(t, mesh, 'stream');
+  const node = plainVm('vm-linger', '10.9.2.1');
+  const first = await relayedProxy(t, mesh, relay, node, 'delta');
+  await first.settled();
+  const [group] = relay.groups.list();
+  const before = { ...group!.upstream.stats };
+  first.close();
+  await eventually(() => group!.phase, (phase) => phase === 'lingering');
+  const again = await relayedProxy(t, mesh, relay, node, 'delta');
+  await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), again);
+  t.is(relay.groups.list()[0], group, 'the same upstream stream, found by node and identity');
+  t.is(group!.upstream.stats.streamsOpened, before.streamsOpened, 'no new stream to istiod');
+  t.is(group!.upstream.stats.responses, before.responses, 'istiod sent nothing again');
+});
+
 interop('[stream] two VMs that differ only in address each get istiod\'s config for their address (a ServiceEntry endpoint binds one)', async (t) => {
   t.timeout(90_000);
   const relay = await relayFor(t, mesh, 'stream');
