@@ -253,8 +253,15 @@ export class BenchRun implements ScenarioRun {
   }
 }
 
+/**
+ * Upstream streams of groups that serve VMs, apart from lingering ones: a VM whose new connection
+ * reaches the relay before its old one's close is a second stream of that node, so its old
+ * upstream stream lingers unclaimed for the linger window.
+ */
 async function upstreamCounters(adminUrl: string): Promise<NonNullable<TargetResult['upstream']>> {
-  const groups = await (await fetch(`${adminUrl}/debug/groups`)).json() as Array<{ upstream: { state: string; bytesReceived: number } }>;
-  const streams = groups.filter((g) => g.upstream.state === 'streaming').length;
-  return { streams, notStreaming: groups.length - streams, bytesReceived: groups.reduce((sum, g) => sum + g.upstream.bytesReceived, 0) };
+  const groups = await (await fetch(`${adminUrl}/debug/groups`)).json() as Array<{ phase: string; upstream: { state: string; bytesReceived: number } }>;
+  const lingering = groups.filter((g) => g.phase === 'lingering').length;
+  const serving = groups.filter((g) => g.phase !== 'lingering');
+  const streams = serving.filter((g) => g.upstream.state === 'streaming').length;
+  return { streams, notStreaming: serving.length - streams, lingering, bytesReceived: groups.reduce((sum, g) => sum + g.upstream.bytesReceived, 0) };
 }

@@ -52,6 +52,7 @@ function rowsFor(clients: number, link: XdsBenchOptions['link']): Row[] {
     ['link cut: bytes to the edge (cut and heal)', (r) => kib(phase(r, 'link-cut')?.linkBytes), 'KiB'],
     ['upstream streams (streaming)', (r) => r.upstream?.streams, 'count'],
     ['upstream streams (reconnecting or idle)', (r) => r.upstream?.notStreaming, 'count'],
+    ['upstream streams lingering without a VM', (r) => r.upstream?.lingering, 'count'],
     ['upstream bytes', (r) => mib(r.upstream?.bytesReceived), 'MiB'],
     ['downstream bytes', (r) => mib(r.downstreamBytes), 'MiB'],
     ['downstream ÷ upstream bytes', (r) => (r.upstream && r.upstream.bytesReceived > 0 ? r.downstreamBytes / r.upstream.bytesReceived : undefined), 'ratio'],

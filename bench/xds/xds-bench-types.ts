@@ -82,7 +82,8 @@ export interface TargetResult {
   /** Samples for the report's CDF plots. */
   samples: { timeToConfigMs: number[]; edsReceiveMs: number[] };
   server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number; upstreamIdleRssBytes?: number };
-  upstream?: { streams: number; notStreaming: number; bytesReceived: number };
+  /** Upstream streams of groups with VMs (streaming or not), groups lingering without any, and all they received. */
+  upstream?: { streams: number; notStreaming: number; lingering: number; bytesReceived: number };
   downstreamBytes: number;
   nacksSent: number;
   correctness: { checked: number; matching: number; expectedHashes: number };
