@@ -21,6 +21,11 @@ export class Backoff {
     return Math.max(0, Math.round(base - spread + this.random() * 2 * spread));
   }
 
+  /** The jitter of the first attempt, as a span: how widely retries that start together spread. */
+  get spreadMs(): number {
+    return 2 * this.policy.initialMs * this.policy.jitter;
+  }
+
   reset(): void {
     this.attempt = 0;
   }

@@ -3,6 +3,7 @@ import { createLogger } from '../../src/log.js';
 import { Relay } from '../../src/relay.js';
 import { parseMesh, defaultMeshYaml, type MeshModel } from '../../src/sim/mesh-model.js';
 import { startSimIstiod, type RunningSim } from '../../src/sim/sim-server.js';
+import type { BackoffPolicy } from '../../src/transport/backoff.js';
 import { formatAddress } from '../../src/transport/listen-address.js';
 
 export const testLog = createLogger((process.env.TEST_LOG_LEVEL as 'silent' | undefined) ?? 'silent');
@@ -18,7 +19,7 @@ export async function startSim(mesh: MeshModel = defaultMesh()): Promise<Running
 }
 
 /** A relay on loopback ports chosen by the OS, pointed at `upstream` (a sim by default). */
-export async function startRelay(overrides: Partial<ServeConfig> = {}): Promise<Relay & { target: string; adminUrl: string }> {
+export async function startRelay(overrides: Partial<ServeConfig> = {}, backoff: BackoffPolicy = fastBackoff): Promise<Relay & { target: string; adminUrl: string }> {
   const config = serveSchema.parse({
     xdsListen: '127.0.0.1:0',
     adminListen: '127.0.0.1:0',
@@ -27,7 +28,7 @@ export async function startRelay(overrides: Partial<ServeConfig> = {}): Promise<
     addressIndependentConfig: true,
     ...overrides,
   });
-  const relay = await Relay.start({ config, log: testLog, backoff: fastBackoff });
+  const relay = await Relay.start({ config, log: testLog, backoff });
   return Object.assign(relay, {
     // The plaintext listener's address ('' when the config has none, as deploy/base).
     target: relay.addresses.xds ? formatAddress(relay.addresses.xds) : '',

@@ -1,4 +1,7 @@
 import test from 'ava';
+import { GrpcServer } from '../../src/transport/grpc-server.js';
+import { GrpcStatus } from '../../src/errors.js';
+import { AdsMethod } from '../../src/xds/protocol/envelopes.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { startSimIstiod } from '../../src/sim/sim-server.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
@@ -76,4 +79,57 @@ test('a relay whose upstream is unreachable is not ready, and becomes ready when
   late = await startSimIstiod(defaultMesh(), { host: '127.0.0.1', port }, testLog);
   await eventually(async () => (await fetch(`${relay.adminUrl}/readyz`)).status, (status) => status === 200, 15_000);
   t.pass();
+});
+
+// A backoff far longer than any test: what happens before it runs out is not the backoff's doing.
+const slowBackoff = { initialMs: 60_000, maxMs: 60_000, multiplier: 1, jitter: 0 };
+
+test('an upstream that restarts is streamed to again as soon as it is back, not after the stream backoff: the connection\'s return reopens the stream', async (t) => {
+  const first = await startSim();
+  const port = first.address.port;
+  const relay = await startRelay({ upstream: first.target }, slowBackoff);
+  const vm = new AdsTestClient(relay.target, 'delta');
+  let second: Awaited<ReturnType<typeof startSimIstiod>> | undefined;
+  t.teardown(async () => {
+    vm.close();
+    await relay.stop();
+    await second?.close();
+  });
+  vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+  const before = await vm.next();
+  vm.send({ type_url: TypeUrl.cluster, response_nonce: before.nonce });
+  await first.close();
+  const group = relay.groups.list()[0]!;
+  await eventually(() => group.upstream.stats.state, (state) => state === 'backoff');
+  const restartedMesh = { ...defaultMesh(), services: defaultMesh().services.slice(1) };
+  second = await startSimIstiod(restartedMesh, { host: '127.0.0.1', port }, testLog);
+  await eventually(() => group.upstream.stats.state, (state) => state === 'streaming', 15_000);
+  t.is(group.upstream.stats.streamsOpened, 2, 'one new stream, opened when the connection came back');
+  const after = await vm.next(10_000);
+  t.true(after.removed_resources.length > 0, 'the VM hears what changed while istiod was away');
+});
+
+test('a stream the upstream ends on a live connection is reopened only after the backoff, not at once', async (t) => {
+  let calls = 0;
+  const refusing = new GrpcServer({ maxMessageBytes: 1 << 20, maxStreamsPerConnection: 100, log: testLog });
+  refusing.register(AdsMethod.delta, ((call: { end(code: GrpcStatus, message: string): void }) => {
+    calls++;
+    call.end(GrpcStatus.UNAVAILABLE, 'not now');
+  }) as never, { longLived: true });
+  const address = await refusing.listen({ host: '127.0.0.1', port: 0 });
+  const relay = await startRelay({ upstream: `127.0.0.1:${address.port}` }, { initialMs: 400, maxMs: 400, multiplier: 1, jitter: 0 });
+  const vm = new AdsTestClient(relay.target, 'delta');
+  t.teardown(async () => {
+    vm.close();
+    await relay.stop();
+    await refusing.close();
+  });
+  vm.send({ node: vmNode(), type_url: TypeUrl.cluster });
+  await eventually(() => calls, (count) => count >= 2, 5000);
+  const group = relay.groups.list()[0]!;
+  const counted = calls;
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  // One every 400 ms: two or three more in a second, where reopening at once would be hundreds.
+  t.true(calls - counted <= 3, `${calls - counted} streams in a second`);
+  t.regex(group.upstream.stats.lastError, /not now/);
 });

@@ -19,6 +19,9 @@ export interface ConnectionPoolOptions {
 export class ConnectionPool {
   private clients: grpc.Client[];
   private load: number[];
+  /** Waiting for a READY connection (whenConnected), and whether the connections are being watched for them. */
+  private readonly connectWaiters = new Set<() => void>();
+  private readonly watched = new Set<UpstreamChannel>();
 
   constructor(private readonly options: ConnectionPoolOptions) {
     this.clients = this.connect(options.credentials);
@@ -56,17 +59,26 @@ export class ConnectionPool {
     return this.options.target;
   }
 
-  /** Opens a bidi stream on the least loaded connection; call `release` when it ends. */
-  openStream(method: string, metadata: grpc.Metadata): { stream: grpc.ClientDuplexStream<Buffer, Buffer>; release: () => void } {
+  /**
+   * Opens a bidi stream on the least loaded READY connection (the least loaded one if none is);
+   * call `release` when it ends. `connectionLive` tells, once the stream has ended, whether the
+   * connection it rode is still READY: if not, the connection was what ended it.
+   */
+  openStream(method: string, metadata: grpc.Metadata): { stream: grpc.ClientDuplexStream<Buffer, Buffer>; release: () => void; connectionLive: () => boolean } {
+    const ready = this.clients.map((client) => client.getChannel().getConnectivityState(true) === grpc.connectivityState.READY);
     let index = 0;
-    for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[index]!) index = i;
+    for (let i = 1; i < this.load.length; i++) {
+      if (ready[i] !== ready[index] ? ready[i] : this.load[i]! < this.load[index]!) index = i;
+    }
     const load = this.load;
     load[index]!++;
     const identity = (message: Buffer) => message;
-    const stream = this.clients[index]!.makeBidiStreamRequest(method, identity, identity, metadata, {});
+    const client = this.clients[index]!;
+    const stream = client.makeBidiStreamRequest(method, identity, identity, metadata, {});
     let released = false;
     return {
       stream,
+      connectionLive: () => client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY,
       release: () => {
         if (released) return;
         released = true;
@@ -81,7 +93,50 @@ export class ConnectionPool {
     return this.clients.some((client) => client.getChannel().getConnectivityState(true) === grpc.connectivityState.READY);
   }
 
+  /**
+   * Calls `listener` once a connection is READY (at once if one is), asking idle connections to
+   * connect meanwhile: grpc-js paces the attempts with its reconnect backoff. Returns a cancel.
+   */
+  whenConnected(listener: () => void): () => void {
+    if (this.isConnected()) {
+      queueMicrotask(listener);
+      return () => {};
+    }
+    this.connectWaiters.add(listener);
+    for (const client of this.clients) {
+      const channel = client.getChannel();
+      if (this.watched.has(channel)) continue;
+      this.watched.add(channel);
+      this.watch(channel);
+    }
+    return () => this.connectWaiters.delete(listener);
+  }
+
+  /** Follows one connection's state until it is READY, nobody waits any more, or it was replaced. */
+  private watch(channel: UpstreamChannel): void {
+    const state = channel.getConnectivityState(true);
+    const current = this.clients.some((client) => client.getChannel() === channel);
+    if (this.connectWaiters.size === 0 || !current || state === grpc.connectivityState.SHUTDOWN) {
+      this.watched.delete(channel);
+      return;
+    }
+    if (state === grpc.connectivityState.READY) {
+      this.watched.delete(channel);
+      const waiters = [...this.connectWaiters];
+      this.connectWaiters.clear();
+      for (const waiter of waiters) waiter();
+      return;
+    }
+    // A finite deadline: grpc-js turns it into a timer, and the watch simply starts again.
+    channel.watchConnectivityState(state, Date.now() + WATCH_DEADLINE_MS, () => this.watch(channel));
+  }
+
   close(): void {
+    this.connectWaiters.clear();
     for (const client of this.clients) client.close();
   }
 }
+
+const WATCH_DEADLINE_MS = 60_000;
+
+type UpstreamChannel = ReturnType<grpc.Client['getChannel']>;

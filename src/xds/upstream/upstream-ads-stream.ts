@@ -78,6 +78,8 @@ export class UpstreamAdsStream implements CodecStream {
   private readonly codec: UpstreamCodec;
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
   private releaseStream: (() => void) | undefined;
+  private connectionLive: () => boolean = () => false;
+  private stopWaitingForConnection: () => void = () => {};
   private nodeSent = false;
   private answeredSince = 0;
   private readonly scheduleSync = atEndOfTurn(() => this.sync());
@@ -128,6 +130,7 @@ export class UpstreamAdsStream implements CodecStream {
     this.node = node;
     if (this.stats.state === 'closed') return;
     clearTimeout(this.reconnectTimer);
+    this.stopWaitingForConnection();
     this.endStream();
     this.open();
   }
@@ -155,6 +158,7 @@ export class UpstreamAdsStream implements CodecStream {
   close(): void {
     this.enter('closed');
     clearTimeout(this.reconnectTimer);
+    this.stopWaitingForConnection();
     this.endStream();
   }
 
@@ -176,9 +180,10 @@ export class UpstreamAdsStream implements CodecStream {
       }
       for (const [key, value] of Object.entries(credential.metadata)) metadata.set(key, value);
     }
-    const { stream, release } = this.options.pool.openStream(this.codec.method, metadata);
+    const { stream, release, connectionLive } = this.options.pool.openStream(this.codec.method, metadata);
     this.stream = stream;
     this.releaseStream = release;
+    this.connectionLive = connectionLive;
     this.sent = new Map();
     this.nodeSent = false;
     this.enter('connecting');
@@ -191,14 +196,31 @@ export class UpstreamAdsStream implements CodecStream {
 
   private onStreamEnd(stream: grpc.ClientDuplexStream<Buffer, Buffer>, reason: string, error?: grpc.ServiceError): void {
     if (stream !== this.stream) return;
+    const connectionLost = !this.connectionLive();
     this.endStream();
     if (this.stats.state === 'closed') return;
     this.stats.lastError = reason;
     if (error && REFUSALS.has(error.code)) this.refused(error);
     this.enter('backoff');
     const delay = this.backoff.nextDelayMs();
-    this.options.log.warn({ target: this.options.pool.target, reason, retryInMs: delay }, 'upstream stream ended; serving VMs from cache');
-    this.reconnectTimer = setTimeout(() => this.open(), delay);
+    this.options.log.warn({ target: this.options.pool.target, reason, retryInMs: delay, connectionLost }, 'upstream stream ended; serving VMs from cache');
+    this.reconnectTimer = setTimeout(() => this.reopenAfterBackoff(), delay);
+    // The connection went (istiod restarted, or a replica left): the stream reopens as soon as there
+    // is a connection again, paced by grpc-js's reconnect backoff, not after a stream backoff that
+    // grows with every attempt made while it was away. A stream ended on a live connection (refused,
+    // ended by istiod) waits the backoff out. The spread keeps thousands of stream-mode streams from
+    // reopening in the same instant.
+    if (connectionLost) {
+      this.stopWaitingForConnection = this.options.pool.whenConnected(() => {
+        clearTimeout(this.reconnectTimer);
+        this.reconnectTimer = setTimeout(() => this.reopenAfterBackoff(), Math.random() * this.backoff.spreadMs);
+      });
+    }
+  }
+
+  private reopenAfterBackoff(): void {
+    this.stopWaitingForConnection();
+    this.open();
   }
 
   private refused(error: grpc.ServiceError): void {
