@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withAllocatorEnv } from '../src/limits/memory-reclaimer.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
 
@@ -22,7 +23,8 @@ export async function startRelayProcess(serveArgs: string[], options: { cpuProfi
   const command = [process.execPath, ...profiling, cli, 'serve', '--xds-listen', '127.0.0.1:0', '--log-level', 'error', ...serveArgs];
   // taskset execs node in place (same pid); its workers inherit the CPU set, and count it as their cores.
   const [file, ...args] = options.cpus ? ['taskset', '-c', options.cpus, ...command] : command;
-  const child = spawn(file!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The allocator settings the image and the worker processes have: the relay as deployed.
+  const child = spawn(file!, args, { stdio: ['ignore', 'pipe', 'inherit'], env: withAllocatorEnv(process.env) });
   const started = await new Promise<{ address: string; adminUrl: string | undefined }>((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => {

@@ -157,7 +157,7 @@ export class Relay {
       addresses, ads, groups, pool: upstream.pool, servers: listeners.servers, embedded: upstream.embedded, ca, workloadEntries, addressKeying,
       metrics, topology, admission, snapshots, snapshotSchedule, disposer, log, readinessDrainMs: config.readinessDrainSeconds * 1000,
     });
-    registerRelayMetrics(metrics, { groups, ads, admission, bufferBudget: listeners.bufferBudget, snapshots, readiness: () => relay.readiness() });
+    registerRelayMetrics(metrics, { groups, ads, admission, bufferBudget: listeners.bufferBudget, reclaimer: listeners.reclaimer, snapshots, readiness: () => relay.readiness() });
     if (ca) registerCaMetrics(metrics, ca);
     if (workloadEntries) registerWorkloadEntryMetrics(metrics, workloadEntries);
     if (config.adminListen) {

@@ -41,6 +41,9 @@ export interface AttackResult {
   rssBeforeMb: number;
   rssPeakMb: number;
   rssAfterMb: number;
+  /** What of the RSS after is live: V8 heap in use, and memory outside it (Buffers); the rest is native (HTTP/2, the allocator). */
+  heapAfterMb: number;
+  externalAfterMb: number;
   healthyLongestGapMs: number;
   healthyUpdates: number;
   healthyErrors: number;
@@ -140,6 +143,7 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
   await sleep(5000);
   const rssPeak = sampler.stop();
   const rssAfter = rssBytes(relay.pid);
+  const live = await liveMemory(relay.adminUrl!);
   clearInterval(churn);
   const during = [attackStart, ...updates.filter((ms) => ms >= attackStart && ms <= attackEnd), attackEnd];
   let longestGap = 0;
@@ -153,12 +157,21 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
     rssBeforeMb: rssBefore / MiB,
     rssPeakMb: rssPeak / MiB,
     rssAfterMb: rssAfter / MiB,
+    heapAfterMb: live.heapBytes / MiB,
+    externalAfterMb: live.externalBytes / MiB,
     healthyLongestGapMs: longestGap,
     healthyUpdates: during.length - 2,
     healthyErrors,
     probes,
     outcomes,
   };
+}
+
+/** The relay's own account of its memory (summed over workers), from its metrics. */
+async function liveMemory(adminUrl: string): Promise<{ heapBytes: number; externalBytes: number }> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return { heapBytes: value('nodejs_heap_size_used_bytes'), externalBytes: value('nodejs_external_memory_bytes') };
 }
 
 export async function runAttackBench(options: AttackOptions): Promise<AttackResult[]> {
@@ -169,10 +182,10 @@ export async function runAttackBench(options: AttackOptions): Promise<AttackResu
 
 export function attackTable(results: AttackResult[]): string {
   const rows = results.map((r) => [
-    r.attack, r.rssBeforeMb.toFixed(0), r.rssPeakMb.toFixed(0), r.rssAfterMb.toFixed(0),
+    r.attack, r.rssBeforeMb.toFixed(0), r.rssPeakMb.toFixed(0), r.rssAfterMb.toFixed(0), `${r.heapAfterMb.toFixed(0)} / ${r.externalAfterMb.toFixed(0)}`,
     r.healthyLongestGapMs.toFixed(0), String(r.healthyUpdates), `${r.probes.ok} ok / ${r.probes.failed} failed, slowest ${r.probes.slowestMs.toFixed(0)} ms`,
     Object.entries(r.outcomes).map(([outcome, count]) => `${count} ${outcome}`).join('; '),
   ]);
-  const header = ['attack', 'RSS before MB', 'RSS peak MB', 'RSS after MB', 'healthy VM longest EDS gap ms', 'healthy updates', 'new VMs', 'attack outcome'];
+  const header = ['attack', 'RSS before MB', 'RSS peak MB', 'RSS after MB', 'heap / external after MB', 'healthy VM longest EDS gap ms', 'healthy updates', 'new VMs', 'attack outcome'];
   return [header, ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
 }

@@ -2,6 +2,7 @@ import { Gauge, Histogram, type Registry } from 'prom-client';
 import { scrapedCounter } from './scraped-counter.js';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { AdmissionControl } from '../limits/admission-control.js';
+import type { MemoryReclaimer } from '../limits/memory-reclaimer.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
 import { shortTypeName } from '../xds/protocol/type-urls.js';
 import type { GroupRegistry } from '../xds/upstream/group-registry.js';
@@ -13,7 +14,7 @@ import type { CacheSnapshotStore } from '../persistence/cache-snapshot.js';
  * live objects at scrape time, so the hot path does no bookkeeping for them.
  */
 export function registerRelayMetrics(registry: Registry, parts: {
-  groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; bufferBudget: BufferBudget;
+  groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; bufferBudget: BufferBudget; reclaimer: MemoryReclaimer;
   snapshots: CacheSnapshotStore | undefined; readiness: () => { detail: Record<string, unknown> };
 }): void {
   const groups = parts.groups;
@@ -105,6 +106,7 @@ export function registerRelayMetrics(registry: Registry, parts: {
     collect() { this.set(budget.maxBytes); },
   });
   scrapedCounter(registry, 'meshrelay_buffer_evictions_total', 'Streams ended RESOURCE_EXHAUSTED because the buffer budget was passed and they held the most', () => budget.evictions);
+  scrapedCounter(registry, 'meshrelay_memory_reclaims_total', 'Full V8 collections asked for after the buffer budget released much (its Buffers are freed only then)', () => parts.reclaimer.collections);
   new Gauge({
     name: 'meshrelay_response_memo_bytes', help: 'Serialized responses kept for reuse across groups (bounded by responseMemoMb)', registers: [registry],
     collect() { this.set(groups.memoBytes()); },

@@ -12,6 +12,7 @@ import { formatAddress, parseListenAddress, type ListenAddress } from '../transp
 import { ConnectionBalancer } from './connection-balancer.js';
 import { registerCoordinatorRoutes } from './coordinator-admin.js';
 import { WORKER_SPEC_ENV, type FromWorker, type ListenerName, type ToWorker, type WorkerSpec } from './worker-protocol.js';
+import { withAllocatorEnv } from '../limits/memory-reclaimer.js';
 
 /** A worker that exits is forked again after this long, doubling to the cap while it keeps failing. */
 const RESTART_DELAY_MS = { first: 500, max: 30_000 };
@@ -143,7 +144,7 @@ export class Coordinator {
   }
 
   private fork(slot: WorkerSlot, started?: () => void, failed?: (error: Error) => void): void {
-    const worker = cluster.fork({ [WORKER_SPEC_ENV]: JSON.stringify({ ...this.spec, index: slot.index } satisfies WorkerSpec) });
+    const worker = cluster.fork(withAllocatorEnv({ ...process.env, [WORKER_SPEC_ENV]: JSON.stringify({ ...this.spec, index: slot.index } satisfies WorkerSpec) }));
     slot.process = worker;
     slot.state = 'starting';
     worker.on('message', (message: FromWorker) => {

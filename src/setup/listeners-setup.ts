@@ -7,6 +7,7 @@ import type { ServeConfig } from '../config/schema.js';
 import type { Disposer } from '../disposer.js';
 import type { AdmissionControl } from '../limits/admission-control.js';
 import { defaultBufferBudgetMb } from '../limits/memory-limit.js';
+import { fullCollection, MemoryReclaimer } from '../limits/memory-reclaimer.js';
 import type { Logger } from '../log.js';
 import { BufferBudget } from '../transport/buffer-budget.js';
 import { GrpcServer } from '../transport/grpc-server.js';
@@ -23,7 +24,13 @@ export interface Listeners {
   tls: ListenAddress | undefined;
   serving: ServingCertificate | undefined;
   bufferBudget: BufferBudget;
+  reclaimer: MemoryReclaimer;
 }
+
+/** A collection is asked for once an eighth of the budget was released, a second after, at most every 3 s. */
+const RECLAIM_SHARE = 1 / 8;
+const RECLAIM_SETTLE_MS = 1000;
+const RECLAIM_MIN_INTERVAL_MS = 3000;
 
 /**
  * The VM-facing listeners. xDS and the CA share each one, as on istiod's 15012 (and 15010 for
@@ -46,7 +53,12 @@ export async function setUpListeners(
     : undefined);
   if (serving) disposer.defer(() => serving.close());
   const servers: GrpcServer[] = [];
-  const bufferBudget = new BufferBudget((config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024);
+  const budgetBytes = (config.maxBufferedMb ?? defaultBufferBudgetMb()) * 1024 * 1024;
+  const reclaimer = new MemoryReclaimer({
+    thresholdBytes: budgetBytes * RECLAIM_SHARE, settleMs: RECLAIM_SETTLE_MS, minIntervalMs: RECLAIM_MIN_INTERVAL_MS, collect: fullCollection(),
+  });
+  disposer.defer(() => reclaimer.close());
+  const bufferBudget = new BufferBudget(budgetBytes, (bytes) => reclaimer.released(bytes));
   const newServer = (authenticate?: StreamAuthenticator) => {
     const server = new GrpcServer({
       maxMessageBytes: config.maxMessageBytes,
@@ -89,5 +101,5 @@ export async function setUpListeners(
     tls = await bind(server, 'tls', config.tlsListen, serving.current());
     serving.onChange((certificate) => server.updateTls(certificate));
   }
-  return { servers, xds, tls, serving, bufferBudget };
+  return { servers, xds, tls, serving, bufferBudget, reclaimer };
 }

@@ -23,7 +23,8 @@ export class BufferBudget {
   /** Streams ended to keep within the budget. */
   evictions = 0;
 
-  constructor(readonly maxBytes: number) {}
+  /** `onRelease` hears of bytes no longer held (a MemoryReclaimer: they are garbage only from then on). */
+  constructor(readonly maxBytes: number, private readonly onRelease: (bytes: number) => void = () => {}) {}
 
   get heldBytes(): number {
     return this.receiving + this.queued;
@@ -47,7 +48,9 @@ export class BufferBudget {
 
   /** Changes the bytes of unfinished messages by `delta`. */
   receive(delta: number): void {
-    this.receiving = Math.max(0, this.receiving + delta);
+    const before = this.receiving;
+    this.receiving = Math.max(0, before + delta);
+    if (this.receiving < before) this.onRelease(before - this.receiving);
   }
 
   queueFrame(frame: Buffer): void {
@@ -65,6 +68,7 @@ export class BufferBudget {
     }
     this.frames.delete(frame);
     this.queued -= frame.length;
+    this.onRelease(frame.length);
   }
 
   /** One stream's share of a queued frame. */
