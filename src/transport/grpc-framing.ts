@@ -25,24 +25,45 @@ export function gzipFrame(frame: Buffer): Buffer {
 }
 
 /**
+ * A message this large is assembled in one buffer of its declared size instead of a list of the
+ * DATA chunks it came in. At this size it is a mapping of its own (ALLOCATOR_ENV in
+ * limits/memory-reclaimer.ts), resident only as far as it has been filled and returned whole
+ * when it goes; thousands of half-sent messages held as chunks (each a heap block) leave the
+ * allocator's heap fragmented, and that memory stays with the process after they are gone.
+ */
+const ASSEMBLED_MESSAGE_BYTES = 1024 * 1024;
+
+/**
  * Splits an HTTP/2 DATA byte stream into gRPC messages. Refuses compressed messages (we advertise
  * identity only) and messages over the size limit before buffering them.
  */
 export class MessageDeframer {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** A large message being filled in, and how much of it has arrived. */
+  private assembling: { message: Buffer; filled: number } | undefined;
 
   constructor(private readonly maxMessageBytes: number) {}
 
   /** Bytes of a message begun but not yet whole. */
   get pending(): number {
-    return this.buffered;
+    return this.buffered + (this.assembling?.filled ?? 0);
   }
 
   push(chunk: Buffer): Buffer[] {
+    const messages: Buffer[] = [];
+    const assembling = this.assembling;
+    if (assembling) {
+      const copied = chunk.copy(assembling.message, assembling.filled);
+      assembling.filled += copied;
+      if (assembling.filled < assembling.message.length) return messages;
+      messages.push(assembling.message);
+      this.assembling = undefined;
+      chunk = chunk.subarray(copied);
+      if (chunk.length === 0) return messages;
+    }
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const messages: Buffer[] = [];
     while (this.buffered >= HEADER_BYTES) {
       const head = this.peek(HEADER_BYTES);
       const compressed = head[0]!;
@@ -53,11 +74,29 @@ export class MessageDeframer {
       if (length > this.maxMessageBytes) {
         throw new RelayError('MR_MESSAGE_TOO_LARGE', `received message larger than max (${length} vs. ${this.maxMessageBytes})`);
       }
-      if (this.buffered < HEADER_BYTES + length) break;
+      if (this.buffered < HEADER_BYTES + length) {
+        if (length >= ASSEMBLED_MESSAGE_BYTES) this.assemble(length);
+        break;
+      }
       const whole = this.take(HEADER_BYTES + length);
       messages.push(whole.subarray(HEADER_BYTES));
     }
     return messages;
+  }
+
+  /** Moves the unfinished message (all that is buffered, header first) into a buffer of its size. */
+  private assemble(length: number): void {
+    const message = Buffer.allocUnsafeSlow(length);
+    let filled = 0;
+    let skip = HEADER_BYTES;
+    for (const chunk of this.chunks) {
+      const body = chunk.subarray(Math.min(skip, chunk.length));
+      skip -= chunk.length - body.length;
+      filled += body.copy(message, filled);
+    }
+    this.assembling = { message, filled };
+    this.chunks = [];
+    this.buffered = 0;
   }
 
   private peek(count: number): Buffer {
