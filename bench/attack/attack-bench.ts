@@ -47,7 +47,8 @@ export interface AttackResult {
   healthyLongestGapMs: number;
   healthyUpdates: number;
   healthyErrors: number;
-  probes: { ok: number; failed: number; slowestMs: number };
+  /** New VMs during the attack: configured within the timeout or not, and what failed ones were told. */
+  probes: { ok: number; failed: number; slowestMs: number; failures: string[] };
   /** How the attacking streams or calls ended: gRPC status name (or RST code) → count. */
   outcomes: Record<string, number>;
 }
@@ -78,11 +79,11 @@ function runAttacker(run: AttackRun, onStarted: () => void, restartUpstream: () 
 }
 
 /** A VM Envoy that records every EDS update's arrival. */
-function watchedVm(target: string, name: string, onUpdate: (ms: number) => void, onError: () => void): EnvoyClient {
+function watchedVm(target: string, name: string, onUpdate: (ms: number) => void, onError: (message: string) => void): EnvoyClient {
   const events: ClientEvents = {
     configured: () => {},
     update: (_client, typeUrl, _stamp, receivedMs) => { if (typeUrl === EDS) onUpdate(receivedMs); },
-    error: () => onError(),
+    error: (_client, message) => onError(message),
   };
   return new EnvoyClient(0, target, 'delta', vmNode({ name }), false, new ResourceDecoder(), events);
 }
@@ -115,15 +116,19 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
   await sleep(2000);
   const rssBefore = rssBytes(relay.pid);
   const sampler = new RssSampler(relay.pid);
-  const probes = { ok: 0, failed: 0, slowestMs: 0 };
+  const probes = { ok: 0, failed: 0, slowestMs: 0, failures: [] as string[] };
   let probing = true;
   const probeLoop = (async () => {
     for (let index = 0; probing; index++) {
-      const probe = watchedVm(relay.address, `probe-${index}`, () => {}, () => {});
+      const told: string[] = [];
+      const probe = watchedVm(relay.address, `probe-${index}`, () => {}, (message) => told.push(message));
       probe.connect();
       const took = await untilConfigured(probe, PROBE_TIMEOUT_MS);
       probe.close();
-      if (took === undefined) probes.failed++;
+      if (took === undefined) {
+        probes.failed++;
+        probes.failures.push(told.join('; ') || `nothing in ${PROBE_TIMEOUT_MS / 1000} s`);
+      }
       else {
         probes.ok++;
         probes.slowestMs = Math.max(probes.slowestMs, took);
@@ -183,7 +188,7 @@ export async function runAttackBench(options: AttackOptions): Promise<AttackResu
 export function attackTable(results: AttackResult[]): string {
   const rows = results.map((r) => [
     r.attack, r.rssBeforeMb.toFixed(0), r.rssPeakMb.toFixed(0), r.rssAfterMb.toFixed(0), `${r.heapAfterMb.toFixed(0)} / ${r.externalAfterMb.toFixed(0)}`,
-    r.healthyLongestGapMs.toFixed(0), String(r.healthyUpdates), `${r.probes.ok} ok / ${r.probes.failed} failed, slowest ${r.probes.slowestMs.toFixed(0)} ms`,
+    r.healthyLongestGapMs.toFixed(0), String(r.healthyUpdates), `${r.probes.ok} ok / ${r.probes.failed} failed, slowest ${r.probes.slowestMs.toFixed(0)} ms${r.probes.failures.length > 0 ? ` (failed: ${[...new Set(r.probes.failures)].join(", ")})` : ""}`,
     Object.entries(r.outcomes).map(([outcome, count]) => `${count} ${outcome}`).join('; '),
   ]);
   const header = ['attack', 'RSS before MB', 'RSS peak MB', 'RSS after MB', 'heap / external after MB', 'healthy VM longest EDS gap ms', 'healthy updates', 'new VMs', 'attack outcome'];

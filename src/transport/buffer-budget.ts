@@ -4,7 +4,12 @@ export interface BudgetHolder {
   heldBytes(): number;
   /** Ends the stream now, releasing everything it holds (RESOURCE_EXHAUSTED to the client). */
   evict(): void;
+  /** When (performance.now()) the stream last moved bytes: a frame taken by the peer, or data received. */
+  readonly progressAt: number;
 }
+
+/** A stream that has moved no bytes for this long is stalled, and is ended before any that moves. */
+export const STALLED_AFTER_MS = 1000;
 
 /**
  * Bytes held for streams across the whole process: partly received messages and responses queued to
@@ -85,32 +90,37 @@ export class BufferBudget {
 
   /**
    * Ends the streams holding the most until `bytes` more fit, the requester counted as holding them:
-   * a response is not built only for its stream to be ended for it. On a tie a stream already holding
-   * bytes goes first (they are stuck; the requester has not shown it does not read). False when the
-   * requester was ended.
+   * a response is not built only for its stream to be ended for it. Stalled streams go first: a VM
+   * being sent a large config it reads holds much for a while, and a stream that has moved nothing
+   * for a second is the one that is stuck. On a tie a stream already holding bytes goes first (the
+   * requester has not shown it does not read). False when the requester was ended.
    */
   makeRoom(requester: BudgetHolder | undefined, bytes: number): boolean {
     while (this.heldBytes + bytes > this.maxBytes) {
-      let largest: BudgetHolder | undefined;
-      let largestBytes = 0;
-      for (const holder of this.holders) {
-        if (holder === requester) continue;
-        const held = holder.heldBytes();
-        if (held > largestBytes) {
-          largest = holder;
-          largestBytes = held;
-        }
-      }
-      if (requester && this.holders.has(requester) && requester.heldBytes() + bytes > largestBytes) {
-        largest = requester;
-        largestBytes = requester.heldBytes() + bytes;
-      }
-      if (!largest || largestBytes === 0) break;
+      const now = performance.now();
+      const largest = this.largestHolder(requester, bytes, now - STALLED_AFTER_MS) ?? this.largestHolder(requester, bytes, Number.POSITIVE_INFINITY);
+      if (!largest) break;
       this.holders.delete(largest);
       this.evictions++;
       largest.evict();
       if (largest === requester) return false;
     }
     return true;
+  }
+
+  /** The holder with the most bytes among those that last moved bytes before `movedBefore`. */
+  private largestHolder(requester: BudgetHolder | undefined, bytes: number, movedBefore: number): BudgetHolder | undefined {
+    let largest: BudgetHolder | undefined;
+    let largestBytes = 0;
+    for (const holder of this.holders) {
+      if (holder === requester || holder.progressAt >= movedBefore) continue;
+      const held = holder.heldBytes();
+      if (held > largestBytes) {
+        largest = holder;
+        largestBytes = held;
+      }
+    }
+    if (requester && this.holders.has(requester) && requester.progressAt < movedBefore && requester.heldBytes() + bytes > largestBytes) return requester;
+    return largestBytes > 0 ? largest : undefined;
   }
 }

@@ -40,6 +40,7 @@ export class GrpcCall implements BudgetHolder {
   private readonly queued: Buffer[] = [];
   private partialTimer: NodeJS.Timeout | undefined;
   private messagesReceived = 0;
+  progressAt = performance.now();
   private messageListener: (message: Buffer) => void = () => {};
   private readonly closeListeners: Array<() => void> = [];
 
@@ -135,6 +136,7 @@ export class GrpcCall implements BudgetHolder {
   }
 
   private frameSent(frame: Buffer): void {
+    this.progressAt = performance.now();
     const index = this.queued.indexOf(frame);
     if (index < 0) return;
     this.queued.splice(index, 1);
@@ -210,6 +212,7 @@ export class GrpcCall implements BudgetHolder {
 
   private onData(chunk: Buffer): void {
     if (this.finished) return;
+    this.progressAt = performance.now();
     let messages: Buffer[];
     try {
       messages = this.deframer.push(chunk);

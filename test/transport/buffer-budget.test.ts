@@ -1,12 +1,13 @@
 import test from 'ava';
 import { BufferBudget, type BudgetHolder } from '../../src/transport/buffer-budget.js';
 
-/** A stream holding `bytes` of one unshared frame. */
-function holder(budget: BufferBudget, name: string, bytes: number, ended: string[]): BudgetHolder {
+/** A stream holding `bytes` of one unshared frame, stalled unless it moved bytes `movedMsAgo`. */
+function holder(budget: BufferBudget, name: string, bytes: number, ended: string[], movedMsAgo = Number.POSITIVE_INFINITY): BudgetHolder {
   const frame = Buffer.alloc(bytes);
   const stream: BudgetHolder = {
     heldBytes: () => (ended.includes(name) ? 0 : budget.shareOf(frame)),
     evict: () => { ended.push(name); budget.releaseFrame(frame); },
+    progressAt: performance.now() - movedMsAgo,
   };
   budget.add(stream);
   budget.queueFrame(frame);
@@ -23,6 +24,19 @@ test('past the budget the stream holding the most is ended, until the rest fits'
   t.deepEqual(ended, ['b']);
   t.is(budget.heldBytes, 500);
   t.is(budget.evictions, 1);
+});
+
+test('a stream that is moving bytes (a VM reading a large config) is ended only after every stalled one', (t) => {
+  const budget = new BufferBudget(1000);
+  const ended: string[] = [];
+  holder(budget, 'reading', 700, ended, 10);
+  holder(budget, 'stalled-small', 200, ended);
+  holder(budget, 'stalled', 300, ended);
+  t.true(budget.enforce());
+  t.deepEqual(ended, ['stalled'], 'the largest stalled stream goes, not the larger one that reads');
+  holder(budget, 'reading-too', 400, ended, 10);
+  t.true(budget.enforce());
+  t.deepEqual(ended, ['stalled', 'stalled-small', 'reading'], 'with no stalled stream left, the largest of the rest');
 });
 
 test('a frame written to many streams counts once, each charged its share', (t) => {
