@@ -92,13 +92,15 @@ export class BufferBudget {
    * Ends the streams holding the most until `bytes` more fit, the requester counted as holding them:
    * a response is not built only for its stream to be ended for it. Stalled streams go first: a VM
    * being sent a large config it reads holds much for a while, and a stream that has moved nothing
-   * for a second is the one that is stuck. On a tie a stream already holding bytes goes first (the
-   * requester has not shown it does not read). False when the requester was ended.
+   * for a second is the one that is stuck. The requester itself goes only if it is stalled (its
+   * earlier responses are stuck), and on a tie the others go first (it has not shown it does not
+   * read); a moving requester (a new VM asking for its config) is made room for. False when the
+   * requester was ended.
    */
   makeRoom(requester: BudgetHolder | undefined, bytes: number): boolean {
     while (this.heldBytes + bytes > this.maxBytes) {
-      const now = performance.now();
-      const largest = this.largestHolder(requester, bytes, now - STALLED_AFTER_MS) ?? this.largestHolder(requester, bytes, Number.POSITIVE_INFINITY);
+      const stalledBefore = performance.now() - STALLED_AFTER_MS;
+      const largest = this.largestHolder(requester, bytes, stalledBefore) ?? this.largestHolder(undefined, 0, Number.POSITIVE_INFINITY, requester);
       if (!largest) break;
       this.holders.delete(largest);
       this.evictions++;
@@ -108,12 +110,15 @@ export class BufferBudget {
     return true;
   }
 
-  /** The holder with the most bytes among those that last moved bytes before `movedBefore`. */
-  private largestHolder(requester: BudgetHolder | undefined, bytes: number, movedBefore: number): BudgetHolder | undefined {
+  /**
+   * The holder with the most bytes among those that last moved bytes before `movedBefore`; the
+   * requester, counted with `bytes` more, only if it would hold more. `spared` is never chosen.
+   */
+  private largestHolder(requester: BudgetHolder | undefined, bytes: number, movedBefore: number, spared?: BudgetHolder): BudgetHolder | undefined {
     let largest: BudgetHolder | undefined;
     let largestBytes = 0;
     for (const holder of this.holders) {
-      if (holder === requester || holder.progressAt >= movedBefore) continue;
+      if (holder === requester || holder === spared || holder.progressAt >= movedBefore) continue;
       const held = holder.heldBytes();
       if (held > largestBytes) {
         largest = holder;

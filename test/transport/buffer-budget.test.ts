@@ -64,3 +64,13 @@ test('room for a response not built yet: the requester is ended instead when it 
   t.false(budget.makeRoom(requester, 900), 'a response larger than anything held ends its own stream before it is built');
   t.deepEqual(ended, ['stuck', 'requester']);
 });
+
+test('a requester that is moving bytes (a new VM asking for its config) is made room for, whatever it would hold', (t) => {
+  const budget = new BufferBudget(1000);
+  const ended: string[] = [];
+  holder(budget, 'a', 300, ended, 10);
+  holder(budget, 'b', 400, ended, 10);
+  const newVm = holder(budget, 'new', 0, ended, 10);
+  t.true(budget.makeRoom(newVm, 900));
+  t.deepEqual(ended, ['b', 'a']);
+});
