@@ -82,25 +82,35 @@ export class BufferBudget {
   }
 
   /**
-   * Ends the streams holding the most until the budget holds. False when `requester` was one of them.
+   * Ends the streams holding the most until the budget holds; the requester (a stream whose
+   * unfinished message grew) competes like any other. False when it was one of them.
    */
   enforce(requester?: BudgetHolder): boolean {
-    return this.makeRoom(requester, 0);
+    return this.evictUntilFits(requester, 0, false);
   }
 
   /**
    * Ends the streams holding the most until `bytes` more fit, the requester counted as holding them:
-   * a response is not built only for its stream to be ended for it. Stalled streams go first: a VM
-   * being sent a large config it reads holds much for a while, and a stream that has moved nothing
-   * for a second is the one that is stuck. The requester itself goes only if it is stalled (its
-   * earlier responses are stuck), and on a tie the others go first (it has not shown it does not
-   * read); a moving requester (a new VM asking for its config) is made room for. False when the
-   * requester was ended.
+   * a response is not built only for its stream to be ended for it. The requester itself goes only
+   * if it is stalled (its earlier responses are stuck), and on a tie the others go first (it has not
+   * shown it does not read); a moving requester (a new VM asking for its config) is made room for.
+   * False when the requester was ended.
    */
   makeRoom(requester: BudgetHolder | undefined, bytes: number): boolean {
+    return this.evictUntilFits(requester, bytes, true);
+  }
+
+  /**
+   * Stalled streams go first: a VM being sent a large config it reads holds much for a while, and a
+   * stream that has moved nothing for a second is the one that is stuck.
+   */
+  private evictUntilFits(requester: BudgetHolder | undefined, bytes: number, spareMovingRequester: boolean): boolean {
     while (this.heldBytes + bytes > this.maxBytes) {
       const stalledBefore = performance.now() - STALLED_AFTER_MS;
-      const largest = this.largestHolder(requester, bytes, stalledBefore) ?? this.largestHolder(undefined, 0, Number.POSITIVE_INFINITY, requester);
+      const largest = this.largestHolder(requester, bytes, stalledBefore)
+        ?? (spareMovingRequester
+          ? this.largestHolder(undefined, 0, Number.POSITIVE_INFINITY, requester)
+          : this.largestHolder(requester, bytes, Number.POSITIVE_INFINITY));
       if (!largest) break;
       this.holders.delete(largest);
       this.evictions++;

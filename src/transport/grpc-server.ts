@@ -127,7 +127,7 @@ export class GrpcCall implements BudgetHolder {
     this.queued.push(frame);
     budget.queueFrame(frame);
     const writable = this.stream.write(frame, () => this.frameSent(frame));
-    return budget.enforce(this) && writable;
+    return budget.makeRoom(this, 0) && writable;
   }
 
   /** Makes room in the budget for a response of `bytes` about to be built; false when this call was ended instead. */
