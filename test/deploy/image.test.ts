@@ -29,6 +29,7 @@ imageTest('the image builds without a daemon or a registry, runs as 65532, and i
   const inspected = JSON.parse((await run(buildah!, [...storage, 'inspect', '--type', 'image', image])).stdout).OCIv1;
   t.like(inspected.config, { User: '65532:65532', Entrypoint: ['/usr/bin/node', '/app/dist/src/cli/main.js'], Cmd: ['serve', '--config', '/etc/meshrelay/config.yaml'] });
   t.true(Object.keys(inspected.config.ExposedPorts ?? {}).some((port) => port.startsWith('15012')), JSON.stringify(inspected.config.ExposedPorts));
+  t.true((inspected.config.Env ?? []).includes('MALLOC_MMAP_THRESHOLD_=1048576'), 'the allocator returns freed large blocks, as in the Dockerfile');
 
   // The OCI runtime cannot start containers on this machine (crun: setrlimit is not permitted,
   // cgroups in hybrid mode), so the image's own root filesystem is run with chroot as its user:
