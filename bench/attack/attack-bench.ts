@@ -34,6 +34,8 @@ export interface AttackOptions {
   endpointsPerService: number;
   /** Extra `meshrelay serve` flags (e.g. --max-buffered-mb 512). */
   serveArgs: string[];
+  /** Where the relay writes its CPU profile ('' for none). */
+  relayCpuProf: string;
 }
 
 export interface AttackResult {
@@ -104,7 +106,7 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
   createDevCa(path.join(base, 'ca'), { keyType: 'ec-p256' });
   const issuer = ensureDevTokenIssuer(path.join(base, 'issuer'));
   const relay = await startRelayProcess(['--upstream', sim.target, '--admin-listen', '127.0.0.1:0', '--state-dir', base,
-    '--ca-mode', 'local', '--ca-dir', path.join(base, 'ca'), '--jwks-file', issuer.jwksFile, '--jwt-issuers', DEV_ISSUER, ...options.serveArgs]);
+    '--ca-mode', 'local', '--ca-dir', path.join(base, 'ca'), '--jwks-file', issuer.jwksFile, '--jwt-issuers', DEV_ISSUER, ...options.serveArgs], options.relayCpuProf ? { cpuProfileDir: options.relayCpuProf } : {});
   let step = 0;
   const churn = setInterval(() => { mesh = changeOneEndpoint(mesh, step++); void sim.apply(mesh); }, CHURN_INTERVAL_MS);
   const updates: number[] = [];

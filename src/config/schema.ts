@@ -263,6 +263,8 @@ export const benchAttackSchema = z.object({
   // Passed to `meshrelay serve` as they are, e.g. "--max-buffered-mb 512".
   serveArgs: z.string().default(''),
   json: z.string().default(''),
+  // A directory for the relay's CPU profile (node --cpu-prof), one per attack.
+  relayCpuProf: z.string().default(''),
 }).strict();
 
 /** `meshrelay bench` (xDS): simulated VM Envoys against the relay, the upstream or the raw baseline. */
