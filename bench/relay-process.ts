@@ -46,3 +46,11 @@ export async function startRelayProcess(serveArgs: string[], options: { cpuProfi
     },
   };
 }
+
+/** Unlabelled samples of a relay's (or coordinator's) `/metrics`, by name; NaN for one it does not export. */
+export async function relayMetrics<Name extends string>(adminUrl: string, names: readonly Name[]): Promise<Record<Name, number>> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const out = {} as Record<Name, number>;
+  for (const name of names) out[name] = Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return out;
+}

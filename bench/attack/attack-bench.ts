@@ -17,7 +17,7 @@ import { DEV_ISSUER, ensureDevTokenIssuer, mintDevToken } from '../../src/ca/dev
 import { vmNode } from '../../src/sim/vm-node.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { RssSampler, rssBytes } from '../process-stats.js';
-import { startRelayProcess } from '../relay-process.js';
+import { relayMetrics, startRelayProcess } from '../relay-process.js';
 import { EnvoyClient, ResourceDecoder, type ClientEvents } from '../xds/envoy-client.js';
 import { profileMesh } from '../xds/profiles.js';
 import { startSim } from '../xds/bench-servers.js';
@@ -176,9 +176,8 @@ async function runOne(attack: Attack, options: AttackOptions): Promise<AttackRes
 
 /** The relay's own account of its memory (summed over workers), from its metrics. */
 async function liveMemory(adminUrl: string): Promise<{ heapBytes: number; externalBytes: number }> {
-  const text = await (await fetch(`${adminUrl}/metrics`)).text();
-  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-  return { heapBytes: value('nodejs_heap_size_used_bytes'), externalBytes: value('nodejs_external_memory_bytes') };
+  const samples = await relayMetrics(adminUrl, ['nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes']);
+  return { heapBytes: samples.nodejs_heap_size_used_bytes, externalBytes: samples.nodejs_external_memory_bytes };
 }
 
 export async function runAttackBench(options: AttackOptions): Promise<AttackResult[]> {

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { BENCH_SCENARIOS } from '../../src/config/schema.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
 import { cpuSeconds, pinToCpus, rssBytes, RssSampler } from '../process-stats.js';
+import { relayMetrics } from '../relay-process.js';
 import { summarize } from '../stats.js';
 import { once, type Topology } from './bench-servers.js';
 import { checkCorrectness } from './correctness.js';
@@ -116,8 +117,8 @@ export class BenchRun implements ScenarioRun {
   private async upstreamBytes(): Promise<number | undefined> {
     const adminUrl = this.servers.target.adminUrl;
     if (!adminUrl) return undefined;
-    const match = /^meshrelay_upstream_received_bytes_total (\S+)$/m.exec(await (await fetch(`${adminUrl}/metrics`)).text());
-    return match ? Number(match[1]) : undefined;
+    const received = (await relayMetrics(adminUrl, ['meshrelay_upstream_received_bytes_total'])).meshrelay_upstream_received_bytes_total;
+    return Number.isNaN(received) ? undefined : received;
   }
 
   async measure(name: Scenario, action: () => Promise<void>, done: () => boolean, timedFrom: 'start' | 'end of action' = 'start'): Promise<PhaseResult> {
