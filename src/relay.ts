@@ -33,6 +33,7 @@ import type { GrpcServer } from './transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from './transport/listen-address.js';
 import { AdsService } from './xds/downstream/ads-service.js';
 import type { SessionLimits } from './xds/downstream/ads-session.js';
+import { protoRoot } from './xds/protocol/protos.js';
 import type { ConnectionPool } from './xds/upstream/connection-pool.js';
 import type { GroupRegistry } from './xds/upstream/group-registry.js';
 
@@ -148,6 +149,8 @@ export class Relay {
     const tokenReview = config.tokenReview ? new TokenReviewVerifier(loadKubeConfig(config.kubeconfig), CA_AUDIENCE, config.trustDomain) : undefined;
     const ca = setUpCa(config, backoff, log.child({ component: 'ca' }), tokenReview);
     if (ca) disposer.defer(() => ca.close());
+    // Parsed before the listeners open (~0.3 s of work): else the first VM's request waits for it.
+    protoRoot();
     const listeners = await setUpListeners(config, { ads, ca, tokenReview, csrAdmission: admission.csrs, worker }, log, disposer);
     const addresses: RelayAddresses = {
       upstream: upstream.target, ...(listeners.xds ? { xds: listeners.xds } : {}), ...(listeners.tls ? { tls: listeners.tls } : {}),

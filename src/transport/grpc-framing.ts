@@ -1,7 +1,8 @@
 import { gzipSync } from 'node:zlib';
 import { RelayError } from '../errors.js';
 
-const HEADER_BYTES = 5;
+/** gRPC's length prefix: a compressed flag and a 4-byte big-endian length. */
+export const HEADER_BYTES = 5;
 
 /**
  * Prefixes one serialized message with gRPC's 5-byte length header. The frame is its own

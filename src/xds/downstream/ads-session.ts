@@ -1,6 +1,5 @@
 import { RelayError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { frameMessage } from '../../transport/grpc-framing.js';
 import type { GrpcCall } from '../../transport/grpc-server.js';
 import type { CachedResource, TypeChange } from '../cache/resource-cache.js';
 import { gzippedFrame, type MemoizedResponse } from '../cache/response-memo.js';
@@ -91,7 +90,8 @@ export interface ResponsePlan {
   /** Memo key: equal keys are byte-identical responses for every stream of the view. */
   key: string;
   resources: readonly CachedResource[];
-  encode(nonce: string, versionInfo: string): Uint8Array;
+  /** The response framed for the wire (protocol/response-frames.ts). */
+  frame(nonce: string, versionInfo: string): Buffer;
   /** The protocol's own bookkeeping once the response is on its way. */
   sent(response: MemoizedResponse): void;
 }
@@ -341,7 +341,7 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     if (!plan) return true;
     if (!this.roomFor(typeUrl, plan.key, plan.resources)) return false;
     const versionInfo = this.cache.versionInfo(typeUrl);
-    const response = this.memo.getOrBuild(typeUrl, plan.key, (nonce) => ({ versionInfo, frame: frameMessage(plan.encode(nonce, versionInfo)) }));
+    const response = this.memo.getOrBuild(typeUrl, plan.key, (nonce) => ({ versionInfo, frame: plan.frame(nonce, versionInfo) }));
     plan.sent(response);
     state.initialResponseDue = false;
     state.lastNonce = response.nonce;

@@ -1,5 +1,6 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DeltaDiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
+import { frameDeltaResponse } from '../protocol/response-frames.js';
 import { AdsSession, TypeState, type DebugAnswer, type ResponsePlan } from './ads-session.js';
 
 const MAX_PENDING_NONCES = 64;
@@ -108,13 +109,7 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest, DeltaTypeSta
     return {
       key: everything ? `delta|${generation}|*` : `delta|${generation}|${updates.map((r) => r.name).join(',')}|${removed.join(',')}`,
       resources: updates,
-      encode: (nonce, versionInfo) => Envelopes.encodeDeltaResponse({
-        system_version_info: versionInfo,
-        type_url: typeUrl,
-        nonce,
-        resources: updates.map((resource) => ({ name: resource.name, version: resource.version, resource: { type_url: resource.typeUrl, value: resource.body } })),
-        removed_resources: removed,
-      }),
+      frame: (nonce, versionInfo) => frameDeltaResponse({ systemVersionInfo: versionInfo, typeUrl, nonce, resources: updates, removedResources: removed }),
       sent: (response) => {
         for (const resource of updates) state.sent.set(resource.name, resource.version);
         for (const name of removed) state.sent.delete(name);

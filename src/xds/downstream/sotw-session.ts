@@ -1,5 +1,6 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
+import { frameSotwResponse } from '../protocol/response-frames.js';
 import { isFullStateType } from '../protocol/type-urls.js';
 import { AdsSession, TypeState, type DebugAnswer, type ResponsePlan } from './ads-session.js';
 import type { InterestChange } from './subscription.js';
@@ -95,12 +96,7 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
     return {
       key,
       resources,
-      encode: (nonce, versionInfo) => Envelopes.encodeResponse({
-        version_info: versionInfo,
-        type_url: typeUrl,
-        nonce,
-        resources: resources.map((resource) => ({ type_url: resource.typeUrl, value: resource.body })),
-      }),
+      frame: (nonce, versionInfo) => frameSotwResponse({ versionInfo, typeUrl, nonce, resources }),
       sent: () => state.delivered(resources, fullState),
     };
   }
