@@ -10,6 +10,7 @@ import { pinToCpus } from '../process-stats.js';
 import { stampOf, type PushStamp } from './envoy-client.js';
 import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
 import type { SimCommand, SimMessage } from './sim-process.js';
+import { MeshPatcher } from './mesh-patch.js';
 import type { TargetKind, XdsBenchOptions } from './xds-bench-types.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -66,7 +67,8 @@ function parseStamp(version: string): PushStamp {
 
 export async function startSim(mesh: MeshModel): Promise<Server & { port: number }> {
   const child = fork(path.join(here, 'sim-process.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  child.send({ type: 'start', mesh, port: 0 } satisfies SimCommand);
+  const patcher = new MeshPatcher();
+  child.send({ type: 'start', patch: patcher.patch(mesh), port: 0 } satisfies SimCommand);
   const { port } = await once<SimMessage>(child, (m) => m.type === 'listening') as { port: number };
   return {
     port,
@@ -74,7 +76,7 @@ export async function startSim(mesh: MeshModel): Promise<Server & { port: number
     pid: child.pid,
     adminUrl: undefined,
     apply: async (next) => {
-      child.send({ type: 'mesh', mesh: next } satisfies SimCommand);
+      child.send({ type: 'mesh', patch: patcher.patch(next) } satisfies SimCommand);
       return parseStamp((await once<SimMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
     },
     restart: async (downMs) => {
@@ -90,8 +92,9 @@ export async function startSim(mesh: MeshModel): Promise<Server & { port: number
 async function startBaseline(mesh: MeshModel): Promise<Server> {
   const child = fork(path.join(here, 'raw-baseline.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const { port } = await once<BaselineMessage>(child, (m) => m.type === 'listening') as { port: number };
+  const patcher = new MeshPatcher();
   const apply = async (next: MeshModel) => {
-    child.send({ type: 'mesh', mesh: next, network: 'vm-net' } satisfies BaselineCommand);
+    child.send({ type: 'mesh', patch: patcher.patch(next), network: 'vm-net' } satisfies BaselineCommand);
     return parseStamp((await once<BaselineMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
   };
   await apply(mesh);

@@ -11,16 +11,18 @@ import { frameMessage } from '../../src/transport/grpc-framing.js';
 import { LISTEN_BACKLOG } from '../../src/transport/grpc-server.js';
 import { renderMesh } from '../../src/sim/config-generators.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { applyMeshPatch, type MeshPatch } from './mesh-patch.js';
 import { AdsMethod, Envelopes, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import type { ResourceUpdate } from '../../src/xds/cache/resource-cache.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 
-export type BaselineCommand = { type: 'mesh'; mesh: MeshModel; network: string };
+export type BaselineCommand = { type: 'mesh'; patch: MeshPatch; network: string };
 export type BaselineMessage = { type: 'listening'; port: number } | { type: 'pushed'; version: string; streams: number };
 
 const ORDER = [TypeUrl.cluster, TypeUrl.endpoint, TypeUrl.listener, TypeUrl.route];
 const FULL_STATE = new Set<string>([TypeUrl.cluster, TypeUrl.listener]);
 const streams = new Map<http2.ServerHttp2Stream, XdsProtocol>();
+let mesh: MeshModel | undefined;
 let rendered = new Map<string, ResourceUpdate[]>();
 let initialFrames = new Map<string, Buffer[]>();
 let push = 0;
@@ -76,7 +78,9 @@ server.on('stream', (stream, headers) => {
 });
 server.on('sessionError', () => {});
 process.on('message', (command: BaselineCommand) => {
-  if (command.type === 'mesh') setMesh(command.mesh, command.network);
+  if (command.type !== 'mesh') return;
+  mesh = applyMeshPatch(mesh, command.patch);
+  setMesh(mesh, command.network);
 });
 server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, () => {
   process.send?.({ type: 'listening', port: (server.address() as { port: number }).port } satisfies BaselineMessage);

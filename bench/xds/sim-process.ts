@@ -5,11 +5,12 @@
  */
 import { createLogger } from '../../src/log.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
+import { applyMeshPatch, type MeshPatch } from './mesh-patch.js';
 import { startSimIstiod, type RunningSim } from '../../src/sim/sim-server.js';
 
 export type SimCommand =
-  | { type: 'start'; mesh: MeshModel; port: number }
-  | { type: 'mesh'; mesh: MeshModel }
+  | { type: 'start'; patch: MeshPatch; port: number }
+  | { type: 'mesh'; patch: MeshPatch }
   | { type: 'restart'; downMs: number };
 export type SimMessage = { type: 'listening'; port: number } | { type: 'pushed'; version: string } | { type: 'restarted' };
 
@@ -26,11 +27,11 @@ process.on('message', (command: SimCommand) => {
   void (async () => {
     switch (command.type) {
       case 'start':
-        mesh = command.mesh;
+        mesh = applyMeshPatch(undefined, command.patch);
         process.send?.({ type: 'listening', port: await start(command.port) } satisfies SimMessage);
         break;
       case 'mesh':
-        mesh = command.mesh;
+        mesh = applyMeshPatch(mesh, command.patch);
         running?.sim.updateMesh(mesh);
         process.send?.({ type: 'pushed', version: running?.sim.stats.lastVersion ?? '' } satisfies SimMessage);
         break;

@@ -167,9 +167,53 @@ export function meshGateways(mesh: MeshModel): NetworkGateway[] {
     spec.gateways.map((gateway) => ({ network, clusterId: gateway.cluster, address: gateway.address, port: gateway.port })));
 }
 
+/** What one service renders to for one variant: its encoded resources, and the HTTP routes it adds. */
+interface ServiceRendering {
+  context: string;
+  resources: Array<{ typeUrl: string; update: ResourceUpdate }>;
+  routes: Array<{ port: number; host: string; cluster: string; short: string }>;
+}
+
+/**
+ * Renderings kept per service object. The model is immutable (a change copies the services it
+ * touches), so a change re-encodes only the services it replaced, as istiod's incremental EDS push
+ * regenerates only the clusters of the services an update names (pilot/pkg/xds/eds.go). Keyed
+ * by variant; `context` is the mesh-wide part a rendering depends on (domain, networks).
+ */
+const renderings = new WeakMap<MeshService, Map<string, ServiceRendering>>();
+
+function renderService(service: MeshService, mesh: MeshModel, variant: SimVariant, gateways: NetworkGateway[], context: string): ServiceRendering {
+  const variantKey = `${variant.network}|${variant.generator}`;
+  let byVariant = renderings.get(service);
+  if (!byVariant) renderings.set(service, byVariant = new Map());
+  const kept = byVariant.get(variantKey);
+  if (kept?.context === context) return kept;
+  const rendering: ServiceRendering = { context, resources: [], routes: [] };
+  const add = (typeUrl: string, typeName: string, name: string, object: PlainObject) =>
+    rendering.resources.push({ typeUrl, update: { name, body: encode(typeName, object) } });
+  const host = serviceHost(service, mesh.domain);
+  for (const { port, name: portName } of service.ports) {
+    const name = clusterName(port, host);
+    const cluster = variant.generator === 'grpc' ? grpcCluster(service, port, mesh.domain) : sidecarCluster(service, port, mesh.domain);
+    add(TypeUrl.cluster, 'envoy.config.cluster.v3.Cluster', name, cluster);
+    add(TypeUrl.endpoint, 'envoy.config.endpoint.v3.ClusterLoadAssignment', name, loadAssignment(service, port, mesh, variant, gateways) as PlainObject);
+    if (variant.generator === 'grpc') {
+      add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `${host}:${port}`, grpcListener(host, port));
+      add(TypeUrl.route, 'envoy.config.route.v3.RouteConfiguration', `${host}:${port}`, grpcRoute(host, port));
+    } else if (portName.startsWith('tcp')) {
+      add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `${service.vip}_${port}`, tcpListener(service.vip, port, name));
+    } else {
+      rendering.routes.push({ port, host, cluster: name, short: `${service.name}.${service.namespace}` });
+    }
+  }
+  byVariant.set(variantKey, rendering);
+  return rendering;
+}
+
 /** Renders every resource of every type a proxy of this variant gets, like istiod's generators. */
 export function renderMesh(mesh: MeshModel, variant: SimVariant): Map<string, ResourceUpdate[]> {
   const gateways = meshGateways(mesh);
+  const context = JSON.stringify([mesh.domain, mesh.networks]);
   const out = new Map<string, ResourceUpdate[]>([[TypeUrl.cluster, []], [TypeUrl.endpoint, []], [TypeUrl.listener, []], [TypeUrl.route, []]]);
   const add = (typeUrl: string, typeName: string, name: string, object: PlainObject) =>
     out.get(typeUrl)!.push({ name, body: encode(typeName, object) });
@@ -179,22 +223,12 @@ export function renderMesh(mesh: MeshModel, variant: SimVariant): Map<string, Re
     for (const cluster of staticClusters()) add(TypeUrl.cluster, 'envoy.config.cluster.v3.Cluster', cluster.name as string, cluster);
   }
   for (const service of mesh.services) {
-    const host = serviceHost(service, mesh.domain);
-    for (const { port, name: portName } of service.ports) {
-      const name = clusterName(port, host);
-      const cluster = variant.generator === 'grpc' ? grpcCluster(service, port, mesh.domain) : sidecarCluster(service, port, mesh.domain);
-      add(TypeUrl.cluster, 'envoy.config.cluster.v3.Cluster', name, cluster);
-      add(TypeUrl.endpoint, 'envoy.config.endpoint.v3.ClusterLoadAssignment', name, loadAssignment(service, port, mesh, variant, gateways) as PlainObject);
-      if (variant.generator === 'grpc') {
-        add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `${host}:${port}`, grpcListener(host, port));
-        add(TypeUrl.route, 'envoy.config.route.v3.RouteConfiguration', `${host}:${port}`, grpcRoute(host, port));
-      } else if (portName.startsWith('tcp')) {
-        add(TypeUrl.listener, 'envoy.config.listener.v3.Listener', `${service.vip}_${port}`, tcpListener(service.vip, port, name));
-      } else {
-        const list = routesByPort.get(port) ?? [];
-        list.push({ host, port, cluster: name, short: `${service.name}.${service.namespace}` });
-        routesByPort.set(port, list);
-      }
+    const rendering = renderService(service, mesh, variant, gateways, context);
+    for (const { typeUrl, update } of rendering.resources) out.get(typeUrl)!.push(update);
+    for (const route of rendering.routes) {
+      const list = routesByPort.get(route.port) ?? [];
+      list.push(route);
+      routesByPort.set(route.port, list);
     }
   }
   for (const [port, hosts] of routesByPort) {
