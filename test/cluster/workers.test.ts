@@ -1,8 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
 import * as grpc from '@grpc/grpc-js';
@@ -10,28 +8,9 @@ import { messageType } from '../../src/xds/protocol/protos.js';
 import { DebugTypeUrl } from '../../src/xds/protocol/type-urls.js';
 import { AdsTestClient, vmNode } from '../helpers/ads-client.js';
 import { makeTestPki } from '../helpers/openssl-certs.js';
+import { serveProcess as serve } from '../helpers/serve-process.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const EDS_NAME = 'outbound|8000||httpbin.bar.svc.cluster.local';
-
-interface Serving { child: ChildProcess; xds: string; tls: string | undefined; admin: string; exit: Promise<number | null> }
-
-async function serve(args: string[]): Promise<Serving> {
-  const child = spawn(process.execPath, [cli, 'serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHRELAY_LOG_LEVEL: 'warn' },
-  });
-  child.stderr!.resume();
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const printed = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('Point an ADS client')) resolve(out);
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
-  });
-  return { child, exit, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, tls: /xDS \(TLS\):\s+(\S+)/.exec(printed)?.[1], admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
-}
 
 const json = async (url: string) => (await fetch(url)).json() as Promise<any>;
 

@@ -8,7 +8,7 @@ import { caRig } from '../helpers/ca-rig.js';
 import { eventually } from '../helpers/harness.js';
 import { kubeApiServerUnavailable, startKubeApiServer, type KubeApiServer } from '../helpers/kube-apiserver.js';
 import { kubectl, kubectlUnavailable, renderKustomization } from '../helpers/kubectl.js';
-import { connectRegisteringVm } from '../helpers/registering-vm.js';
+import { connectRegisteringVm, rigTarget } from '../helpers/registering-vm.js';
 
 const noKubectl = kubectlUnavailable();
 const noApiServer = noKubectl ?? kubeApiServerUnavailable();
@@ -122,7 +122,7 @@ apiTest('the RBAC is enough for the relay\'s work and no more: with the meshrela
     tlsListen: '127.0.0.1:0', tokenReview: true, kubeconfig, autoRegistration: true, kubernetesTopology: true, instanceId: 'meshrelay-0',
   });
   t.teardown(r.close);
-  const vm = await connectRegisteringVm(r, api!);
+  const vm = await connectRegisteringVm(rigTarget(r), api!);
   t.teardown(() => vm.close());
   await vm.next(10_000);
   const entry = await eventually(() => api!.request('GET', '/apis/networking.istio.io/v1/namespaces/vm/workloadentries/vm-app-172.16.0.5-vm-net').catch(() => undefined), (e) => e !== undefined, 10_000);

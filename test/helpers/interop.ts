@@ -10,7 +10,6 @@ import { createCertificate, opensslCsr } from './ca-client.js';
 import { startRelay } from './harness.js';
 import { compareConfigs, ConfigProxy, summarize, type ConfigDifference, type ProxyConfig, type ProxyOptions } from './proxy-config.js';
 import { ISTIOD_SERVER_NAME, type RealMesh } from './real-istio.js';
-import type { Relay } from './setup.js';
 
 
 function metadataString(node: NodeMessage, key: string): string {
@@ -29,7 +28,7 @@ export async function directProxy(t: ExecutionContext, mesh: RealMesh, node: Nod
 }
 
 /** The same VM through the relay's listener, with its token (stream mode forwards it to istiod). */
-export async function relayedProxy(t: ExecutionContext, mesh: RealMesh, relay: Relay & { target: string }, node: NodeMessage, protocol: XdsProtocol, options: ProxyOptions = {}): Promise<ConfigProxy> {
+export async function relayedProxy(t: ExecutionContext, mesh: RealMesh, relay: { target: string }, node: NodeMessage, protocol: XdsProtocol, options: ProxyOptions = {}): Promise<ConfigProxy> {
   const token = await mesh.token(metadataString(node, 'NAMESPACE'), metadataString(node, 'SERVICE_ACCOUNT'));
   const proxy = new ConfigProxy(relay.target, protocol, node, { headers: { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' }, ...options });
   t.teardown(() => proxy.close());

@@ -6,6 +6,15 @@ import { AdsTestClient, vmNode } from './ads-client.js';
 import type { CaRig } from './ca-rig.js';
 import type { KubeApiServer } from './kube-apiserver.js';
 
+/** Where a registering VM connects: the relay's TLS listener, and the mesh root it trusts. */
+export interface RegistrationTarget {
+  tlsTarget: string;
+  rootFile: string;
+}
+
+/** The TLS listener of an in-process relay rig. */
+export const rigTarget = (r: CaRig): RegistrationTarget => ({ tlsTarget: formatAddress(r.relay.addresses.tls!), rootFile: r.rootFile });
+
 export interface RegisteringVmOptions {
   serviceAccount?: string;
   group?: string;
@@ -17,10 +26,10 @@ export interface RegisteringVmOptions {
  * mesh root), a projected service-account token for istio-ca from the API server, and
  * AUTO_REGISTER_GROUP in its node (vm namespace, address 172.16.0.5, network vm-net). Sends CDS.
  */
-export async function connectRegisteringVm(r: CaRig, api: KubeApiServer, options: RegisteringVmOptions = {}): Promise<AdsTestClient<'delta'>> {
+export async function connectRegisteringVm(relay: RegistrationTarget, api: KubeApiServer, options: RegisteringVmOptions = {}): Promise<AdsTestClient<'delta'>> {
   const { serviceAccount = 'vm-sa', group = 'vm-app' } = options;
-  const target = formatAddress(r.relay.addresses.tls!);
-  const client = new grpc.Client(target, grpc.credentials.createSsl(readFileSync(r.rootFile)), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
+  const target = relay.tlsTarget;
+  const client = new grpc.Client(target, grpc.credentials.createSsl(readFileSync(relay.rootFile)), { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' });
   const token = await api.token('vm', serviceAccount, ['istio-ca']);
   const vm = new AdsTestClient(target, 'delta', client, { authorization: `Bearer ${token}` }, true);
   vm.send({

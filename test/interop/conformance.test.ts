@@ -19,6 +19,7 @@ import type { ServeConfig } from '../../src/config/schema.js';
 import {
   EAST_WEST_GATEWAY, ISTIOD_SERVER_NAME, istioPeers, meshNetworksFor, realIstioUnavailable, startRealMesh, type RealMesh,
 } from '../helpers/real-istio.js';
+import { serveProcess } from '../helpers/serve-process.js';
 import { HTTPBIN_PODS, httpbinEndpointSlice, installVmMeshFixture, realVmNode, VM_ADDRESS } from '../helpers/vm-mesh-fixture.js';
 import { AdsMethod, Envelopes, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 
@@ -113,6 +114,29 @@ interop('VMs without address-bound config share one upstream stream, and istiod 
   const shared = (list: Array<{ proxy: string }>) => list.filter((entry) => entry.proxy.includes('vm-shared-'));
   const after = await eventually(() => istiodConnections(mesh), (list) => shared(list).length === 6, 10_000);
   t.is(shared(after).length, 6);
+});
+
+interop('[group, --workers 2] VMs on both workers of one relay get istiod\'s config byte for byte; each worker holds one upstream stream for the group, and istiod sees no more; SIGTERM drains both', async (t) => {
+  t.timeout(120_000);
+  const relay = await serveProcess(['--workers', '2', '--worker-balance', 'least-connections', '--mode', 'group', '--ca-mode', 'off',
+    '--upstream', mesh.istiod.secureGrpc, '--upstream-ca-file', mesh.rootCertFile, '--upstream-server-name', ISTIOD_SERVER_NAME,
+    '--address-config-source', 'kubernetes', '--kubeconfig', mesh.kube.kubeconfig,
+    '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-interop-workers-')), '--shutdown-grace-seconds', '2', '--readiness-drain-seconds', '0']);
+  t.teardown(() => relay.child.kill('SIGKILL'));
+  const nodes = [1, 2, 3, 4].map((i) => plainVm(`vm-workers-${i}`, `10.9.3.${i}`));
+  // Each proxy is its own connection: least-connections puts two on each worker.
+  const relayed = await Promise.all(nodes.map((node) => relayedProxy(t, mesh, { target: relay.xds }, node, 'delta')));
+  for (const [i, node] of nodes.entries()) await assertSameConfig(t, await directProxy(t, mesh, node, 'delta'), relayed[i]!);
+  const syncz = await (await fetch(`${relay.admin}/debug/syncz`)).json() as Array<{ worker: number }>;
+  t.deepEqual([...new Set(syncz.map((entry) => entry.worker))].sort(), [0, 1], 'the VMs are on both workers');
+  t.regex(await (await fetch(`${relay.admin}/metrics`)).text(), /^meshrelay_upstream_streams 2$/m, 'one upstream stream per worker for the one group');
+  const mine = (list: Array<{ proxy: string }>) => list.filter((entry) => entry.proxy.includes('vm-workers-'));
+  const seen = await eventually(() => istiodConnections(mesh), (list) => mine(list).length === 6, 10_000);
+  t.is(mine(seen).length, 6, 'istiod holds the four direct VMs and one stream per worker');
+  relay.child.kill('SIGTERM');
+  const statuses = await Promise.all(relayed.map((proxy) => proxy.status));
+  t.true(statuses.every((status) => status.code === grpc.status.UNAVAILABLE), 'every VM on both workers is told to reconnect elsewhere');
+  t.is(await relay.exit, 0);
 });
 
 interop('[stream] a VM that reconnects within the linger window is served by its lingering upstream stream: no new stream to istiod, nothing sent again, and its config still equals istiod\'s', async (t) => {

@@ -1,10 +1,15 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type { ServeConfig } from '../../src/config/schema.js';
 import { TypeUrl } from '../../src/xds/protocol/type-urls.js';
+import { createDevCa } from '../../src/ca/dev-ca.js';
 import { caRig, type CaRig } from '../helpers/ca-rig.js';
+import { serveProcess } from '../helpers/serve-process.js';
 import { eventually } from '../helpers/harness.js';
-import { connectRegisteringVm, type RegisteringVmOptions } from '../helpers/registering-vm.js';
+import { connectRegisteringVm, rigTarget, type RegisteringVmOptions } from '../helpers/registering-vm.js';
 import { kubeApiServerUnavailable, startKubeApiServer, type KubeApiServer } from '../helpers/kube-apiserver.js';
 
 const unavailable = kubeApiServerUnavailable();
@@ -42,7 +47,7 @@ async function replica(instanceId: string, overrides: Partial<ServeConfig> = {})
   });
 }
 
-const connectVm = (r: CaRig, options: RegisteringVmOptions = {}) => connectRegisteringVm(r, api!, options);
+const connectVm = (r: CaRig, options: RegisteringVmOptions = {}) => connectRegisteringVm(rigTarget(r), api!, options);
 
 const getEntry = () => api!.request('GET', `${entries}/${ENTRY}`).catch(() => undefined);
 const annotations = (entry: any): Record<string, string | undefined> => entry?.metadata?.annotations ?? {};
@@ -113,6 +118,41 @@ realTest('a VM that reconnects within the grace period keeps its entry; one that
   t.is(afterMove?.metadata.uid, created.metadata.uid);
   t.like(annotations(afterMove), { 'istio.io/workloadController': 'meshrelay-b' });
   t.is(annotations(afterMove)['istio.io/disconnectedAt'], undefined);
+
+  moved.close();
+  await eventually(getEntry, (e) => e === undefined, 10_000);
+  t.pass();
+});
+
+realTest('--workers 2: each worker controls the entries of the VMs it serves; a VM whose new connection lands on the other worker moves its entry there, and the first worker lets go', async (t) => {
+  const base = mkdtempSync(path.join(tmpdir(), 'meshrelay-we-workers-'));
+  const caDir = path.join(base, 'cacerts');
+  createDevCa(caDir, { keyType: 'ec-p256' });
+  const relay = await serveProcess(['--workers', '2', '--worker-balance', 'least-connections', '--tls-listen', '127.0.0.1:0',
+    '--ca-mode', 'local', '--ca-dir', caDir, '--token-review', '--kubeconfig', api!.kubeconfig, '--auto-registration',
+    '--workload-entry-grace-period-seconds', '1', '--instance-id', 'meshrelay-a', '--state-dir', base, '--readiness-drain-seconds', '0']);
+  t.teardown(() => relay.child.kill('SIGKILL'));
+  const target = { tlsTarget: relay.tls!, rootFile: path.join(caDir, 'root-cert.pem') };
+  const controller = async () => annotations(await getEntry())['istio.io/workloadController'];
+
+  const first = await connectRegisteringVm(target, api!);
+  await first.next(10_000);
+  const created = await eventually(getEntry, (e) => /^meshrelay-a-w[01]$/.test(annotations(e)['istio.io/workloadController'] ?? ''), 10_000);
+  const firstWorker = annotations(created)['istio.io/workloadController']!;
+  // A second connection while the first is open: least-connections gives it the other worker.
+  const moved = await connectRegisteringVm(target, api!);
+  await moved.next(10_000);
+  const otherWorker = firstWorker.endsWith('w0') ? 'meshrelay-a-w1' : 'meshrelay-a-w0';
+  await eventually(controller, (name) => name === otherWorker, 10_000);
+  first.close();
+  // The first worker's late disconnect is ignored: the entry stays connected to the other one.
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  const afterMove = await getEntry();
+  t.is(afterMove?.metadata.uid, created.metadata.uid);
+  t.is(annotations(afterMove)['istio.io/workloadController'], otherWorker);
+  t.is(annotations(afterMove)['istio.io/disconnectedAt'], undefined);
+  const syncz = await (await fetch(`${relay.admin}/debug/syncz`)).json() as Array<{ worker: number }>;
+  t.deepEqual(syncz.map((entry) => entry.worker), [Number(otherWorker.at(-1))], 'the VM is listed once, on the worker that serves it');
 
   moved.close();
   await eventually(getEntry, (e) => e === undefined, 10_000);
