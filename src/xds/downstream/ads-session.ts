@@ -60,6 +60,34 @@ export class TypeState {
   lastNack: NackRecord | undefined;
   /** When the oldest change not yet pushed reached the cache (performance.now()), for convergence time. */
   changedAt: number | undefined;
+  /**
+   * The names the cache changed since the last push was planned, or undefined when a push must look
+   * at every name (a new or changed subscription, or more changes than are worth listing). A push
+   * after one endpoint changed then looks at that one name, not at every name the stream holds.
+   */
+  private changes: Set<string> | undefined;
+
+  get changedNames(): ReadonlySet<string> | undefined {
+    return this.changes;
+  }
+
+  /** Names the cache changed or removed; with no names, everything is to be looked at again. */
+  noteChanges(...names: ReadonlyArray<readonly string[]>): void {
+    if (names.length === 0) {
+      this.changes = undefined;
+      return;
+    }
+    const changes = this.changes;
+    if (!changes) return;
+    for (const list of names) for (const name of list) changes.add(name);
+    if (changes.size > MAX_LISTED_CHANGES) this.changes = undefined;
+  }
+
+  /** A push was planned from what had changed: collecting starts again. */
+  changesPlanned(): void {
+    if (this.changes) this.changes.clear();
+    else this.changes = new Set();
+  }
 
   recordAck(version: string, nonce: string): void {
     this.acks++;
@@ -81,6 +109,9 @@ export interface HealthReport {
 
 
 let sessionCounter = 0;
+
+/** Past this many changed names a push looks at every name anyway. */
+const MAX_LISTED_CHANGES = 1024;
 
 const NO_NAMES: ReadonlySet<string> = new Set();
 const MAX_HELD_DEBUG_NONCES = 16;
@@ -298,7 +329,9 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
     if (!isEmptyChange(change)) this.attachment!.view.changeInterest(typeUrl, change, leaving);
   }
 
+  /** The stream's request changed what the type's next push must consider: all of it. */
   protected markDirty(typeUrl: string): void {
+    this.types.get(typeUrl)?.noteChanges();
     this.scheduler.markDirty(typeUrl);
   }
 
@@ -312,7 +345,8 @@ export abstract class AdsSession<Request extends AdsRequest = AdsRequest, State 
       || change.removed.some((name) => state.sent.has(name));
     if (!affected) return;
     state.changedAt ??= performance.now();
-    this.markDirty(change.typeUrl);
+    state.noteChanges(change.changed, change.removed);
+    this.scheduler.markDirty(change.typeUrl);
   }
 
   /** Pushes one type and counts it; false when the stream is full or was ended. */

@@ -80,28 +80,41 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest, DeltaTypeSta
     const { subscription } = state;
     const all = this.cache.all(typeUrl);
     const updates: CachedResource[] = [];
+    const removed: string[] = [];
+    // Absent means removed only where the cache is authoritative: a wildcard set, or a name the
+    // source deleted. A named resource the group merely has not fetched yet is not "removed".
+    const isRemoved = (name: string) => !all.has(name) && (subscription.wildcard || this.cache.wasDeleted(typeUrl, name));
     const consider = (resource: CachedResource) => {
       if (state.sent.get(resource.name) !== resource.version) updates.push(resource);
     };
-    if (subscription.wildcard) {
-      for (const resource of all.values()) consider(resource);
-    } else {
-      for (const name of subscription.names) {
+    const changed = state.changedNames;
+    if (changed) {
+      // Only what the cache changed since the last push can differ from what the client holds.
+      for (const name of changed) {
         const resource = all.get(name);
-        if (resource) consider(resource);
+        if (resource) {
+          if (subscription.wildcard || subscription.names.has(name)) consider(resource);
+        } else if (state.sent.has(name) && isRemoved(name)) {
+          removed.push(name);
+        }
       }
-    }
-    // Absent means removed only where the cache is authoritative: a wildcard set, or a name the
-    // source deleted. A named resource the group merely has not fetched yet is not "removed".
-    const removed: string[] = [];
-    for (const name of state.sent.keys()) {
-      if (!all.has(name) && (subscription.wildcard || this.cache.wasDeleted(typeUrl, name))) removed.push(name);
+    } else {
+      if (subscription.wildcard) {
+        for (const resource of all.values()) consider(resource);
+      } else {
+        for (const name of subscription.names) {
+          const resource = all.get(name);
+          if (resource) consider(resource);
+        }
+      }
+      for (const name of state.sent.keys()) if (isRemoved(name)) removed.push(name);
     }
     // A wildcard subscription gets a first response even when empty, so the client can finish
     // initialising; otherwise an empty response is never sent.
     const initialWildcard = state.initialResponseDue && subscription.wildcard;
     if (updates.length === 0 && removed.length === 0 && !initialWildcard) {
       if (subscription.names.size > 0 || subscription.wildcard) state.initialResponseDue = false;
+      state.changesPlanned();
       return undefined;
     }
     const generation = this.cache.generation(typeUrl);
@@ -111,6 +124,8 @@ export class DeltaSession extends AdsSession<DeltaDiscoveryRequest, DeltaTypeSta
       resources: updates,
       frame: (nonce, versionInfo) => frameDeltaResponse({ systemVersionInfo: versionInfo, typeUrl, nonce, resources: updates, removedResources: removed }),
       sent: (response) => {
+        // Written: what changed so far is accounted for (a push that found no room keeps it).
+        state.changesPlanned();
         for (const resource of updates) state.sent.set(resource.name, resource.version);
         for (const name of removed) state.sent.delete(name);
         state.awaitAck(response.nonce, response.versionInfo);
