@@ -91,13 +91,19 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
   protected planResponse(typeUrl: string, state: SotwTypeState): ResponsePlan | undefined {
     const fullState = isFullStateType(typeUrl) || state.subscription.wildcard;
     const selection = fullState ? this.selectFullState(typeUrl, state) : this.selectChanged(typeUrl, state);
-    if (!selection) return undefined;
+    if (!selection) {
+      state.changesPlanned();
+      return undefined;
+    }
     const { key, resources } = selection;
     return {
       key,
       resources,
       frame: (nonce, versionInfo) => frameSotwResponse({ versionInfo, typeUrl, nonce, resources }),
-      sent: () => state.delivered(resources, fullState),
+      sent: () => {
+        state.changesPlanned();
+        state.delivered(resources, fullState);
+      },
     };
   }
 
@@ -124,7 +130,11 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
   /** EDS, RDS and other named types: only what changed or was newly asked for (absence ≠ deletion). */
   private selectChanged(typeUrl: string, state: SotwTypeState): { key: string; resources: CachedResource[] } | undefined {
     const resources: CachedResource[] = [];
-    for (const name of state.subscription.names) {
+    const { names } = state.subscription;
+    // After a cache change only the names it touched can differ (a request marks everything).
+    const candidates = state.changedNames ?? names;
+    for (const name of candidates) {
+      if (candidates !== names && !names.has(name)) continue;
       const resource = this.cache.get(typeUrl, name);
       if (!resource) {
         state.sent.delete(name);
