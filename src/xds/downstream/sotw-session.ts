@@ -1,9 +1,12 @@
 import type { CachedResource } from '../cache/resource-cache.js';
 import { Envelopes, type DiscoveryRequest, type XdsProtocol } from '../protocol/envelopes.js';
+import { SotwRequestDecoder } from '../protocol/request-decoder.js';
 import { frameSotwResponse } from '../protocol/response-frames.js';
 import { isFullStateType } from '../protocol/type-urls.js';
 import { AdsSession, TypeState, type DebugAnswer, type ResponsePlan } from './ads-session.js';
 import type { InterestChange } from './subscription.js';
+
+const NO_CHANGE: InterestChange = Object.freeze({ wildcard: 0, added: [], removed: [] });
 
 /** A SotW stream's state of one type: also what must be resent, and the full set it last got. */
 class SotwTypeState extends TypeState {
@@ -11,6 +14,8 @@ class SotwTypeState extends TypeState {
   readonly forceNames = new Set<string>();
   /** The memo key of the last full-state response (LDS, CDS, wildcard), to skip resending it unchanged. */
   private fullStateKey = '';
+  /** The name list of the last request, as the decoder gave it. */
+  lastRequested: readonly string[] | undefined;
 
   /** A request without a nonce (re)starts the subscription: everything is due again. */
   restart(): void {
@@ -48,8 +53,10 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
 
   protected readonly requestName = 'DiscoveryRequest';
 
+  private readonly requestDecoder = new SotwRequestDecoder();
+
   protected decode(bytes: Buffer): DiscoveryRequest {
-    return Envelopes.decodeRequest(bytes);
+    return this.requestDecoder.decode(bytes);
   }
 
   protected nameCount(request: DiscoveryRequest): number {
@@ -82,7 +89,11 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
     else if (request.error_detail) this.recordNack(typeUrl, state, request.response_nonce, request.error_detail);
     else state.recordAck(request.version_info, request.response_nonce);
 
-    const change = state.subscription.replaceSotw(request.resource_names);
+    // Byte-identical name lists decode to the same frozen array (protocol/request-decoder.ts): an
+    // ACK repeating the list it sent last changes nothing, without comparing 300 names again.
+    const sameNames = request.resource_names === state.lastRequested && request.response_nonce !== '';
+    state.lastRequested = request.resource_names;
+    const change = sameNames ? NO_CHANGE : state.subscription.replaceSotw(request.resource_names);
     const due = state.accept(change);
     this.applyInterest(typeUrl, change);
     if (due) this.markDirty(typeUrl);
@@ -91,19 +102,13 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
   protected planResponse(typeUrl: string, state: SotwTypeState): ResponsePlan | undefined {
     const fullState = isFullStateType(typeUrl) || state.subscription.wildcard;
     const selection = fullState ? this.selectFullState(typeUrl, state) : this.selectChanged(typeUrl, state);
-    if (!selection) {
-      state.changesPlanned();
-      return undefined;
-    }
+    if (!selection) return undefined;
     const { key, resources } = selection;
     return {
       key,
       resources,
       frame: (nonce, versionInfo) => frameSotwResponse({ versionInfo, typeUrl, nonce, resources }),
-      sent: () => {
-        state.changesPlanned();
-        state.delivered(resources, fullState);
-      },
+      sent: () => state.delivered(resources, fullState),
     };
   }
 
@@ -130,11 +135,7 @@ export class SotwSession extends AdsSession<DiscoveryRequest, SotwTypeState> {
   /** EDS, RDS and other named types: only what changed or was newly asked for (absence ≠ deletion). */
   private selectChanged(typeUrl: string, state: SotwTypeState): { key: string; resources: CachedResource[] } | undefined {
     const resources: CachedResource[] = [];
-    const { names } = state.subscription;
-    // After a cache change only the names it touched can differ (a request marks everything).
-    const candidates = state.changedNames ?? names;
-    for (const name of candidates) {
-      if (candidates !== names && !names.has(name)) continue;
+    for (const name of state.subscription.names) {
       const resource = this.cache.get(typeUrl, name);
       if (!resource) {
         state.sent.delete(name);
