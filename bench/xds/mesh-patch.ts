@@ -32,10 +32,12 @@ export class MeshPatcher {
 
 /** The receiving side: the mesh the patch describes, sharing the unchanged services with `current`. */
 export function applyMeshPatch(current: MeshModel | undefined, patch: MeshPatch): MeshModel {
-  const services = (current?.services ?? []).slice(0, patch.serviceCount);
-  for (const [index, service] of patch.services) services[index] = service;
-  if (services.length !== patch.serviceCount || services.includes(undefined as unknown as MeshService)) {
-    throw new Error(`mesh patch leaves services missing (${patch.services.length} sent of ${patch.serviceCount})`);
+  const sent = new Map(patch.services);
+  const services: MeshService[] = [];
+  for (let index = 0; index < patch.serviceCount; index++) {
+    const service = sent.get(index) ?? current?.services[index];
+    if (!service) throw new Error(`mesh patch leaves services missing (${patch.services.length} sent of ${patch.serviceCount})`);
+    services.push(service);
   }
   return { ...patch.rest, services };
 }

@@ -5,14 +5,20 @@ import { RelayError } from '../errors.js';
 export const HEADER_BYTES = 5;
 
 /**
- * Prefixes one serialized message with gRPC's 5-byte length header. The frame is its own
- * allocation: memos keep frames for minutes, and a small one cut from Node's shared 8 KiB pool
- * would keep the whole slab alive with it.
+ * A frame for a message of `messageBytes`, its 5-byte length header written, the message still to
+ * be written after it. The frame is its own allocation: memos keep frames for minutes, and a small
+ * one cut from Node's shared 8 KiB pool would keep the whole slab alive with it.
  */
-export function frameMessage(message: Uint8Array, compressed = false): Buffer {
-  const frame = Buffer.allocUnsafeSlow(HEADER_BYTES + message.length);
+export function allocateFrame(messageBytes: number, compressed = false): Buffer {
+  const frame = Buffer.allocUnsafeSlow(HEADER_BYTES + messageBytes);
   frame[0] = compressed ? 1 : 0;
-  frame.writeUInt32BE(message.length, 1);
+  frame.writeUInt32BE(messageBytes, 1);
+  return frame;
+}
+
+/** Prefixes one serialized message with gRPC's 5-byte length header. */
+export function frameMessage(message: Uint8Array, compressed = false): Buffer {
+  const frame = allocateFrame(message.length, compressed);
   frame.set(message, HEADER_BYTES);
   return frame;
 }

@@ -1,5 +1,5 @@
 import { RelayError } from '../../errors.js';
-import { HEADER_BYTES } from '../../transport/grpc-framing.js';
+import { allocateFrame, HEADER_BYTES } from '../../transport/grpc-framing.js';
 
 /**
  * The two ADS response envelopes written straight into their gRPC frame. A response is mostly
@@ -53,10 +53,7 @@ class FrameWriter {
   private offset = HEADER_BYTES;
 
   constructor(messageBytes: number) {
-    // Its own allocation, like frameMessage's: memos keep frames for minutes.
-    this.frame = Buffer.allocUnsafeSlow(HEADER_BYTES + messageBytes);
-    this.frame[0] = 0;
-    this.frame.writeUInt32BE(messageBytes, 1);
+    this.frame = allocateFrame(messageBytes);
   }
 
   /** The tag and length of a length-delimited field; its payload is written next. */
