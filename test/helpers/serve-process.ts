@@ -11,7 +11,9 @@ export async function serveProcess(args: string[]): Promise<Serving> {
   const child = spawn(process.execPath, [cli, 'serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHRELAY_LOG_LEVEL: 'warn' },
   });
-  child.stderr!.resume();
+  // The last of stderr is kept, so a serve that exits at start says why.
+  let errors = '';
+  child.stderr!.on('data', (chunk: Buffer) => { errors = (errors + chunk.toString()).slice(-4000); });
   const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const printed = await new Promise<string>((resolve, reject) => {
     let out = '';
@@ -19,7 +21,7 @@ export async function serveProcess(args: string[]): Promise<Serving> {
       out += chunk.toString();
       if (out.includes('Point an ADS client')) resolve(out);
     });
-    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
+    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}\nstderr: ${errors}`)));
   });
   return { child, exit, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, tls: /xDS \(TLS\):\s+(\S+)/.exec(printed)?.[1], admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
 }
