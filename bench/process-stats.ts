@@ -25,10 +25,13 @@ function processTree(pid: number): number[] {
   return tree;
 }
 
-function sumOverTree(pid: number, read: (one: number) => number): number {
+/** A process, or several (a sharded baseline): each with its descendants. */
+export type Pids = number | readonly number[];
+
+function sumOverTree(pids: Pids, read: (one: number) => number): number {
   let total = 0;
   let readAny = false;
-  for (const one of processTree(pid)) {
+  for (const one of (typeof pids === 'number' ? [pids] : pids).flatMap(processTree)) {
     try {
       total += read(one);
       readAny = true;
@@ -36,12 +39,12 @@ function sumOverTree(pid: number, read: (one: number) => number): number {
       // Exited meanwhile.
     }
   }
-  if (!readAny) throw new Error(`process ${pid} has exited`);
+  if (!readAny) throw new Error(`process ${String(pids)} has exited`);
   return total;
 }
 
 /** CPU seconds (user + system) a process and its descendants have used, from /proc/<pid>/stat. */
-export function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: Pids): number {
   return sumOverTree(pid, (one) => {
     const stat = readFileSync(`/proc/${one}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -50,7 +53,7 @@ export function cpuSeconds(pid: number): number {
 }
 
 /** Resident set size in bytes of a process and its descendants, from /proc/<pid>/status. */
-export function rssBytes(pid: number): number {
+export function rssBytes(pid: Pids): number {
   return sumOverTree(pid, (one) => {
     const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${one}/status`, 'utf8'));
     return match ? Number(match[1]) * 1024 : 0;
@@ -62,7 +65,7 @@ export class RssSampler {
   peak = 0;
   private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly pid: number, intervalMs = 100) {
+  constructor(private readonly pid: Pids, intervalMs = 100) {
     this.sample();
     this.timer = setInterval(() => this.sample(), intervalMs);
     this.timer.unref();
@@ -84,7 +87,7 @@ export class RssSampler {
 }
 
 /** Moves a running process, all its threads, onto a CPU list (taskset -c syntax); '' leaves it. */
-export function pinToCpus(pid: number | undefined, cpus: string): void {
-  if (!cpus || !pid) return;
-  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+export function pinToCpus(pid: Pids | undefined, cpus: string): void {
+  if (!cpus || pid === undefined) return;
+  for (const one of typeof pid === 'number' ? [pid] : pid) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(one)], { stdio: 'ignore' });
 }

@@ -49,8 +49,22 @@ export async function startRelayProcess(serveArgs: string[], options: { cpuProfi
 
 /** Unlabelled samples of a relay's (or coordinator's) `/metrics`, by name; NaN for one it does not export. */
 export async function relayMetrics<Name extends string>(adminUrl: string, names: readonly Name[]): Promise<Record<Name, number>> {
-  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const text = await adminGet(adminUrl, '/metrics', (response) => response.text());
   const out = {} as Record<Name, number>;
   for (const name of names) out[name] = Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
   return out;
+}
+
+/**
+ * GETs a relay's admin page, saying which when it cannot be had: an admin port that stops answering
+ * under load is a result the bench reports, not a stack trace.
+ */
+export async function adminGet<T>(adminUrl: string, path: string, read: (response: Response) => Promise<T>): Promise<T> {
+  try {
+    const response = await fetch(`${adminUrl}${path}`, { signal: AbortSignal.timeout(30_000) });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return await read(response);
+  } catch (error) {
+    throw new Error(`the relay's admin port did not answer ${path}: ${error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error)}`);
+  }
 }

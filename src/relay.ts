@@ -18,6 +18,9 @@ import { loadKubeConfig } from './k8s/kube-client.js';
 import { TokenReviewVerifier } from './k8s/token-review.js';
 import type { WorkloadEntryController } from './k8s/workload-entry-controller.js';
 import { AdmissionControl } from './limits/admission-control.js';
+import { planConnectionCapacity, type ConnectionCapacity } from './limits/connection-capacity.js';
+import { openFileLimit } from './limits/open-files.js';
+import { ConnectionGate } from './transport/connection-gate.js';
 import type { Logger } from './log.js';
 import type { NetworkTopology } from './mesh/network-topology.js';
 import type { CacheSnapshotStore } from './persistence/cache-snapshot.js';
@@ -57,6 +60,8 @@ interface RelayParts {
   metrics: Registry;
   topology: NetworkTopology;
   admission: { streams: AdmissionControl; csrs: AdmissionControl };
+  connections: ConnectionGate;
+  capacity: ConnectionCapacity;
   snapshots: CacheSnapshotStore | undefined;
   snapshotSchedule: SnapshotSchedule | undefined;
   /** Stops everything that was started, in reverse order. */
@@ -72,6 +77,8 @@ export interface RelayOptions {
   worker?: WorkerLink;
   /** Tests shorten reconnect delays. */
   backoff?: BackoffPolicy;
+  /** How many VM connections this process takes (a worker's share of the pod's); planned for one process if absent. */
+  capacity?: ConnectionCapacity;
 }
 
 /** How istioctl names this relay in proxy-status (istiod's IstioControlPlaneInstance: Component, ID, Info). */
@@ -103,6 +110,9 @@ export class Relay {
   declare readonly metrics: Registry;
   declare readonly topology: NetworkTopology;
   declare readonly admission: { streams: AdmissionControl; csrs: AdmissionControl };
+  /** The VM connections this process holds, against its limit. */
+  declare readonly connections: ConnectionGate;
+  declare readonly capacity: ConnectionCapacity;
   declare readonly workloadEntries: WorkloadEntryController | undefined;
   declare readonly addressKeying: AddressKeying;
   declare readonly log: Logger;
@@ -129,7 +139,10 @@ export class Relay {
     }
   }
 
-  private static async assemble({ config, log, worker, backoff = { ...defaultBackoff, maxMs: config.reconnectBackoffMaxSeconds * 1000 } }: RelayOptions, disposer: Disposer): Promise<Relay> {
+  private static async assemble({
+    config, log, worker, backoff = { ...defaultBackoff, maxMs: config.reconnectBackoffMaxSeconds * 1000 },
+    capacity = planConnectionCapacity({ cores: 1, openFileLimit: openFileLimit(), workers: 1, maxConnections: config.maxConnections }),
+  }: RelayOptions, disposer: Disposer): Promise<Relay> {
     const upstream = await setUpUpstream(config, log, disposer, worker?.spec.embeddedUpstream);
     const topology = await setUpTopology(config, backoff, log, disposer);
     const snapshotRoot = worker && config.cacheSnapshotDir ? { snapshotRoot: path.dirname(config.cacheSnapshotDir) } : {};
@@ -151,16 +164,17 @@ export class Relay {
     if (ca) disposer.defer(() => ca.close());
     // Parsed before the listeners open (~0.3 s of work): else the first VM's request waits for it.
     protoRoot();
-    const listeners = await setUpListeners(config, { ads, ca, tokenReview, csrAdmission: admission.csrs, worker }, log, disposer);
+    const connections = new ConnectionGate(capacity.perProcess, log.child({ component: 'listener' }));
+    const listeners = await setUpListeners(config, { ads, ca, tokenReview, csrAdmission: admission.csrs, worker, gate: connections }, log, disposer);
     const addresses: RelayAddresses = {
       upstream: upstream.target, ...(listeners.xds ? { xds: listeners.xds } : {}), ...(listeners.tls ? { tls: listeners.tls } : {}),
     };
     const metrics = Registry.merge([processMetrics()]);
     const relay = new Relay({
       addresses, ads, groups, pool: upstream.pool, servers: listeners.servers, embedded: upstream.embedded, ca, workloadEntries, addressKeying,
-      metrics, topology, admission, snapshots, snapshotSchedule, disposer, log, readinessDrainMs: config.readinessDrainSeconds * 1000,
+      metrics, topology, admission, connections, capacity, snapshots, snapshotSchedule, disposer, log, readinessDrainMs: config.readinessDrainSeconds * 1000,
     });
-    registerRelayMetrics(metrics, { groups, ads, admission, bufferBudget: listeners.bufferBudget, reclaimer: listeners.reclaimer, snapshots, readiness: () => relay.readiness() });
+    registerRelayMetrics(metrics, { groups, ads, admission, connections, servers: listeners.servers, bufferBudget: listeners.bufferBudget, reclaimer: listeners.reclaimer, snapshots, readiness: () => relay.readiness() });
     if (ca) registerCaMetrics(metrics, ca);
     if (workloadEntries) registerWorkloadEntryMetrics(metrics, workloadEntries);
     if (config.adminListen) {
@@ -177,21 +191,35 @@ export class Relay {
 
   /**
    * Ready once the upstream has answered (a connection or any config), or a cache snapshot can be
-   * served, and not draining. Serving a snapshot with the upstream unreachable is "degraded".
+   * served, and not draining, and not holding all the connections it can (a full replica is taken
+   * out of its Service's endpoints so new VMs go to another; its own VMs keep their streams).
+   * Serving a snapshot with the upstream unreachable is "degraded".
    */
   readiness(): { ready: boolean; detail: Record<string, unknown> } {
     const upstreamConnected = this.pool.isConnected();
     const configReceived = this.groups.hasReceivedConfig();
     const snapshotFrom = this.snapshots?.loadedFrom;
-    const ready = !this.stopping && (upstreamConnected || configReceived || snapshotFrom !== undefined);
+    const full = this.connections.full;
+    const ready = !this.stopping && !full && (upstreamConnected || configReceived || snapshotFrom !== undefined);
     const degraded = !upstreamConnected && snapshotFrom !== undefined;
     return {
       ready,
       detail: {
         stopping: this.stopping, upstream: this.addresses.upstream, upstreamConnected, configReceived, degraded,
+        connections: { open: this.connections.open, limit: this.connections.limit, refused: this.connections.refused, full, capacity: this.capacity.reason },
         ...(this.snapshots ? { snapshot: { loadedFrom: snapshotFrom ?? null, writes: this.snapshots.writes, lastWriteError: this.snapshots.lastWriteError } } : {}),
       },
     };
+  }
+
+  /**
+   * A worker with kernel balance: stop or start accepting on the listening sockets it shares with
+   * the other workers, as the coordinator says (cluster/accept-governor.ts); open connections stay.
+   */
+  async setAccepting(accepting: boolean): Promise<void> {
+    if (this.stopping) return;
+    if (!accepting) for (const server of this.servers) server.stopAccepting();
+    else await Promise.all(this.servers.map((server) => server.resumeAccepting()));
   }
 
   /**

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { BENCH_SCENARIOS } from '../../src/config/schema.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
 import { cpuSeconds, pinToCpus, rssBytes, RssSampler } from '../process-stats.js';
-import { relayMetrics } from '../relay-process.js';
+import { adminGet, relayMetrics } from '../relay-process.js';
 import { summarize } from '../stats.js';
 import { once, type Topology } from './bench-servers.js';
 import { checkCorrectness } from './correctness.js';
@@ -14,6 +14,8 @@ import { clientNode } from './fleet.js';
 import { profileMesh } from './profiles.js';
 import { SCENARIO_STEPS, type ScenarioRun } from './scenarios.js';
 import type { WorkerCommand, WorkerProgress, WorkerSamples } from './worker.js';
+import { sourceAddress } from './fleet-layout.js';
+import type { Pids } from '../process-stats.js';
 import type { PhaseResult, Scenario, TargetKind, TargetResult, XdsBenchOptions } from './xds-bench-types.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,20 +30,27 @@ export class BenchRun implements ScenarioRun {
   private readonly workers: Worker[] = [];
   mesh: MeshModel;
   private step = 0;
-  private readonly errorMessages: string[] = [];
+  private readonly errorMessages: string[];
+  private readonly errorKinds: Record<string, number>;
   /** Each phase's raw latency samples, for the report's CDF plots. */
   private readonly rawSamples = new Map<Scenario, { receive: number[]; configured: number[] }>();
   private watchId = 0;
 
+  /** What the run has measured so far: all of it once execute() resolves, the phases before a failure otherwise. */
+  readonly result: TargetResult;
+
   constructor(readonly options: XdsBenchOptions, readonly kind: TargetKind, private readonly servers: Topology) {
     this.mesh = profileMesh(options.profile);
+    this.result = emptyResult(kind);
+    this.errorMessages = this.result.errorMessages;
+    this.errorKinds = this.result.errorKinds;
   }
 
   get upstream(): Topology['upstream'] {
     return this.servers.upstream;
   }
 
-  private get serverPid(): number | undefined {
+  private get serverPid(): Pids | undefined {
     return this.servers.target.pid;
   }
 
@@ -55,10 +64,7 @@ export class BenchRun implements ScenarioRun {
 
   async execute(): Promise<TargetResult> {
     const { clients, scenarios } = this.options;
-    const result: TargetResult = {
-      target: this.kind, phases: {}, samples: { timeToConfigMs: [], edsReceiveMs: [] }, server: {}, downstreamBytes: 0, nacksSent: 0,
-      correctness: { checked: 0, matching: 0, expectedHashes: 0 }, errorMessages: this.errorMessages,
-    };
+    const result = this.result;
     const pid = this.serverPid;
     if (pid) result.server.startRssBytes = rssBytes(pid);
     this.startWorkers();
@@ -81,7 +87,11 @@ export class BenchRun implements ScenarioRun {
     result.downstreamBytes = this.total('bytes');
     result.nacksSent = this.total('nacks');
     await this.quiet();
-    if (this.servers.target.adminUrl) result.upstream = await upstreamCounters(this.servers.target.adminUrl);
+    if (this.servers.target.adminUrl) {
+      result.upstream = await upstreamCounters(this.servers.target.adminUrl);
+      const health = await adminGet(this.servers.target.adminUrl, '/healthz', (response) => response.json()) as { workers?: unknown[] };
+      result.server.workers = health.workers?.length ?? 1;
+    }
     const hashes = (await this.collect()).flatMap((s) => s.hashes);
     result.correctness = await checkCorrectness(hashes, this.options, this.servers.upstream, new ResourceDecoder());
     return result;
@@ -193,7 +203,8 @@ export class BenchRun implements ScenarioRun {
   }
 
   private startWorkers(): void {
-    const { clients, groups, workers, protocol, nackFraction } = this.options;
+    const { clients, groups, workers, protocol, nackFraction, clientsPerAddress } = this.options;
+    const targets = this.servers.target.shards ?? [this.servers.target.target];
     const nackEvery = nackFraction > 0 ? Math.max(1, Math.round(1 / nackFraction)) : 0;
     for (let w = 0; w < workers; w++) {
       const child = fork(path.join(here, 'worker.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -201,8 +212,10 @@ export class BenchRun implements ScenarioRun {
       const worker: Worker = { child, progress: { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0, watchId: 0 } };
       child.on('message', (message: WorkerProgress | WorkerSamples) => { if (message.type === 'progress') worker.progress = message; });
       const specs = [];
-      for (let i = w; i < clients; i += workers) specs.push({ index: i, node: clientNode(i, groups), nack: nackEvery > 0 && i % nackEvery === nackEvery - 1 });
-      child.send({ type: 'init', target: this.servers.target.target, protocol, clients: specs } satisfies WorkerCommand);
+      for (let i = w; i < clients; i += workers) {
+        specs.push({ index: i, node: clientNode(i, groups), nack: nackEvery > 0 && i % nackEvery === nackEvery - 1, source: sourceAddress(i, clientsPerAddress) });
+      }
+      child.send({ type: 'init', targets, protocol, clients: specs } satisfies WorkerCommand);
       this.workers.push(worker);
     }
   }
@@ -220,7 +233,10 @@ export class BenchRun implements ScenarioRun {
     const replies = this.workers.map((worker) => once<WorkerSamples>(worker.child, (m) => m.type === 'samples'));
     this.broadcast({ type: 'collect' });
     const samples = await Promise.all(replies);
-    for (const s of samples) this.errorMessages.push(...s.errorMessages.slice(0, 5));
+    for (const s of samples) {
+      this.errorMessages.push(...s.errorMessages.slice(0, 5));
+      for (const [kind, count] of Object.entries(s.errorKinds)) this.errorKinds[kind] = (this.errorKinds[kind] ?? 0) + count;
+    }
     return samples;
   }
 
@@ -254,13 +270,21 @@ export class BenchRun implements ScenarioRun {
   }
 }
 
+/** A target's result before anything is measured (what a run that fails at once reports). */
+export function emptyResult(target: TargetKind): TargetResult {
+  return {
+    target, phases: {}, samples: { timeToConfigMs: [], edsReceiveMs: [] }, server: {}, downstreamBytes: 0, nacksSent: 0,
+    correctness: { checked: 0, matching: 0, expectedHashes: 0 }, errorMessages: [], errorKinds: {},
+  };
+}
+
 /**
  * Upstream streams of groups that serve VMs, apart from lingering ones: a VM whose new connection
  * reaches the relay before its old one's close is a second stream of that node, so its old
  * upstream stream lingers unclaimed for the linger window.
  */
 async function upstreamCounters(adminUrl: string): Promise<NonNullable<TargetResult['upstream']>> {
-  const groups = await (await fetch(`${adminUrl}/debug/groups`)).json() as Array<{ phase: string; upstream: { state: string; bytesReceived: number } }>;
+  const groups = await adminGet(adminUrl, '/debug/groups', (response) => response.json()) as Array<{ phase: string; upstream: { state: string; bytesReceived: number } }>;
   const lingering = groups.filter((g) => g.phase === 'lingering').length;
   const serving = groups.filter((g) => g.phase !== 'lingering');
   const streams = serving.filter((g) => g.upstream.state === 'streaming').length;

@@ -7,7 +7,8 @@ import type { MeshModel } from '../../src/sim/mesh-model.js';
 import { Toxiproxy } from '../link/toxiproxy.js';
 import { startRelayProcess, type RelayProcess } from '../relay-process.js';
 import { pinToCpus } from '../process-stats.js';
-import { stampOf, type PushStamp } from './envoy-client.js';
+import { notBefore, stampOf, type PushStamp } from './envoy-client.js';
+import { openFileLimit, RESERVED_FILES } from '../../src/limits/open-files.js';
 import type { BaselineCommand, BaselineMessage } from './raw-baseline.js';
 import type { SimCommand, SimMessage } from './sim-process.js';
 import { MeshPatcher } from './mesh-patch.js';
@@ -18,7 +19,10 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** Where the clients connect, and what can be read of it. */
 export interface Endpoint {
   target: string;
-  pid?: number | undefined;
+  /** A target served by several processes, each on its own port: client i connects to shards[i % n]. */
+  shards?: string[];
+  /** Its process, or processes, whose CPU and memory (with their descendants') are the target's. */
+  pid?: number | number[] | undefined;
   adminUrl?: string | undefined;
 }
 
@@ -89,21 +93,44 @@ export async function startSim(mesh: MeshModel): Promise<Server & { port: number
   };
 }
 
-async function startBaseline(mesh: MeshModel): Promise<Server> {
-  const child = fork(path.join(here, 'raw-baseline.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const { port } = await once<BaselineMessage>(child, (m) => m.type === 'listening') as { port: number };
+/**
+ * The raw baseline in as many processes as its open-file limit needs for the clients, each on its
+ * own port with the whole mesh (a plain HTTP/2 server has no way to share one socket evenly).
+ */
+async function startBaseline(mesh: MeshModel, clients: number): Promise<Server> {
+  const count = Math.max(1, Math.ceil(clients / (openFileLimit() - RESERVED_FILES)));
+  const shards = await Promise.all(Array.from({ length: count }, async () => {
+    const child = fork(path.join(here, 'raw-baseline.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const { port } = await once<BaselineMessage>(child, (m) => m.type === 'listening') as { port: number };
+    return { child, port };
+  }));
   const patcher = new MeshPatcher();
   const apply = async (next: MeshModel) => {
-    child.send({ type: 'mesh', patch: patcher.patch(next), network: 'vm-net' } satisfies BaselineCommand);
-    return parseStamp((await once<BaselineMessage>(child, (m) => m.type === 'pushed') as { version: string }).version);
+    const patch = patcher.patch(next);
+    const pushed = shards.map(({ child }) => {
+      const reply = once<BaselineMessage>(child, (m) => m.type === 'pushed');
+      child.send({ type: 'mesh', patch, network: 'vm-net' } satisfies BaselineCommand);
+      return reply;
+    });
+    // The stamp the clients must reach: the latest of the shards' (each stamps its own push).
+    const stamps = (await Promise.all(pushed)).map((message) => parseStamp((message as { version: string }).version));
+    return stamps.reduce((latest, stamp) => (notBefore(stamp, latest) ? stamp : latest));
   };
   await apply(mesh);
-  return { target: `127.0.0.1:${port}`, pid: child.pid, adminUrl: undefined, apply, close: async () => { child.kill(); } };
+  const targets = shards.map(({ port }) => `127.0.0.1:${port}`);
+  return {
+    target: targets[0]!, ...(count > 1 ? { shards: targets } : {}), pid: shards.map(({ child }) => child.pid!), adminUrl: undefined, apply,
+    close: async () => { for (const { child } of shards) child.kill(); },
+  };
 }
 
 async function startRelay(kind: 'group' | 'stream' | 'group-workers' | 'stream-workers', upstream: Endpoint, options: XdsBenchOptions): Promise<RelayProcess> {
   const mode = kind.startsWith('group') ? 'group' : 'stream';
-  const workers = kind.endsWith('-workers') ? options.relayWorkers : 1;
+  // group and stream: the relay as a pod runs it, a worker per core and more if the open-file limit
+  // needs them for the clients (with room for a reconnect's old and new connection side by side);
+  // the *-workers targets: as many workers as asked for.
+  const workers = kind.endsWith('-workers') ? ['--workers', String(options.relayWorkers)] : [];
+  const maxConnections = Math.ceil(options.clients * 1.05) + 100;
   // Behind a thin link the relay is an edge relay: one upstream connection (toxiproxy shapes each
   // connection on its own, so two would double the link), keepalives that find a cut link dead
   // within 15 s, and reconnects tried at least every 5 s so a healed link is used soon (docs/EDGE.md).
@@ -113,7 +140,7 @@ async function startRelay(kind: 'group' | 'stream' | 'group-workers' | 'stream-w
   const addressBinding = !options.upstream ? ['--address-independent-config', 'true']
     : options.upstream.kubeconfig ? ['--address-config-source', 'kubernetes', '--kubeconfig', options.upstream.kubeconfig] : [];
   return startRelayProcess([
-    '--upstream', upstream.target, '--mode', mode, '--workers', String(workers), ...(options.relayWorkerBalance ? ['--worker-balance', options.relayWorkerBalance] : []), '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
+    '--upstream', upstream.target, '--mode', mode, ...workers, '--max-connections', String(maxConnections), ...(options.relayWorkerBalance ? ['--worker-balance', options.relayWorkerBalance] : []), '--admin-listen', '127.0.0.1:0', '--ca-mode', 'off',
     '--state-dir', mkdtempSync(path.join(tmpdir(), 'meshrelay-bench-xds-')), ...addressBinding,
     ...(options.verifyGroupFraction > 0 ? ['--verify-group-fraction', String(options.verifyGroupFraction)] : []), ...edge,
   ], { ...(options.relayCpuProfileDir ? { cpuProfileDir: options.relayCpuProfileDir } : {}), ...(options.relayCpus ? { cpus: options.relayCpus } : {}) });
@@ -146,7 +173,7 @@ export async function startTopology(kind: TargetKind, mesh: MeshModel, options: 
   if (kind === 'direct') return { target: acrossLink, driven: [sim], upstream: sim, ...(link ? { link: link.handle } : {}) };
   if (kind === 'baseline') {
     if (link) throw new Error('the baseline has no upstream behind it: a link between it and the upstream means nothing');
-    const baseline = await startBaseline(mesh);
+    const baseline = await startBaseline(mesh, options.clients);
     closers.push(() => baseline.close());
     pinToCpus(baseline.pid, options.relayCpus);
     return { target: baseline, driven: [sim, baseline], upstream: sim };

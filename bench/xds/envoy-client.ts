@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
+import net from 'node:net';
 import { frameMessage, MessageDeframer } from '../../src/transport/grpc-framing.js';
 import { AdsMethod, Envelopes, type AnyMessage, type DeltaDiscoveryResponse, type DiscoveryResponse, type NodeMessage, type RpcStatus, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
@@ -64,6 +65,11 @@ export class ResourceDecoder {
         return { name: '', references: [] };
     }
   }
+}
+
+/** A TCP connection to the authority's host and port from a given source address. */
+function connectFrom(authority: URL, localAddress: string): net.Socket {
+  return net.connect({ host: authority.hostname, port: Number(authority.port), localAddress });
 }
 
 /** What a client tells its worker. */
@@ -136,6 +142,8 @@ export class EnvoyClient {
     readonly nacks: boolean,
     private readonly decoder: ResourceDecoder,
     private readonly events: ClientEvents,
+    /** The source address to connect from (each has its own ephemeral ports; fleet-layout.ts). */
+    private readonly localAddress?: string,
   ) {}
 
   /** Opens the connection and subscribes; with `keepVersions`, comes back with what it holds. */
@@ -147,7 +155,7 @@ export class EnvoyClient {
     if (!keepVersions) this.configuredAt = undefined;
     this.sentNode = false;
     if (!keepVersions) this.types.clear();
-    const session = http2.connect(`http://${this.target}`);
+    const session = http2.connect(`http://${this.target}`, this.localAddress ? { createConnection: (authority) => connectFrom(authority, this.localAddress!) } : {});
     this.session = session;
     session.on('error', (error) => this.events.error(this, `connection: ${error.message}`));
     const stream = session.request({

@@ -57,6 +57,7 @@ function rowsFor(clients: number, link: XdsBenchOptions['link']): Row[] {
     ['downstream bytes', (r) => mib(r.downstreamBytes), 'MiB'],
     ['downstream ÷ upstream bytes', (r) => (r.upstream && r.upstream.bytesReceived > 0 ? r.downstreamBytes / r.upstream.bytesReceived : undefined), 'ratio'],
     ['NACKs sent by VMs', (r) => r.nacksSent, 'count'],
+    ['relay worker processes', (r) => r.server.workers, 'count'],
     ['errors', (r) => Object.values(r.phases).reduce((sum, p) => sum + (p?.errors ?? 0), 0), 'count'],
     ['correct final config (VMs)', (r) => r.correctness.matching, 'count'],
   ];
@@ -98,12 +99,21 @@ export function resultTable(results: TargetResult[], options: XdsBenchOptions): 
     return [label, ...cells, ...ratios];
   }).filter((row) => row.slice(1).some((cell) => cell !== '–' && cell !== ''));
   const header = [`${options.clients} VMs, ${options.groups} groups, ${options.protocol}, profile ${options.profile}`, ...results.map((r) => r.target), ...ratioColumns.map((c) => c.title)];
-  const verdicts = results.map((r) => `${r.target}: correctness ${r.correctness.matching}/${r.correctness.checked} VMs match the reference${r.correctness.matching === r.correctness.checked ? ' ✔' : ' ✘'}`);
-  return `${table(header, rows)}\n\n${verdicts.join('\n')}`;
+  const verdicts = results.map((r) => (r.failure
+    ? `${r.target}: failed: ${r.failure} ✘`
+    : `${r.target}: correctness ${r.correctness.matching}/${r.correctness.checked} VMs match the reference${r.correctness.matching === r.correctness.checked ? ' ✔' : ' ✘'}`));
+  return `${table(header, rows)}\n\n${verdicts.join('\n')}${errorKindLines(results)}`;
+}
+
+/** The errors the VMs saw, most frequent kinds first, per target. */
+function errorKindLines(results: TargetResult[]): string {
+  const lines = results.flatMap((r) => Object.entries(r.errorKinds).sort(([, a], [, b]) => b - a).slice(0, 6)
+    .map(([kind, count]) => `  ${r.target}: ${count} × ${kind}`));
+  return lines.length > 0 ? `\n\nErrors the VMs saw (retried):\n${lines.join('\n')}` : '';
 }
 
 export function passed(results: TargetResult[]): boolean {
-  return results.every((r) => r.correctness.checked > 0 && r.correctness.matching === r.correctness.checked);
+  return results.every((r) => !r.failure && r.correctness.checked > 0 && r.correctness.matching === r.correctness.checked);
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e'];

@@ -6,7 +6,8 @@ import type { NodeMessage, XdsProtocol } from '../../src/xds/protocol/envelopes.
 import { EnvoyClient, ResourceDecoder, notBefore, type PushStamp } from './envoy-client.js';
 
 export type WorkerCommand =
-  | { type: 'init'; target: string; protocol: XdsProtocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean }> }
+  /** Client i connects to targets[i % targets.length] (a sharded baseline has several) from its source address. */
+  | { type: 'init'; targets: string[]; protocol: XdsProtocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean; source: string }> }
   | { type: 'connect'; ratePerSecond: number }
   | { type: 'reconnect-all' }
   | { type: 'watch'; id: number; typeUrl: string; stamp: PushStamp }
@@ -37,18 +38,25 @@ export interface WorkerSamples {
   ackMs: number[];
   hashes: Array<{ index: number; hash: string; configured: boolean }>;
   errorMessages: string[];
+  /** Errors since the last collect, by kind (errorKind). */
+  errorKinds: Record<string, number>;
+}
+
+/** An error message with its numbers (ports, counts, ms) taken out, so that alike errors count together. */
+export function errorKind(message: string): string {
+  return message.replace(/\d+(\.\d+)*/g, 'N').slice(0, 160);
 }
 
 const send = (message: WorkerProgress | WorkerSamples) => process.send?.(message);
 
 const decoder = new ResourceDecoder();
 let clients: EnvoyClient[] = [];
-let target = '';
 let timeToConfigMs: number[] = [];
 let receiveMs: number[] = [];
 let ackMs: number[] = [];
 let errors = 0;
 const errorMessages: string[] = [];
+let errorKinds: Record<string, number> = {};
 let watch: { id: number; typeUrl: string; stamp: PushStamp } | undefined;
 const latestPush = new Map<EnvoyClient, Map<string, PushStamp>>();
 let connectTimer: NodeJS.Timeout | undefined;
@@ -65,6 +73,8 @@ const events = {
   },
   error: (_client: EnvoyClient, message: string) => {
     errors++;
+    const kind = errorKind(message);
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
     if (errorMessages.length < 20) errorMessages.push(message);
   },
 };
@@ -89,8 +99,7 @@ const progressTimer = setInterval(() => send(progress()), 100);
 process.on('message', (command: WorkerCommand) => {
   switch (command.type) {
     case 'init':
-      target = command.target;
-      clients = command.clients.map((spec) => new EnvoyClient(spec.index, target, command.protocol, spec.node, spec.nack, decoder, events));
+      clients = command.clients.map((spec) => new EnvoyClient(spec.index, command.targets[spec.index % command.targets.length]!, command.protocol, spec.node, spec.nack, decoder, events, spec.source));
       break;
     case 'connect': {
       if (command.ratePerSecond <= 0) {
@@ -116,10 +125,11 @@ process.on('message', (command: WorkerCommand) => {
       break;
     case 'collect':
       send({
-        type: 'samples', timeToConfigMs, receiveMs, ackMs, errorMessages: errorMessages.splice(0),
+        type: 'samples', timeToConfigMs, receiveMs, ackMs, errorMessages: errorMessages.splice(0), errorKinds,
         hashes: clients.map((client) => ({ index: client.index, hash: client.configHash(), configured: client.configuredAt !== undefined })),
       });
       timeToConfigMs = [];
+      errorKinds = {};
       receiveMs = [];
       ackMs = [];
       break;

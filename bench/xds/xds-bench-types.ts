@@ -14,7 +14,9 @@ export interface XdsBenchOptions {
   clients: number;
   groups: number;
   protocol: XdsProtocol;
+  /** Load-generator processes, and clients per source address (fleet-layout.ts). */
   workers: number;
+  clientsPerAddress: number;
   profile: ProfileName;
   nackFraction: number;
   targets: TargetKind[];
@@ -81,11 +83,16 @@ export interface TargetResult {
   phases: Partial<Record<Scenario, PhaseResult>>;
   /** Samples for the report's CDF plots. */
   samples: { timeToConfigMs: number[]; edsReceiveMs: number[] };
-  server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number; upstreamIdleRssBytes?: number };
+  /** `workers`: a relay target's worker processes (each keeps its own upstream streams). */
+  server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number; upstreamIdleRssBytes?: number; workers?: number };
   /** Upstream streams of groups with VMs (streaming or not), groups lingering without any, and all they received. */
   upstream?: { streams: number; notStreaming: number; lingering: number; bytesReceived: number };
   downstreamBytes: number;
   nacksSent: number;
   correctness: { checked: number; matching: number; expectedHashes: number };
   errorMessages: string[];
+  /** Errors the VMs saw over the run, by kind (the message with its numbers taken out). */
+  errorKinds: Record<string, number>;
+  /** Why the run stopped before its end (a process it needed died, an admin port stopped answering). */
+  failure?: string;
 }

@@ -8,13 +8,15 @@ import { shortTypeName } from '../xds/protocol/type-urls.js';
 import type { GroupRegistry } from '../xds/upstream/group-registry.js';
 import type { BufferBudget } from '../transport/buffer-budget.js';
 import type { CacheSnapshotStore } from '../persistence/cache-snapshot.js';
+import type { ConnectionGate } from '../transport/connection-gate.js';
+import type { GrpcServer } from '../transport/grpc-server.js';
 
 /**
  * The xDS side's metrics, named like istiod's where they mean the same. Values are read from the
  * live objects at scrape time, so the hot path does no bookkeeping for them.
  */
 export function registerRelayMetrics(registry: Registry, parts: {
-  groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; bufferBudget: BufferBudget; reclaimer: MemoryReclaimer;
+  groups: GroupRegistry; ads: AdsService; admission: Record<string, AdmissionControl>; connections: ConnectionGate; servers: GrpcServer[]; bufferBudget: BufferBudget; reclaimer: MemoryReclaimer;
   snapshots: CacheSnapshotStore | undefined; readiness: () => { detail: Record<string, unknown> };
 }): void {
   const groups = parts.groups;
@@ -110,6 +112,20 @@ export function registerRelayMetrics(registry: Registry, parts: {
   new Gauge({
     name: 'meshrelay_response_memo_bytes', help: 'Serialized responses kept for reuse across groups (bounded by responseMemoMb)', registers: [registry],
     collect() { this.set(groups.memoBytes()); },
+  });
+  const { connections, servers } = parts;
+  new Gauge({
+    name: 'meshrelay_downstream_connections', help: 'VM connections open (TCP, TLS handshakes included), against meshrelay_downstream_connection_limit', registers: [registry],
+    collect() { this.set(connections.open); },
+  });
+  new Gauge({
+    name: 'meshrelay_downstream_connection_limit', help: 'VM connections this pod takes before it refuses new ones (open-file limit less a reserve, or maxConnections; docs/CAPACITY.md)', registers: [registry],
+    collect() { this.set(connections.limit); },
+  });
+  scrapedCounter(registry, 'meshrelay_downstream_connections_refused_total', 'VM connections closed as soon as accepted because the connection limit was reached', () => connections.refused);
+  new Gauge({
+    name: 'meshrelay_downstream_accepting', help: 'Processes accepting new VM connections (a worker holding its share of the pod\'s connections stops, and the others take them)', registers: [registry],
+    collect() { this.set(servers.some((server) => server.accepting) || servers.every((server) => !server.listens) ? 1 : 0); },
   });
   const ads = parts.ads;
   new Gauge({

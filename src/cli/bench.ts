@@ -3,6 +3,7 @@ import { runCsrBench } from '../../bench/csr-bench.js';
 import { htmlReport, passed, resultTable } from '../../bench/xds/report.js';
 import { runXdsBench } from '../../bench/xds/xds-bench.js';
 import type { TargetKind, XdsBenchOptions } from '../../bench/xds/xds-bench-types.js';
+import { planFleet } from '../../bench/xds/fleet-layout.js';
 import { loadConfig } from '../config/load.js';
 import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
 import { runCompressionBench } from '../../bench/compression-bench.js';
@@ -35,9 +36,13 @@ async function xds(argv: string[]): Promise<void> {
   }
   const live = process.stderr.isTTY;
   let lastLine = 0;
-  const { link, toxiproxy, ...rest } = config;
+  const { link, toxiproxy, workers, clientsPerAddress, timeoutSeconds, ...rest } = config;
+  const fleet = planFleet(config.clients, { processes: workers, clientsPerAddress });
   const options: XdsBenchOptions = {
     ...rest,
+    workers: fleet.processes,
+    clientsPerAddress: fleet.clientsPerAddress,
+    timeoutSeconds: timeoutSeconds ?? Math.max(120, config.clients * 0.005),
     targets,
     ...(link ? { link: { shape: linkShape(link), toxiproxy: toxiproxy || defaultToxiproxyBinary() } } : {}),
     ...(config.target ? { external: { target: config.target, ...(config.adminUrl ? { adminUrl: config.adminUrl, pid: await pidOf(config.adminUrl) } : {}) } } : {}),

@@ -5,6 +5,8 @@ import type { CaSubsystem } from '../ca/ca-setup.js';
 import { loadConfig } from '../config/load.js';
 import { serveSchema, workerBalance, type ServeConfig } from '../config/schema.js';
 import { cpuLimit } from '../limits/cpu-limit.js';
+import { planConnectionCapacity, type ConnectionCapacity } from '../limits/connection-capacity.js';
+import { openFileLimit } from '../limits/open-files.js';
 import { createLogger, type Logger } from '../log.js';
 import { Relay, type RelayAddresses } from '../relay.js';
 import { formatAddress } from '../transport/listen-address.js';
@@ -22,7 +24,8 @@ function caLines(summary: CaSubsystem['summary'] | undefined): string[] {
 }
 
 /** What `serve` prints once it serves (the bench and tests read the addresses from it). */
-function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: boolean, ca: CaSubsystem['summary'] | undefined, workers: number): string {
+function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: boolean, ca: CaSubsystem['summary'] | undefined, capacity: ConnectionCapacity): string {
+  const { workers } = capacity;
   const { xds, tls, admin, upstream } = addresses;
   const lines = [
     'meshrelay is serving.',
@@ -30,6 +33,7 @@ function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: 
     tls ? `  xDS (TLS):                          ${formatAddress(tls)}` : '',
     admin ? `  admin:                              http://${formatAddress(admin)}/debug/syncz  /debug/groups  /readyz` : '',
     `  workers:                            ${workers}${workers > 1 ? ` processes (${workerBalance(config)})` : ' (this process)'}`,
+    `  connections:                        ${capacity.reason}`,
     `  upstream:                           ${upstream}${embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
     ...caLines(ca),
     xds ? `Point an ADS client at ${formatAddress(xds)} with Istio VM node metadata (NAMESPACE, SERVICE_ACCOUNT, NETWORK...).` : '',
@@ -41,7 +45,9 @@ function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: 
 async function runWorker(config: ServeConfig, link: WorkerLink, log: Logger): Promise<void> {
   // Ctrl-C reaches the whole process group; the coordinator decides when workers stop.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {});
-  const relay = await Relay.start({ config: workerConfig(config, link.spec), log, worker: link });
+  const relay = await Relay.start({ config: workerConfig(config, link.spec), log, worker: link, capacity: link.spec.capacity });
+  link.onAccept((accepting) => relay.setAccepting(accepting));
+  relay.connections.onChange((open) => link.reportLoad(open));
   const stop = (graceMs: number) => relay.stop(graceMs).then(() => process.exit(0), (error: unknown) => {
     log.error({ err: error }, 'error while stopping');
     process.exit(1);
@@ -57,14 +63,15 @@ export async function runServe(argv: string[]): Promise<void> {
   const link = WorkerLink.fromEnvironment();
   if (link) return runWorker(config, link, log.child({ worker: link.spec.index }));
   const graceMs = config.shutdownGraceSeconds * 1000;
-  const workers = config.workers ?? cpuLimit();
-  if (workers > 1) {
-    const coordinator = await Coordinator.start(config, workers, log.child({ component: 'coordinator' }));
-    process.stdout.write(servingLines(config, coordinator.addresses, coordinator.embedded, coordinator.caSummary, workers));
+  const capacity = planConnectionCapacity({ cores: cpuLimit(), openFileLimit: openFileLimit(), workers: config.workers, maxConnections: config.maxConnections });
+  log.info({ workers: capacity.workers, connections: capacity.pod, perWorker: capacity.perProcess, openFileLimit: capacity.openFileLimit }, capacity.reason);
+  if (capacity.workers > 1) {
+    const coordinator = await Coordinator.start(config, capacity, log.child({ component: 'coordinator' }));
+    process.stdout.write(servingLines(config, coordinator.addresses, coordinator.embedded, coordinator.caSummary, capacity));
     onTerminate(log, graceMs, () => coordinator.stop(graceMs));
     return;
   }
-  const relay = await Relay.start({ config, log });
-  process.stdout.write(servingLines(config, relay.addresses, relay.embedded !== undefined, relay.ca?.summary, 1));
+  const relay = await Relay.start({ config, log, capacity });
+  process.stdout.write(servingLines(config, relay.addresses, relay.embedded !== undefined, relay.ca?.summary, capacity));
   onTerminate(log, graceMs, () => relay.stop(graceMs));
 }

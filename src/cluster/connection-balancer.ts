@@ -17,12 +17,14 @@ const LOAD_BOUND = 1.1;
 export class ConnectionBalancer {
   private readonly open: number[];
 
-  constructor(workers: number, private readonly policy: 'source-address' | 'least-connections') {
+  /** `limit`: a worker's share of the pod's connections; one that holds it is not picked. */
+  constructor(workers: number, private readonly policy: 'source-address' | 'least-connections', private readonly limit = Number.POSITIVE_INFINITY) {
     this.open = new Array<number>(workers).fill(0);
   }
 
+  /** The worker for a new connection, or undefined if none is alive with room. */
   pick(remoteAddress: string | undefined, alive: (index: number) => boolean): number | undefined {
-    const candidates = this.open.map((_, index) => index).filter(alive);
+    const candidates = this.open.map((_, index) => index).filter((index) => alive(index) && this.open[index]! < this.limit);
     if (candidates.length === 0) return undefined;
     const leastLoaded = candidates.reduce((best, index) => (this.open[index]! < this.open[best]! ? index : best));
     let chosen = leastLoaded;

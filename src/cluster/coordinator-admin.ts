@@ -3,6 +3,8 @@ import type { AdminServer } from '../admin/admin-server.js';
 import { processMetrics } from '../admin/process-metrics.js';
 import { renderStatusPage, type StatusData } from '../admin/status-page.js';
 import { LOG_LEVELS, setLogLevel, type Logger } from '../log.js';
+import type { ConnectionCapacity } from '../limits/connection-capacity.js';
+import { scrapedCounter } from '../admin/scraped-counter.js';
 import { fetchJson } from './worker-views.js';
 
 interface WorkerAnswer<T> { index: number; body: T }
@@ -13,7 +15,9 @@ export interface CoordinatorView {
   readonly addresses: { upstream: string };
   readonly stopping: boolean;
   readonly log: Logger;
-  connections(): number[] | undefined;
+  readonly capacity: ConnectionCapacity;
+  readonly refusals: { count: number };
+  connections(): number[];
 }
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
@@ -26,15 +30,26 @@ async function fromWorkers<T>(coordinator: CoordinatorView, path: string, one = 
   return answers.flatMap((answer) => (answer.status === 'fulfilled' ? [answer.value] : []));
 }
 
-/** The pod's readiness: not stopping, some worker serving, and every serving worker ready. */
+interface WorkerConnections { open: number; limit: number; refused: number; full: boolean }
+
+/**
+ * The pod's readiness: not stopping, some worker serving, every serving worker ready (a worker
+ * holding its share of the connections is, while another has room), and not every worker full.
+ */
 function mergeReadiness(coordinator: CoordinatorView, statuses: Array<WorkerAnswer<Readiness>>): Readiness {
   const details = statuses.map((status) => status.body.detail);
   const snapshots = details.map((detail) => detail.snapshot as { loadedFrom: string | null; writes: number; lastWriteError: string } | undefined).filter((s) => s !== undefined);
-  const ready = !coordinator.stopping && statuses.length > 0 && statuses.every((status) => status.body.ready);
+  const connections = details.map((detail) => detail.connections as WorkerConnections | undefined).filter((c) => c !== undefined);
+  const full = statuses.length > 0 && connections.length === statuses.length && connections.every((c) => c.full);
+  const ready = !coordinator.stopping && !full && statuses.length > 0 && statuses.every((status) => status.body.ready || (status.body.detail.connections as WorkerConnections | undefined)?.full === true);
   return {
     ready,
     detail: {
       stopping: coordinator.stopping,
+      connections: {
+        open: connections.reduce((sum, c) => sum + c.open, 0), limit: coordinator.capacity.pod, perWorker: coordinator.capacity.perProcess,
+        refused: connections.reduce((sum, c) => sum + c.refused, 0) + coordinator.refusals.count, full, capacity: coordinator.capacity.reason,
+      },
       upstream: coordinator.addresses.upstream,
       upstreamConnected: details.length > 0 && details.every((detail) => detail.upstreamConnected === true),
       configReceived: details.some((detail) => detail.configReceived === true),
@@ -86,6 +101,8 @@ function coordinatorMetrics(coordinator: CoordinatorView): Registry {
     name: 'meshrelay_worker_restarts', help: 'Times a worker process exited unexpectedly and was started again.', registers: [registry],
     collect() { this.set(coordinator.workers.reduce((sum, worker) => sum + worker.restarts, 0)); },
   });
+  // Summed with the workers' own refusals (their connection gates) under the same name.
+  scrapedCounter(registry, 'meshrelay_downstream_connections_refused_total', 'VM connections closed as soon as accepted because the connection limit was reached', () => coordinator.refusals.count);
   return registry;
 }
 

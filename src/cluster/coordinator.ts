@@ -9,6 +9,9 @@ import { startEmbeddedSim } from '../setup/upstream-setup.js';
 import type { RunningSim } from '../sim/sim-server.js';
 import { LISTEN_BACKLOG } from '../transport/grpc-server.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from '../transport/listen-address.js';
+import type { ConnectionCapacity } from '../limits/connection-capacity.js';
+import { acceptingWorkers } from './accept-governor.js';
+import { ConnectionRefusals } from '../transport/connection-gate.js';
 import { ConnectionBalancer } from './connection-balancer.js';
 import { registerCoordinatorRoutes } from './coordinator-admin.js';
 import { WORKER_SPEC_ENV, type FromWorker, type ListenerName, type ToWorker, type WorkerSpec } from './worker-protocol.js';
@@ -28,6 +31,10 @@ export interface WorkerSlot {
   admin: string | undefined;
   restarts: number;
   ca?: CaSubsystem['summary'];
+  /** Kernel balance: connections it last reported, whether it was told to accept, and whether it said it does. */
+  open: number;
+  toldToAccept: boolean;
+  accepting: boolean;
 }
 
 /**
@@ -45,13 +52,19 @@ export class Coordinator {
   /** Only when this process hands connections out (not with kernel balance). */
   private readonly balancer: ConnectionBalancer | undefined;
   private readonly balance: ReturnType<typeof workerBalance>;
+  /** Connections refused because every worker held its share of the pod's (hand-off balance). */
+  readonly refusals: ConnectionRefusals;
   private admin: AdminServer | undefined;
   private sim: RunningSim | undefined;
   private spec!: Omit<WorkerSpec, 'index'>;
 
-  private constructor(readonly config: ServeConfig, readonly count: number, readonly log: Logger) {
+  readonly count: number;
+
+  private constructor(readonly config: ServeConfig, readonly capacity: ConnectionCapacity, readonly log: Logger) {
+    this.count = capacity.workers;
+    this.refusals = new ConnectionRefusals(log);
     const balance = this.balance = workerBalance(config);
-    this.balancer = balance === 'kernel' ? undefined : new ConnectionBalancer(count, balance);
+    this.balancer = balance === 'kernel' ? undefined : new ConnectionBalancer(this.count, balance, capacity.perProcess);
   }
 
   get embedded(): boolean {
@@ -63,8 +76,8 @@ export class Coordinator {
     return this.workers.find((worker) => worker.ca)?.ca;
   }
 
-  static async start(config: ServeConfig, count: number, log: Logger): Promise<Coordinator> {
-    const coordinator = new Coordinator(config, count, log);
+  static async start(config: ServeConfig, capacity: ConnectionCapacity, log: Logger): Promise<Coordinator> {
+    const coordinator = new Coordinator(config, capacity, log);
     try {
       await coordinator.assemble();
       return coordinator;
@@ -93,12 +106,12 @@ export class Coordinator {
       if (config.xdsListen) listeners.xds = this.addresses.xds = await this.listen('xds', config.xdsListen);
       if (config.tlsListen) listeners.tls = this.addresses.tls = await this.listen('tls', config.tlsListen);
     }
-    this.spec = { count: this.count, ...(kernel ? {} : { listeners }), ...(this.sim ? { embeddedUpstream: this.addresses.upstream } : {}) };
+    this.spec = { count: this.count, capacity: this.capacity, ...(kernel ? {} : { listeners }), ...(this.sim ? { embeddedUpstream: this.addresses.upstream } : {}) };
     cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
     // However this process ends (the grace period's hard exit included), no worker outlives it.
     process.once('exit', () => { for (const slot of this.workers) if (slot.state !== 'exited') slot.process?.process.kill('SIGKILL'); });
     const started = Array.from({ length: this.count }, (_, index) => {
-      const slot: WorkerSlot = { index, process: undefined, state: 'starting', admin: undefined, restarts: 0 };
+      const slot: WorkerSlot = { index, process: undefined, state: 'starting', admin: undefined, restarts: 0, open: 0, toldToAccept: true, accepting: true };
       this.workers.push(slot);
       return new Promise<void>((resolve, reject) => this.fork(slot, resolve, reject));
     });
@@ -131,7 +144,9 @@ export class Coordinator {
     const index = balancer.pick(socket.remoteAddress, (candidate) => this.workers[candidate]?.state === 'ready');
     const worker = index === undefined ? undefined : this.workers[index]!.process;
     if (index === undefined || !worker) {
-      if (this.stopping || this.waiting.length >= MAX_WAITING_CONNECTIONS) socket.destroy();
+      // Workers are serving, but each holds its share of the pod's connections.
+      if (this.workers.some((slot) => slot.state === 'ready')) this.refusals.refuse(socket, { limit: this.capacity.pod });
+      else if (this.stopping || this.waiting.length >= MAX_WAITING_CONNECTIONS) socket.destroy();
       else this.waiting.push({ listener, socket });
       return;
     }
@@ -147,6 +162,8 @@ export class Coordinator {
     const worker = cluster.fork(withAllocatorEnv({ ...process.env, [WORKER_SPEC_ENV]: JSON.stringify({ ...this.spec, index: slot.index } satisfies WorkerSpec) }));
     slot.process = worker;
     slot.state = 'starting';
+    // A worker starts listening (kernel balance) and holding nothing.
+    Object.assign(slot, { open: 0, toldToAccept: true, accepting: true });
     worker.on('message', (message: FromWorker) => {
       if (message.kind === 'ready') {
         slot.state = this.stopping ? 'stopping' : 'ready';
@@ -157,9 +174,16 @@ export class Coordinator {
         this.log.info({ worker: slot.index, pid: worker.process.pid, admin: message.admin }, 'worker ready');
         this.announcePeers();
         for (const waiting of this.waiting.splice(0)) this.dispatch(waiting.listener, waiting.socket);
+        this.governAccepting();
         started?.();
       } else if (message.kind === 'closed') {
         this.balancer?.closed(slot.index);
+      } else if (message.kind === 'load') {
+        slot.open = message.open;
+        this.governAccepting();
+      } else if (message.kind === 'accepting') {
+        slot.accepting = message.accepting;
+        this.governAccepting();
       }
     });
     worker.on('exit', (code, signal) => {
@@ -168,6 +192,7 @@ export class Coordinator {
       slot.admin = undefined;
       this.balancer?.reset(slot.index);
       if (this.stopping) return;
+      this.governAccepting();
       if (before === 'starting' && failed) {
         failed(new Error(`worker ${slot.index} exited while starting (code ${code}, signal ${signal})`));
         return;
@@ -176,6 +201,27 @@ export class Coordinator {
       slot.restarts++;
       this.log.error({ worker: slot.index, code, signal, restartInMs: delay }, 'worker exited; its VMs reconnect to the others; starting it again');
       setTimeout(() => { if (!this.stopping) this.fork(slot); }, delay).unref();
+    });
+  }
+
+  /**
+   * Kernel balance: tells each worker whether to accept, from the loads they report
+   * (accept-governor.ts). Workers are told to start before any is told to stop, and one stops only
+   * while another says it accepts: node:cluster closes the shared socket when no worker listens.
+   */
+  private governAccepting(): void {
+    if (this.balancer || this.stopping) return;
+    const serving = this.workers.filter((slot) => slot.state === 'ready' && slot.process?.isConnected());
+    const wanted = acceptingWorkers(serving.map((slot) => slot.open), this.capacity.perProcess);
+    const tell = (slot: WorkerSlot, accepting: boolean) => {
+      slot.toldToAccept = accepting;
+      slot.process!.send({ kind: 'accept', accepting } satisfies ToWorker);
+    };
+    serving.forEach((slot, i) => { if (wanted[i] && !slot.toldToAccept) tell(slot, true); });
+    serving.forEach((slot, i) => {
+      if (wanted[i] || !slot.toldToAccept) return;
+      const another = serving.some((other, j) => other !== slot && wanted[j] && other.toldToAccept && other.accepting);
+      if (another) tell(slot, false);
     });
   }
 
@@ -216,8 +262,8 @@ export class Coordinator {
     this.log.info('meshrelay stopped');
   }
 
-  /** Open connections per worker, as the balancer counts them (unknown with kernel balance). */
-  connections(): number[] | undefined {
-    return this.balancer?.connections();
+  /** Open connections per worker: as the balancer counts them, or as the workers report them (kernel balance). */
+  connections(): number[] {
+    return this.balancer?.connections() ?? this.workers.map((slot) => slot.open);
   }
 }

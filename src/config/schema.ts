@@ -95,8 +95,12 @@ export const serveSchema = z.object({
   shutdownGraceSeconds: z.number().min(0).default(10),
   readinessDrainSeconds: z.number().min(0).default(3),
   // Relay processes serving VMs, one per core the pod may use (cgroup CPU quota and CPU set) by
-  // default; above 1, a coordinator hands each connection to one (docs/ARCHITECTURE.md "Workers").
+  // default, and more where one process's open-file limit cannot hold maxConnections; above 1, a
+  // coordinator starts them and serves the admin port over all (docs/ARCHITECTURE.md "Workers").
   workers: z.number().int().min(1).max(256).optional(),
+  // VM connections this pod holds before it refuses new ones (0: as many as its workers' open-file
+  // limits allow, less what each keeps for admin and upstream; docs/CAPACITY.md).
+  maxConnections: z.number().int().min(0).default(0),
   // Which worker takes a connection: the one its source address hashes to unless that one holds
   // 1.1× the mean (reconnects land where the VM's stream lingered), the least loaded, or (kernel)
   // whichever accepts first on one shared socket, with no hand-off per connection. Default:
@@ -269,10 +273,13 @@ export const benchAttackSchema = z.object({
 
 /** `meshrelay bench` (xDS): simulated VM Envoys against the relay, the upstream or the raw baseline. */
 export const benchXdsSchema = z.object({
-  clients: z.number().int().min(1).max(100_000).default(1000),
+  clients: z.number().int().min(1).max(1_000_000).default(1000),
   groups: z.number().int().min(1).default(4),
   protocol: z.enum(['delta', 'sotw']).default('delta'),
-  workers: z.number().int().min(1).max(64).default(2),
+  // Load-generator processes: 2, or as many as the open-file limit needs (one file per client).
+  workers: z.number().int().min(1).max(256).optional(),
+  // Clients sharing one source address (127.0.1.1, …): half the ephemeral port range by default.
+  clientsPerAddress: z.number().int().min(1).optional(),
   profile: z.enum(['S', 'M', 'L']).default('S'),
   nackFraction: z.number().min(0).max(1).default(0.01),
   mode: z.enum(['group', 'stream', 'direct', 'baseline']).default('group'),
@@ -305,7 +312,8 @@ export const benchXdsSchema = z.object({
   toxiproxy: z.string().default(''),
   // link-cut: how long the link is cut (data stops, sockets stay open), with churn going on upstream.
   cutSeconds: z.number().min(0).default(30),
-  timeoutSeconds: z.number().min(1).default(120),
+  // Each phase's limit: 120 s, or 5 ms per client where that is longer.
+  timeoutSeconds: z.number().min(1).optional(),
   json: z.string().default(''),
   report: z.string().default(''),
   relayCpuProf: z.string().default(''),

@@ -10,6 +10,7 @@ import { defaultBufferBudgetMb } from '../limits/memory-limit.js';
 import { fullCollection, MemoryReclaimer } from '../limits/memory-reclaimer.js';
 import type { Logger } from '../log.js';
 import { BufferBudget } from '../transport/buffer-budget.js';
+import type { ConnectionGate } from '../transport/connection-gate.js';
 import { GrpcServer } from '../transport/grpc-server.js';
 import { parseListenAddress, type ListenAddress } from '../transport/listen-address.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
@@ -38,7 +39,7 @@ const RECLAIM_MIN_INTERVAL_MS = 3000;
  */
 export async function setUpListeners(
   config: ServeConfig,
-  parts: { ads: AdsService; ca: CaSubsystem | undefined; tokenReview: TokenVerifier | undefined; csrAdmission: AdmissionControl; worker: WorkerLink | undefined },
+  parts: { ads: AdsService; ca: CaSubsystem | undefined; tokenReview: TokenVerifier | undefined; csrAdmission: AdmissionControl; worker: WorkerLink | undefined; gate: ConnectionGate },
   log: Logger,
   disposer: Disposer,
 ): Promise<Listeners> {
@@ -65,6 +66,7 @@ export async function setUpListeners(
       bufferBudget, partialMessageTimeoutMs: config.partialMessageTimeoutSeconds * 1000,
       maxStreamsPerConnection: config.maxStreamsPerConnection,
       maxConnectionMemoryMb: config.maxConnectionMemoryMb,
+      gate: parts.gate,
       connections: {
         keepaliveIntervalMs: config.keepaliveIntervalSeconds * 1000,
         keepaliveTimeoutMs: config.keepaliveTimeoutSeconds * 1000,

@@ -1,5 +1,5 @@
 import http2 from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { GrpcStatus, RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -7,6 +7,7 @@ import { MessageDeframer, encodeGrpcMessage, frameMessage } from './grpc-framing
 import { BufferBudget, type BudgetHolder } from './buffer-budget.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
 import { manageConnection, type ConnectionPolicy } from './connection-lifecycle.js';
+import type { ConnectionGate } from './connection-gate.js';
 
 export interface PeerInfo {
   address: string;
@@ -264,6 +265,19 @@ function secureContextOptions(tls: TlsOptions) {
 const DEFAULT_SESSION_MEMORY_MB = 512;
 export const LISTEN_BACKLOG = 4096;
 
+function listenOn(server: net.Server, address: ListenAddress): Promise<ListenAddress> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    // A reconnect storm opens thousands of connections at once: Node's default backlog (511)
+    // drops SYNs, which clients retry only after 1, 3, 7, 15… s. The kernel caps it at somaxconn.
+    server.listen({ port: address.port, host: address.host, backlog: LISTEN_BACKLOG }, () => {
+      server.off('error', reject);
+      const bound = server.address() as AddressInfo;
+      resolve({ host: bound.address, port: bound.port });
+    });
+  });
+}
+
 export interface GrpcServerOptions {
   maxMessageBytes: number;
   /** Unfinished messages and unsent responses across calls (shared by a process's servers); 256 MiB by default. */
@@ -274,6 +288,8 @@ export interface GrpcServerOptions {
   /** Node's maxSessionMemory, in MB: data queued on one connection beyond it refuses new streams. */
   maxConnectionMemoryMb?: number;
   connections?: ConnectionPolicy;
+  /** The process's connection limit, shared by its listeners (docs/CAPACITY.md). */
+  gate?: ConnectionGate;
   log: Logger;
 }
 
@@ -291,6 +307,8 @@ export interface TlsOptions {
 export class GrpcServer {
   private readonly handlers = new Map<string, { handler: CallHandler; longLived: boolean }>();
   private readonly servers: Array<http2.Http2Server | http2.Http2SecureServer> = [];
+  /** The listening sockets of `listen`, with the address each was asked for (to listen again on). */
+  private readonly listeners: Array<{ socket: net.Server; requested: ListenAddress }> = [];
   private readonly sessions = new Set<http2.Http2Session>();
   private readonly calls = new Set<GrpcCall>();
   private readonly longLivedCalls = new WeakSet<GrpcCall>();
@@ -319,30 +337,56 @@ export class GrpcServer {
     return this.sessions.size;
   }
 
+  /**
+   * Accepts on `address`. The sockets are accepted by a plain net.Server and passed to the HTTP/2
+   * (or TLS) server as `adopt` does, so the connection gate sees each before any byte is read.
+   */
   async listen(address: ListenAddress, tls?: TlsOptions): Promise<ListenAddress> {
-    const server = this.open(tls);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      // A reconnect storm opens thousands of connections at once: Node's default backlog (511)
-      // drops SYNs, which clients retry only after 1, 3, 7, 15… s. The kernel caps it at somaxconn.
-      server.listen({ port: address.port, host: address.host, backlog: LISTEN_BACKLOG }, () => { server.off('error', reject); resolve(); });
-    });
-    const bound = server.address() as AddressInfo;
-    this.options.log.info({ address: formatAddress({ host: bound.address, port: bound.port }), tls: !!tls }, 'gRPC listener up');
-    return { host: bound.address, port: bound.port };
+    const { accept } = this.adopt(tls, false);
+    const socket = net.createServer(accept);
+    socket.on('error', (error) => this.options.log.error({ err: error }, 'listener error'));
+    const bound = await listenOn(socket, address);
+    this.listeners.push({ socket, requested: address });
+    this.options.log.info({ address: formatAddress(bound), tls: !!tls }, 'gRPC listener up');
+    return bound;
+  }
+
+  /** Whether this server binds listeners of its own (not when it is handed connections). */
+  get listens(): boolean {
+    return this.listeners.length > 0;
+  }
+
+  /** Whether this server's listeners accept (a worker at its share of the pod's connections stops). */
+  get accepting(): boolean {
+    return this.listeners.some((listener) => listener.socket.listening);
+  }
+
+  /**
+   * Stops accepting without touching open connections. Under node:cluster the listening socket is
+   * shared by the workers, so the others go on accepting on it.
+   */
+  stopAccepting(): void {
+    for (const { socket } of this.listeners) if (socket.listening) socket.close();
+  }
+
+  /** Accepts again, on the address first asked for (node:cluster gives a worker the shared socket for it). */
+  async resumeAccepting(): Promise<void> {
+    await Promise.all(this.listeners.filter(({ socket }) => !socket.listening).map(({ socket, requested }) => listenOn(socket, requested)));
   }
 
   /**
    * Serves connections accepted elsewhere (a worker is handed its VMs' sockets by the coordinator,
-   * docs/ARCHITECTURE.md "Workers"): `accept` each socket; nothing is bound here.
+   * docs/ARCHITECTURE.md "Workers"): `accept` each socket; nothing is bound here. A socket accepted
+   * paused (the coordinator's) is resumed once it is in the HTTP/2 server's hands.
    */
-  adopt(tls?: TlsOptions): { accept(socket: Socket): void } {
+  adopt(tls?: TlsOptions, paused = true): { accept(socket: Socket): void } {
     const server = this.open(tls);
+    const gate = this.options.gate;
     return {
       accept: (socket) => {
+        if (gate && !gate.admit(socket)) return;
         server.emit('connection', socket);
-        // The coordinator accepted it paused, so no byte was read before this process had it.
-        socket.resume();
+        if (paused) socket.resume();
       },
     };
   }
@@ -384,6 +428,7 @@ export class GrpcServer {
    * given until the grace period to finish; whatever is left is then destroyed.
    */
   async close(graceMs = 0): Promise<void> {
+    this.stopAccepting();
     const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     for (const session of this.sessions) session.close();
     for (const call of this.calls) if (this.longLivedCalls.has(call)) call.end(GrpcStatus.UNAVAILABLE, 'server shutting down');

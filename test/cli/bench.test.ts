@@ -35,8 +35,9 @@ test('meshrelay bench --compare runs identical simulated VMs against direct, gro
     t.true(r.phases.connect.serverCpuSeconds > 0);
   }
   const [, group, stream] = report.results;
-  // Group mode: one upstream stream per group; stream mode: one per VM.
-  t.is(group.upstream.streams, 3);
+  // Group mode: one upstream stream per group in each worker process; stream mode: one per VM.
+  t.true(group.server.workers >= 1);
+  t.is(group.upstream.streams, 3 * group.server.workers);
   t.is(stream.upstream.streams, 24);
   t.true(group.downstreamBytes / group.upstream.bytesReceived > 4, 'group mode fans one upstream byte out to many VMs');
   // The VMs' ADS streams survive an upstream restart behind the relay; direct VMs reconnect.

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
 /** `meshrelay serve` as its own process (the only way to run its workers), with the addresses it printed. */
-export interface Serving { child: ChildProcess; xds: string; tls: string | undefined; admin: string; exit: Promise<number | null> }
+export interface Serving { child: ChildProcess; xds: string; tls: string | undefined; admin: string; exit: Promise<number | null>; printed: string }
 
 export async function serveProcess(args: string[]): Promise<Serving> {
   const child = spawn(process.execPath, [cli, 'serve', '--xds-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args], {
@@ -23,5 +23,5 @@ export async function serveProcess(args: string[]): Promise<Serving> {
     });
     child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}\nstderr: ${errors}`)));
   });
-  return { child, exit, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, tls: /xDS \(TLS\):\s+(\S+)/.exec(printed)?.[1], admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
+  return { child, exit, printed, xds: /xDS \(plaintext ADS, SotW \+ Delta\):\s+(\S+)/.exec(printed)![1]!, tls: /xDS \(TLS\):\s+(\S+)/.exec(printed)?.[1], admin: `http://${/admin:\s+http:\/\/(\S+?)\//.exec(printed)![1]!}` };
 }
