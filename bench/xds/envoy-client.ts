@@ -67,6 +67,13 @@ export class ResourceDecoder {
   }
 }
 
+/** HTTP/2 error codes by value (RFC 9113 section 7). */
+const HTTP2_ERROR_CODES = ['NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED', 'FRAME_SIZE_ERROR',
+  'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM', 'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED'];
+function http2GoawayName(code: number): string {
+  return HTTP2_ERROR_CODES[code] ?? String(code);
+}
+
 /** A TCP connection to the authority's host and port from a given source address. */
 function connectFrom(authority: URL, localAddress: string): net.Socket {
   return net.connect({ host: authority.hostname, port: Number(authority.port), localAddress });
@@ -158,6 +165,8 @@ export class EnvoyClient {
     const session = http2.connect(`http://${this.target}`, this.localAddress ? { createConnection: (authority) => connectFrom(authority, this.localAddress!) } : {});
     this.session = session;
     session.on('error', (error) => this.events.error(this, `connection: ${error.message}`));
+    // Why a server ended the connection: its GOAWAY's code says (and a stream it had not begun is then REFUSED_STREAM).
+    session.on('goaway', (code) => { if (!this.closed) this.events.error(this, `GOAWAY from the server: code ${http2GoawayName(code)}`); });
     const stream = session.request({
       ':method': 'POST', ':path': this.protocol === 'delta' ? AdsMethod.delta : AdsMethod.sotw,
       'content-type': 'application/grpc', te: 'trailers',
