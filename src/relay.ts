@@ -40,6 +40,9 @@ import { protoRoot } from './xds/protocol/protos.js';
 import type { ConnectionPool } from './xds/upstream/connection-pool.js';
 import type { GroupRegistry } from './xds/upstream/group-registry.js';
 
+/** A stream waits at least this long for admission before it is refused (istio-agent then retries). */
+const MIN_ADMISSION_WAIT_SECONDS = 30;
+
 export interface RelayAddresses {
   xds?: ListenAddress;
   tls?: ListenAddress;
@@ -84,6 +87,16 @@ export interface RelayOptions {
 /** How istioctl names this relay in proxy-status (istiod's IstioControlPlaneInstance: Component, ID, Info). */
 function controlPlaneIdentifier(config: ServeConfig): string {
   return JSON.stringify({ Component: 'meshrelay', ID: instanceName(config), Info: { version: RELAY_VERSION } });
+}
+
+/** The admission queue holds what this process may hold; a full queue is admitted within the wait (docs/CAPACITY.md). */
+function admissionPolicyFor(config: ServeConfig, capacity: ConnectionCapacity) {
+  const maxQueued = config.admissionQueue ?? capacity.perProcess;
+  const drainSeconds = config.admissionRate > 0 ? maxQueued / config.admissionRate : 0;
+  return {
+    ratePerSecond: config.admissionRate, burst: config.admissionBurst, maxQueued,
+    maxWaitMs: (config.admissionMaxWaitSeconds ?? Math.max(MIN_ADMISSION_WAIT_SECONDS, Math.ceil(drainSeconds))) * 1000,
+  };
 }
 
 /** Which callers' responses are gzip-compressed (when they accept it). */
@@ -147,9 +160,7 @@ export class Relay {
     const topology = await setUpTopology(config, backoff, log, disposer);
     const snapshotRoot = worker && config.cacheSnapshotDir ? { snapshotRoot: path.dirname(config.cacheSnapshotDir) } : {};
     const { groups, addressKeying, snapshots, snapshotSchedule } = await setUpGroups(config, { pool: upstream.pool, topology, ...snapshotRoot }, backoff, log, disposer);
-    const admissionPolicy = {
-      ratePerSecond: config.admissionRate, burst: config.admissionBurst, maxQueued: config.admissionQueue, maxWaitMs: config.admissionMaxWaitSeconds * 1000,
-    };
+    const admissionPolicy = admissionPolicyFor(config, capacity);
     const admission = { streams: new AdmissionControl(admissionPolicy, 'new xDS stream'), csrs: new AdmissionControl(admissionPolicy, 'CSR') };
     disposer.defer(() => { admission.streams.close(); admission.csrs.close(); });
     const { provider, workloadEntries } = setUpAutoRegistration(config, groups, backoff, log, disposer);

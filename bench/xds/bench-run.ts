@@ -220,9 +220,13 @@ export class BenchRun implements ScenarioRun {
     }
   }
 
-  private total(field: keyof Omit<WorkerProgress, 'type' | 'watchId'>): number {
+  private total(field: keyof Omit<WorkerProgress, 'type' | 'watchId' | 'lastError'>): number {
     if (field === 'watched') return this.workers.reduce((sum, worker) => sum + (worker.progress.watchId === this.watchId ? worker.progress.watched : 0), 0);
     return this.workers.reduce((sum, worker) => sum + worker.progress[field], 0);
+  }
+
+  private lastError(): string | undefined {
+    return this.workers.map((worker) => worker.progress.lastError).find((kind) => kind !== undefined);
   }
 
   private broadcast(command: WorkerCommand): void {
@@ -252,7 +256,8 @@ export class BenchRun implements ScenarioRun {
         lastReport = now;
         const elapsed = ((now - started) / 1000).toFixed(1);
         this.options.onProgress?.(`[${this.kind}] ${phase}: connected ${this.total('connected')}/${this.options.clients}, configured ${this.total('configured')}, `
-          + `watched ${this.total('watched')}, responses ${this.total('responses')}, ${(this.total('bytes') / 1048576).toFixed(1)} MiB, errors ${this.total('errors')}, ${elapsed}s`);
+          + `watched ${this.total('watched')}, responses ${this.total('responses')}, ${(this.total('bytes') / 1048576).toFixed(1)} MiB, errors ${this.total('errors')}, ${elapsed}s`
+          + `${this.lastError() ? ` (last: ${this.lastError()})` : ''}`);
       }
       await sleep(pollMs);
     }

@@ -112,9 +112,10 @@ async function startBaseline(mesh: MeshModel, clients: number): Promise<Server> 
       child.send({ type: 'mesh', patch, network: 'vm-net' } satisfies BaselineCommand);
       return reply;
     });
-    // The stamp the clients must reach: the latest of the shards' (each stamps its own push).
+    // Each shard stamps its own push: the clients must reach the earliest of them (each shard's
+    // clients then hold that shard's stamp, which is no earlier; the previous push was before all).
     const stamps = (await Promise.all(pushed)).map((message) => parseStamp((message as { version: string }).version));
-    return stamps.reduce((latest, stamp) => (notBefore(stamp, latest) ? stamp : latest));
+    return stamps.reduce((earliest, stamp) => (notBefore(stamp, earliest) ? earliest : stamp));
   };
   await apply(mesh);
   const targets = shards.map(({ port }) => `127.0.0.1:${port}`);

@@ -67,6 +67,10 @@ export class ResourceDecoder {
   }
 }
 
+/** Envoy's ADS retry backoff (GrpcMuxImpl: JitteredExponentialBackOffStrategy, 500 ms to 30 s). */
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
 /** HTTP/2 error codes by value (RFC 9113 section 7). */
 const HTTP2_ERROR_CODES = ['NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED', 'FRAME_SIZE_ERROR',
   'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM', 'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED'];
@@ -138,6 +142,8 @@ export class EnvoyClient {
   responses = 0;
   nacksSent = 0;
   reconnects = 0;
+  /** Stream retries since the last response (the exponent of the backoff). */
+  private retryAttempts = 0;
   private closed = false;
   private keepVersions = false;
 
@@ -160,13 +166,26 @@ export class EnvoyClient {
     this.connectStarted = performance.now();
     // A client coming back with its versions stays configured (it keeps serving its old config).
     if (!keepVersions) this.configuredAt = undefined;
-    this.sentNode = false;
     if (!keepVersions) this.types.clear();
+    this.openStream();
+  }
+
+  /** The HTTP/2 connection, made anew only when the last one has gone (a stream's end keeps it, as Envoy's does). */
+  private liveSession(): http2.ClientHttp2Session {
+    const current = this.session;
+    if (current && !current.closed && !current.destroyed) return current;
     const session = http2.connect(`http://${this.target}`, this.localAddress ? { createConnection: (authority) => connectFrom(authority, this.localAddress!) } : {});
     this.session = session;
     session.on('error', (error) => this.events.error(this, `connection: ${error.message}`));
     // Why a server ended the connection: its GOAWAY's code says (and a stream it had not begun is then REFUSED_STREAM).
     session.on('goaway', (code) => { if (!this.closed) this.events.error(this, `GOAWAY from the server: code ${http2GoawayName(code)}`); });
+    return session;
+  }
+
+  /** The ADS stream, with the node on its first request and every subscription the client holds. */
+  private openStream(): void {
+    this.sentNode = false;
+    const session = this.liveSession();
     const stream = session.request({
       ':method': 'POST', ':path': this.protocol === 'delta' ? AdsMethod.delta : AdsMethod.sotw,
       'content-type': 'application/grpc', te: 'trailers',
@@ -175,6 +194,7 @@ export class EnvoyClient {
     const deframer = new MessageDeframer(256 * 1024 * 1024);
     stream.on('data', (chunk: Buffer) => {
       this.bytesReceived += chunk.length;
+      this.retryAttempts = 0;
       for (const message of deframer.push(chunk)) this.onMessage(message);
     });
     stream.on('trailers', (trailers) => {
@@ -184,18 +204,18 @@ export class EnvoyClient {
     stream.on('error', (error) => { if (!this.closed && this.stream === stream) this.events.error(this, `stream: ${error.message}`); });
     stream.on('close', () => {
       if (this.closed || this.stream !== stream) return;
-      // Like Envoy: reconnect with backoff and jitter, keeping what it holds.
+      // Like Envoy's gRPC mux: a new stream after a jittered exponential backoff (500 ms base, 30 s
+      // cap, reset once a response arrives), on the same connection while it lasts, keeping what it holds.
       this.reconnects++;
-      session.close();
-      setTimeout(() => { if (!this.closed) this.connect(true); }, 200 + Math.random() * 800).unref();
+      this.keepVersions = true;
+      const ceiling = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** this.retryAttempts++);
+      setTimeout(() => { if (!this.closed) this.openStream(); }, Math.random() * ceiling).unref();
     });
     this.subscribe(CDS, []);
     this.subscribe(LDS, []);
-    if (keepVersions) {
-      for (const typeUrl of [EDS, RDS]) {
-        const hold = this.types.get(typeUrl);
-        if (hold && hold.requested.size > 0) this.subscribe(typeUrl, [...hold.requested]);
-      }
+    for (const typeUrl of [EDS, RDS]) {
+      const hold = this.types.get(typeUrl);
+      if (hold && hold.requested.size > 0) this.subscribe(typeUrl, [...hold.requested]);
     }
   }
 

@@ -27,6 +27,8 @@ export interface WorkerProgress {
   watched: number;
   /** Which watch `watched` counts for (a report sent before a new watch arrived counts the old one). */
   watchId: number;
+  /** The kind of the latest error (for the live progress line). */
+  lastError?: string;
 }
 
 export interface WorkerSamples {
@@ -57,6 +59,7 @@ let ackMs: number[] = [];
 let errors = 0;
 const errorMessages: string[] = [];
 let errorKinds: Record<string, number> = {};
+let lastError: string | undefined;
 let watch: { id: number; typeUrl: string; stamp: PushStamp } | undefined;
 const latestPush = new Map<EnvoyClient, Map<string, PushStamp>>();
 let connectTimer: NodeJS.Timeout | undefined;
@@ -75,6 +78,7 @@ const events = {
     errors++;
     const kind = errorKind(message);
     errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+    lastError = kind;
     if (errorMessages.length < 20) errorMessages.push(message);
   },
 };
@@ -91,7 +95,7 @@ function progress(): WorkerProgress {
     const latest = watch && latestPush.get(client)?.get(watch.typeUrl);
     if (watch && latest && notBefore(latest, watch.stamp)) watched++;
   }
-  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0 };
+  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0, ...(lastError ? { lastError } : {}) };
 }
 
 const progressTimer = setInterval(() => send(progress()), 100);

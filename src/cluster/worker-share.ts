@@ -22,7 +22,7 @@ export function workerConfig(config: ServeConfig, spec: WorkerSpec): ServeConfig
     readinessDrainSeconds: 0,
     admissionRate: shareOf(config.admissionRate),
     admissionBurst: share(config.admissionBurst),
-    admissionQueue: share(config.admissionQueue),
+    ...(config.admissionQueue !== undefined ? { admissionQueue: share(config.admissionQueue) } : {}),
     groupCreationRate: shareOf(config.groupCreationRate),
     groupCreationBurst: share(config.groupCreationBurst),
     maxGroups: share(config.maxGroups),

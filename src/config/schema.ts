@@ -108,8 +108,11 @@ export const serveSchema = z.object({
   workerBalance: z.enum(['source-address', 'least-connections', 'kernel']).optional(),
   admissionRate: z.number().min(0).default(1000),
   admissionBurst: z.number().int().min(1).default(2000),
-  admissionQueue: z.number().int().min(0).default(20_000),
-  admissionMaxWaitSeconds: z.number().min(0.01).default(30),
+  // New streams waiting for admission: by default as many as the pod holds connections (a whole
+  // fleet reconnecting at once waits its turn instead of being refused and retrying), for up to
+  // the time the rate takes to admit them all, at least 30 s.
+  admissionQueue: z.number().int().min(0).optional(),
+  admissionMaxWaitSeconds: z.number().min(0.01).optional(),
   cacheSnapshotDir: z.string().default(''),
   cacheSnapshotIntervalSeconds: z.number().min(0.05).default(10),
   // Larger snapshots are neither written nor loaded (parsing a giant one would exhaust memory).
@@ -144,6 +147,9 @@ export const serveSchema = z.object({
   clusterDomain: z.string().min(1).default('cluster.local'),
   autoRegistration: z.boolean().default(false),
   workloadEntryGracePeriodSeconds: z.number().min(0).default(10),
+  // Each replica's Lease (coordination.k8s.io) in its namespace: a replica whose lease expired
+  // left its VMs' entries to the others, which clean them up after the grace period.
+  replicaLeaseSeconds: z.number().min(1).default(15),
   instanceId: z.string().default(''),
   workloadCertTtlSeconds: z.number().int().min(60).default(24 * 3600),
   maxWorkloadCertTtlSeconds: z.number().int().min(60).default(90 * 24 * 3600),
@@ -246,6 +252,11 @@ export function workerBalance(config: ServeConfig): 'source-address' | 'least-co
   if (config.workerBalance) return config.workerBalance;
   const streamModeUsed = config.mode === 'stream' || Object.values(config.modeByNamespace).includes('stream');
   return streamModeUsed ? 'source-address' : 'kernel';
+}
+
+/** The namespace this replica runs in (its Lease's): the pod's (POD_NAMESPACE, from the downward API), else istio's. */
+export function replicaNamespace(config: ServeConfig): string {
+  return process.env.POD_NAMESPACE || config.istioNamespace;
 }
 
 /** This replica's name: WorkloadEntry ownership and istioctl's control-plane ID (the pod name in Kubernetes). */

@@ -8,6 +8,7 @@ import {
   Annotation, workloadEntryFromGroup, workloadEntryName, type IstioCondition, type RegisteringProxy, type WorkloadEntry,
 } from './workload-entry-template.js';
 import { identityMismatch } from '../identity.js';
+import type { ReplicaLeases } from './replica-leases.js';
 
 export interface WorkloadEntryControllerOptions {
   /** Written to `istio.io/workloadController`: the relay pod's name. */
@@ -18,6 +19,8 @@ export interface WorkloadEntryControllerOptions {
   sweepIntervalMs: number;
   /** VMs' maximum connection age; connected entries older than 2.25× this are stale (0 = never). */
   maxConnectionAgeMs: number;
+  /** The replicas' leases: an entry whose controlling replica's lease expired is the others' to clean up. */
+  leases?: ReplicaLeases;
   backoff: BackoffPolicy;
   /** Attempts per write before giving up (the sweep catches what is left). */
   maxAttempts?: number;
@@ -113,6 +116,7 @@ export class WorkloadEntryController {
   /** Waits (at most `timeoutMs`) for queued writes, so a stopping replica records its disconnects. */
   async close(timeoutMs = 5000): Promise<void> {
     clearInterval(this.sweepTimer);
+    this.options.leases?.close();
     for (const timer of this.cleanupTimers) clearTimeout(timer);
     this.cleanupTimers.clear();
     await Promise.race([Promise.allSettled([...this.chains.values()]), sleep(timeoutMs, undefined, { ref: false })]);
@@ -122,6 +126,7 @@ export class WorkloadEntryController {
   /** Deletes auto-registered entries that nobody will clean up otherwise; returns how many. */
   async sweep(now = Date.now()): Promise<number> {
     let deleted = 0;
+    await this.options.leases?.refresh(now);
     for (const entry of await this.store.listAll()) {
       if (!this.isStale(entry, now)) continue;
       await this.serialize(entryKey(entry.metadata.namespace, entry.metadata.name), 'sweep', () => this.deleteIfStale(entry.metadata.namespace, entry.metadata.name))
@@ -193,8 +198,9 @@ export class WorkloadEntryController {
 
   /**
    * istiod's rules (disconnected longer than the grace period; connected for longer than 2.25×
-   * the maximum connection age), plus one for this replica: an entry it controls but holds no
-   * stream for (a disconnect write that was lost) is stale after the grace period.
+   * the maximum connection age), plus two of the relay's: an entry this replica controls but holds
+   * no stream for (a disconnect write that was lost), and one whose controlling replica's lease
+   * expired (it died without marking its VMs disconnected), are stale after the grace period.
    */
   private isStale(entry: WorkloadEntry, now: number): boolean {
     const annotations = entry.metadata.annotations ?? {};
@@ -204,7 +210,10 @@ export class WorkloadEntryController {
       const since = now - (parseTime(connectedAt) ?? now);
       const maxAge = this.options.maxConnectionAgeMs;
       if (maxAge > 0 && since > maxAge * 2.25) return true;
-      return annotations[Annotation.workloadController] === this.options.instanceId
+      const controller = annotations[Annotation.workloadController] ?? '';
+      const controllerGone = controller === this.options.instanceId ? undefined : this.options.leases?.expiredAt(controller, now);
+      if (controllerGone !== undefined) return now - controllerGone >= this.options.gracePeriodMs;
+      return controller === this.options.instanceId
         && !this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))
         && since > this.options.gracePeriodMs;
     }

@@ -11,6 +11,7 @@ import { fullCollection, MemoryReclaimer } from '../limits/memory-reclaimer.js';
 import type { Logger } from '../log.js';
 import { BufferBudget } from '../transport/buffer-budget.js';
 import type { ConnectionGate } from '../transport/connection-gate.js';
+import { EventLoopStalls } from '../transport/event-loop-stalls.js';
 import { GrpcServer } from '../transport/grpc-server.js';
 import { parseListenAddress, type ListenAddress } from '../transport/listen-address.js';
 import type { AdsService } from '../xds/downstream/ads-service.js';
@@ -60,6 +61,8 @@ export async function setUpListeners(
   });
   disposer.defer(() => reclaimer.close());
   const bufferBudget = new BufferBudget(budgetBytes, (bytes) => reclaimer.released(bytes));
+  const stalls = new EventLoopStalls();
+  disposer.defer(() => stalls.close());
   const newServer = (authenticate?: StreamAuthenticator) => {
     const server = new GrpcServer({
       maxMessageBytes: config.maxMessageBytes,
@@ -67,6 +70,7 @@ export async function setUpListeners(
       maxStreamsPerConnection: config.maxStreamsPerConnection,
       maxConnectionMemoryMb: config.maxConnectionMemoryMb,
       gate: parts.gate,
+      stalls,
       connections: {
         keepaliveIntervalMs: config.keepaliveIntervalSeconds * 1000,
         keepaliveTimeoutMs: config.keepaliveTimeoutSeconds * 1000,

@@ -1,4 +1,5 @@
-import { instanceName, type ServeConfig } from '../config/schema.js';
+import { instanceName, replicaNamespace, type ServeConfig } from '../config/schema.js';
+import { ReplicaLeases } from '../k8s/replica-leases.js';
 import type { Disposer } from '../disposer.js';
 import { loadKubeConfig } from '../k8s/kube-client.js';
 import { WorkloadEntryController } from '../k8s/workload-entry-controller.js';
@@ -18,8 +19,12 @@ export function setUpAutoRegistration(
   if (!config.autoRegistration) return { provider: groups, workloadEntries: undefined };
   const graceMs = config.workloadEntryGracePeriodSeconds * 1000;
   const registrationLog = log.child({ component: 'workload-entries' });
-  const controller = new WorkloadEntryController(new WorkloadEntryStore(loadKubeConfig(config.kubeconfig)), {
+  const kubeConfig = loadKubeConfig(config.kubeconfig);
+  const leases = new ReplicaLeases(kubeConfig, { namespace: replicaNamespace(config), instanceId: instanceName(config), durationMs: config.replicaLeaseSeconds * 1000 }, registrationLog);
+  void leases.start();
+  const controller = new WorkloadEntryController(new WorkloadEntryStore(kubeConfig), {
     instanceId: instanceName(config),
+    leases,
     gracePeriodMs: graceMs,
     sweepIntervalMs: Math.max(10 * graceMs, 1000),
     maxConnectionAgeMs: config.maxConnectionAgeSeconds * 1000,

@@ -1,4 +1,5 @@
 import type http2 from 'node:http2';
+import type { EventLoopStalls } from './event-loop-stalls.js';
 
 /** Connection-level limits, like grpc-go's keepalive ServerParameters that istiod sets. */
 export interface ConnectionPolicy {
@@ -16,11 +17,14 @@ export interface ConnectionPolicy {
   maxConnectionAgeGraceMs: number;
 }
 
+/** Keepalive intervals a connection may go without a stream before it is pinged anyway. */
+const STREAMLESS_INTERVALS = 4;
+
 /**
  * Applies the policy to one HTTP/2 connection. `endStreams` ends that connection's long-lived
  * calls with UNAVAILABLE when its age grace runs out, so clients reconnect (to another replica).
  */
-export function manageConnection(session: http2.Http2Session, policy: ConnectionPolicy, endStreams: () => void, random: () => number = Math.random): void {
+export function manageConnection(session: http2.Http2Session, policy: ConnectionPolicy, endStreams: () => void, random: () => number = Math.random, stalls?: EventLoopStalls): void {
   const timers: NodeJS.Timeout[] = [];
   const clear = () => { for (const timer of timers) clearTimeout(timer); };
   session.once('close', clear);
@@ -28,10 +32,21 @@ export function manageConnection(session: http2.Http2Session, policy: Connection
   if (policy.keepaliveIntervalMs > 0) {
     const ping = () => {
       if (session.closed || session.destroyed) return;
-      const deadline = setTimeout(() => session.destroy(), policy.keepaliveTimeoutMs);
-      deadline.unref();
+      const sentAt = performance.now();
+      const stalledAtSend = stalls?.totalMs ?? 0;
+      let answered = false;
+      // Judged after this loop iteration's I/O (setImmediate), so an answer already received is
+      // read first; the time the process itself was stalled does not count against the peer.
+      const judge = () => setImmediate(() => {
+        if (answered || session.destroyed) return;
+        const heardForMs = performance.now() - sentAt - ((stalls?.totalMs ?? 0) - stalledAtSend);
+        if (heardForMs < policy.keepaliveTimeoutMs) deadline = setTimeout(judge, policy.keepaliveTimeoutMs - heardForMs).unref();
+        else session.destroy();
+      });
+      let deadline = setTimeout(judge, policy.keepaliveTimeoutMs).unref();
       try {
         session.ping((error) => {
+          answered = true;
           clearTimeout(deadline);
           if (error) session.destroy();
         });
@@ -40,7 +55,18 @@ export function manageConnection(session: http2.Http2Session, policy: Connection
       }
       timers.push(setTimeout(ping, policy.keepaliveIntervalMs).unref());
     };
-    timers.push(setTimeout(ping, policy.keepaliveIntervalMs).unref());
+    // Pings wait for the connection's first stream: a busy relay reads some new sockets late in a
+    // connect storm, and a ping whose answer sits unread behind the VM's first request would end a
+    // healthy connection with a GOAWAY that refuses the request (REFUSED_STREAM at the VM). One that
+    // opens no stream for STREAMLESS_INTERVALS intervals is pinged all the same (a dead peer).
+    let streamSeen = false;
+    let waited = 0;
+    session.once('stream', () => { streamSeen = true; });
+    const first = () => {
+      if (streamSeen || ++waited >= STREAMLESS_INTERVALS) ping();
+      else timers.push(setTimeout(first, policy.keepaliveIntervalMs).unref());
+    };
+    timers.push(setTimeout(first, policy.keepaliveIntervalMs).unref());
   }
 
   if (policy.idleTimeoutMs > 0) {

@@ -8,6 +8,7 @@ import { BufferBudget, type BudgetHolder } from './buffer-budget.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
 import { manageConnection, type ConnectionPolicy } from './connection-lifecycle.js';
 import type { ConnectionGate } from './connection-gate.js';
+import type { EventLoopStalls } from './event-loop-stalls.js';
 
 export interface PeerInfo {
   address: string;
@@ -290,6 +291,8 @@ export interface GrpcServerOptions {
   connections?: ConnectionPolicy;
   /** The process's connection limit, shared by its listeners (docs/CAPACITY.md). */
   gate?: ConnectionGate;
+  /** The process's event-loop stalls, which keepalive does not hold against a peer. */
+  stalls?: EventLoopStalls;
   log: Logger;
 }
 
@@ -406,7 +409,7 @@ export class GrpcServer {
       if (this.options.connections) {
         manageConnection(session, this.options.connections, () => {
           for (const call of this.calls) if (this.longLivedCalls.has(call) && call.session === session) call.end(GrpcStatus.UNAVAILABLE, 'connection reached its maximum age');
-        });
+        }, Math.random, this.options.stalls);
       }
     });
     server.on('stream', (stream, headers) => this.onStream(stream, headers));

@@ -24,9 +24,12 @@ export interface ProxyOptions {
   extraWildcardTypes?: string[];
   /**
    * Like Envoy, reopen the stream when the server ends it with UNAVAILABLE, keeping the config held
-   * meanwhile and resuming with it (Delta: initial_resource_versions). Not with a caller's `client`.
+   * meanwhile and resuming with it (Delta: initial_resource_versions). Not with a caller's `client`
+   * (use `connect`).
    */
   reconnect?: boolean;
+  /** Makes the client each stream rides (a TLS one, say), the first and each reconnect's. */
+  connect?: () => grpc.Client;
 }
 
 interface TypeHold {
@@ -58,7 +61,7 @@ export class ConfigProxy {
   readonly errors: string[] = [];
 
   constructor(private readonly target: string, readonly protocol: XdsProtocol, private readonly node: NodeMessage, private readonly options: ProxyOptions = {}) {
-    this.ads = new AdsTestClient(target, protocol, options.client, options.headers ?? {}, true);
+    this.ads = new AdsTestClient(target, protocol, options.client ?? options.connect?.(), options.headers ?? {}, true);
     void this.pump(this.ads);
     for (const typeUrl of [...WILDCARD_TYPES, ...(options.extraWildcardTypes ?? [])]) this.subscribe(typeUrl, []);
   }
@@ -66,7 +69,7 @@ export class ConfigProxy {
   /** A new stream that resumes with everything held, as Envoy does after its ADS stream ended. */
   private resume(): void {
     this.reconnects++;
-    this.ads = new AdsTestClient(this.target, this.protocol, undefined, this.options.headers ?? {}, true);
+    this.ads = new AdsTestClient(this.target, this.protocol, this.options.connect?.(), this.options.headers ?? {}, true);
     this.nodeSent = false;
     void this.pump(this.ads);
     for (const [typeUrl, hold] of this.holds) {

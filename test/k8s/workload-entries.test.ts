@@ -200,3 +200,32 @@ realTest('the sweep deletes entries left connected to this replica without a str
   t.deepEqual(names, ['elsewhere', 'manual']);
   for (const name of names) await api!.request('DELETE', `${entries}/${name}`);
 });
+
+realTest('a replica that died without marking its VMs disconnected: once its Lease has expired for the grace period, a survivor\'s sweep deletes its entries; a live replica\'s and istiod\'s stay', async (t) => {
+  await api!.request('POST', '/api/v1/namespaces', { metadata: { name: 'istio-system' } }).catch(() => undefined);
+  const leases = '/apis/coordination.k8s.io/v1/namespaces/istio-system/leases';
+  const microTime = (ms: number) => new Date(ms).toISOString().replace(/Z$/, '000Z');
+  const lease = (holder: string, renewedMsAgo: number) => ({
+    metadata: { name: `meshrelay-${holder}`, labels: { 'app.kubernetes.io/managed-by': 'meshrelay-workload-entries' } },
+    spec: { holderIdentity: holder, leaseDurationSeconds: 15, renewTime: microTime(Date.now() - renewedMsAgo) },
+  });
+  await api!.request('POST', leases, lease('meshrelay-dead', 20_000));
+  await api!.request('POST', leases, lease('meshrelay-alive', 0));
+  const r = await replica('meshrelay-a');
+  t.teardown(r.close);
+  const own = await eventually(() => api!.request('GET', `${leases}/meshrelay-meshrelay-a`).catch(() => undefined), (found) => !!found, 5000);
+  t.is(own.spec.holderIdentity, 'meshrelay-a', 'the survivor holds a lease of its own');
+  const recently = new Date(Date.now() - 2000).toISOString();
+  const base = { apiVersion: 'networking.istio.io/v1', kind: 'WorkloadEntry', spec: { address: '172.16.9.8' } };
+  const connectedTo = (name: string, controller: string) => api!.request('POST', entries, {
+    ...base, metadata: { name, annotations: { 'istio.io/autoRegistrationGroup': 'vm-app', 'istio.io/workloadController': controller, 'istio.io/connectedAt': recently } },
+  });
+  await connectedTo('on-dead-replica', 'meshrelay-dead');
+  await connectedTo('on-live-replica', 'meshrelay-alive');
+  await connectedTo('on-istiod', 'istiod-7c9');
+  t.is(await r.relay.workloadEntries!.sweep(), 1);
+  const names = (await api!.request('GET', entries)).items.map((item: any) => item.metadata.name).sort();
+  t.deepEqual(names, ['on-istiod', 'on-live-replica'], 'the dead replica\'s lease expired 5 s ago, past the 1 s grace period');
+  for (const name of names) await api!.request('DELETE', `${entries}/${name}`);
+  for (const holder of ['meshrelay-dead', 'meshrelay-alive', 'meshrelay-a']) await api!.request('DELETE', `${leases}/meshrelay-${holder}`).catch(() => undefined);
+});
