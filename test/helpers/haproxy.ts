@@ -41,7 +41,7 @@ export async function startHaproxy(backends: Backend[]): Promise<LoadBalancer> {
   const config = [
     'global',
     `  stats socket ${socket} mode 600 level admin`,
-    '  maxconn 40000',
+    '  maxconn 9000',
     'defaults',
     '  mode tcp',
     '  timeout connect 2s',
