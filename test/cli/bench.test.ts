@@ -39,7 +39,8 @@ test('meshrelay bench --compare runs identical simulated VMs against direct, gro
   t.true(group.server.workers >= 1);
   t.is(group.upstream.streams, 3 * group.server.workers);
   t.is(stream.upstream.streams, 24);
-  t.true(group.downstreamBytes / group.upstream.bytesReceived > 4, 'group mode fans one upstream byte out to many VMs');
+  // Each upstream stream serves 24 ÷ streams VMs; at least half of that fan-out shows in the bytes.
+  t.true(group.downstreamBytes / group.upstream.bytesReceived > 0.5 * (24 / group.upstream.streams), 'group mode fans one upstream byte out to many VMs');
   // The VMs' ADS streams survive an upstream restart behind the relay; direct VMs reconnect.
   t.is(group.phases['upstream-restart'].reconnects, 0);
   t.true(report.results[0].phases['upstream-restart'].reconnects >= 24);
