@@ -217,7 +217,7 @@ export class Relay {
       ready,
       detail: {
         stopping: this.stopping, upstream: this.addresses.upstream, upstreamConnected, configReceived, degraded,
-        connections: { open: this.connections.open, limit: this.connections.limit, refused: this.connections.refused, full, capacity: this.capacity.reason },
+        connections: { open: this.connections.open, limit: this.connections.limit, refused: this.connections.refused, full, capacity: this.capacity.reason, acceptQueue: this.capacity.acceptQueue.note },
         ...(this.snapshots ? { snapshot: { loadedFrom: snapshotFrom ?? null, writes: this.snapshots.writes, lastWriteError: this.snapshots.lastWriteError } } : {}),
       },
     };

@@ -8,7 +8,7 @@
  */
 import http2 from 'node:http2';
 import { frameMessage } from '../../src/transport/grpc-framing.js';
-import { LISTEN_BACKLOG } from '../../src/transport/grpc-server.js';
+import { LISTEN_BACKLOG } from '../../src/limits/accept-queue.js';
 import { renderMesh } from '../../src/sim/config-generators.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
 import { applyMeshPatch, type MeshPatch } from './mesh-patch.js';

@@ -34,6 +34,7 @@ function servingLines(config: ServeConfig, addresses: RelayAddresses, embedded: 
     admin ? `  admin:                              http://${formatAddress(admin)}/debug/syncz  /debug/groups  /readyz` : '',
     `  workers:                            ${workers}${workers > 1 ? ` processes (${workerBalance(config)})` : ' (this process)'}`,
     `  connections:                        ${capacity.reason}`,
+    `  accept queue:                       ${capacity.acceptQueue.note}`,
     `  upstream:                           ${upstream}${embedded ? ' (embedded simulated istiod)' : ''} via ${config.upstreamProtocol}, ${config.mode} mode`,
     ...caLines(ca),
     xds ? `Point an ADS client at ${formatAddress(xds)} with Istio VM node metadata (NAMESPACE, SERVICE_ACCOUNT, NETWORK...).` : '',
@@ -65,6 +66,7 @@ export async function runServe(argv: string[]): Promise<void> {
   const graceMs = config.shutdownGraceSeconds * 1000;
   const capacity = planConnectionCapacity({ cores: cpuLimit(), openFileLimit: openFileLimit(), workers: config.workers, maxConnections: config.maxConnections });
   log.info({ workers: capacity.workers, connections: capacity.pod, perWorker: capacity.perProcess, openFileLimit: capacity.openFileLimit }, capacity.reason);
+  if (!capacity.acceptQueue.fitsPod) log.warn({ acceptQueue: capacity.acceptQueue.length, limitedBy: capacity.acceptQueue.limitedBy, connections: capacity.pod }, capacity.acceptQueue.note);
   if (capacity.workers > 1) {
     const coordinator = await Coordinator.start(config, capacity, log.child({ component: 'coordinator' }));
     process.stdout.write(servingLines(config, coordinator.addresses, coordinator.embedded, coordinator.caSummary, capacity));

@@ -48,7 +48,7 @@ function mergeReadiness(coordinator: CoordinatorView, statuses: Array<WorkerAnsw
       stopping: coordinator.stopping,
       connections: {
         open: connections.reduce((sum, c) => sum + c.open, 0), limit: coordinator.capacity.pod, perWorker: coordinator.capacity.perProcess,
-        refused: connections.reduce((sum, c) => sum + c.refused, 0) + coordinator.refusals.count, full, capacity: coordinator.capacity.reason,
+        refused: connections.reduce((sum, c) => sum + c.refused, 0) + coordinator.refusals.count, full, capacity: coordinator.capacity.reason, acceptQueue: coordinator.capacity.acceptQueue.note,
       },
       upstream: coordinator.addresses.upstream,
       upstreamConnected: details.length > 0 && details.every((detail) => detail.upstreamConnected === true),

@@ -7,7 +7,7 @@ import { resolveCaMode, workerBalance, type ServeConfig } from '../config/schema
 import type { Logger } from '../log.js';
 import { startEmbeddedSim } from '../setup/upstream-setup.js';
 import type { RunningSim } from '../sim/sim-server.js';
-import { LISTEN_BACKLOG } from '../transport/grpc-server.js';
+import { LISTEN_BACKLOG } from '../limits/accept-queue.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from '../transport/listen-address.js';
 import type { ConnectionCapacity } from '../limits/connection-capacity.js';
 import { acceptingWorkers } from './accept-governor.js';

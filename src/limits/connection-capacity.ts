@@ -1,3 +1,4 @@
+import { acceptQueue as kernelAcceptQueue, type AcceptQueue } from './accept-queue.js';
 import { RESERVED_FILES } from './open-files.js';
 
 /** How many VM connections a pod holds, over how many processes, and why (docs/CAPACITY.md). */
@@ -11,6 +12,8 @@ export interface ConnectionCapacity {
   reservedFiles: number;
   /** One line for the startup summary and /readyz. */
   reason: string;
+  /** The accept queue of each listener, and whether a connect storm of the whole pod fits in it. */
+  acceptQueue: AcceptQueue & { fitsPod: boolean; note: string };
 }
 
 const count = (value: number) => value.toLocaleString('en-US');
@@ -20,8 +23,9 @@ const count = (value: number) => value.toLocaleString('en-US');
  * process's open-file limit cannot hold `maxConnections`: each connection is a descriptor, and a
  * process keeps RESERVED_FILES for everything else. An explicit worker count wins and caps the pod.
  */
-export function planConnectionCapacity(options: { cores: number; openFileLimit: number; workers?: number | undefined; maxConnections: number }): ConnectionCapacity {
+export function planConnectionCapacity(options: { cores: number; openFileLimit: number; workers?: number | undefined; maxConnections: number; acceptQueue?: AcceptQueue }): ConnectionCapacity {
   const { cores, openFileLimit, maxConnections } = options;
+  const queue = options.acceptQueue ?? kernelAcceptQueue();
   const byFiles = Math.max(1, openFileLimit - RESERVED_FILES);
   const neededForFiles = maxConnections > 0 ? Math.ceil(maxConnections / byFiles) : 1;
   const workers = options.workers ?? Math.max(cores, neededForFiles);
@@ -35,5 +39,18 @@ export function planConnectionCapacity(options: { cores: number; openFileLimit: 
   return {
     workers, perProcess, pod, openFileLimit, reservedFiles: RESERVED_FILES,
     reason: `${count(pod)} connections: ${workers} × ${count(perProcess)} (${why.join('; ')})`,
+    acceptQueue: { ...queue, fitsPod: queue.length >= pod, note: acceptQueueNote(queue, pod) },
   };
+}
+
+/**
+ * Every worker takes connections from one listening socket (the shared one, or the coordinator's),
+ * so one queue holds what a storm opens before the workers accept it: a storm larger than the queue
+ * waits out TCP retransmissions unless somaxconn is raised (docs/CAPACITY.md "The accept queue").
+ */
+function acceptQueueNote(queue: AcceptQueue, pod: number): string {
+  const source = queue.limitedBy === 'somaxconn' ? 'net.core.somaxconn' : 'the backlog asked for';
+  const base = `${count(queue.length)} per listener (${source})`;
+  if (queue.length >= pod || queue.limitedBy === 'backlog') return base;
+  return `${base}: a reconnect storm of more than ${count(queue.length)} VMs at once overflows it and waits out TCP retransmissions; raise net.core.somaxconn to ${count(Math.min(pod, 65_535))} (docs/CAPACITY.md)`;
 }

@@ -9,6 +9,7 @@ import { formatAddress, type ListenAddress } from './listen-address.js';
 import { manageConnection, type ConnectionPolicy } from './connection-lifecycle.js';
 import type { ConnectionGate } from './connection-gate.js';
 import type { EventLoopStalls } from './event-loop-stalls.js';
+import { LISTEN_BACKLOG } from '../limits/accept-queue.js';
 
 export interface PeerInfo {
   address: string;
@@ -264,13 +265,12 @@ function secureContextOptions(tls: TlsOptions) {
 }
 
 const DEFAULT_SESSION_MEMORY_MB = 512;
-export const LISTEN_BACKLOG = 4096;
 
 function listenOn(server: net.Server, address: ListenAddress): Promise<ListenAddress> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     // A reconnect storm opens thousands of connections at once: Node's default backlog (511)
-    // drops SYNs, which clients retry only after 1, 3, 7, 15… s. The kernel caps it at somaxconn.
+    // drops SYNs, which clients retry only after 1, 3, 7, 15… s.
     server.listen({ port: address.port, host: address.host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       const bound = server.address() as AddressInfo;

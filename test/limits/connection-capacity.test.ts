@@ -1,6 +1,7 @@
 import test from 'ava';
 import { acceptingWorkers } from '../../src/cluster/accept-governor.js';
 import { ConnectionBalancer } from '../../src/cluster/connection-balancer.js';
+import { acceptQueue, LISTEN_BACKLOG } from '../../src/limits/accept-queue.js';
 import { planConnectionCapacity } from '../../src/limits/connection-capacity.js';
 import { openFileLimit, RESERVED_FILES } from '../../src/limits/open-files.js';
 import { ephemeralPorts, planFleet, sourceAddress } from '../../bench/xds/fleet-layout.js';
@@ -35,6 +36,20 @@ test('a pod runs a worker per core, and more where one process\'s open files can
   const pinned = planConnectionCapacity({ cores: 2, openFileLimit: 20_000, workers: 1, maxConnections: 100_000 });
   t.deepEqual([pinned.workers, pinned.pod], [1, 19_744], 'an explicit worker count caps the pod');
   t.regex(pinned.reason, /more than 1 workers can hold/);
+});
+
+test('a listener\'s accept queue is the backlog asked for, capped by net.core.somaxconn; a pod larger than it is told to raise it', (t) => {
+  t.deepEqual(acceptQueue(() => '4096\n'), { length: 4096, limitedBy: 'somaxconn' });
+  t.deepEqual(acceptQueue(() => '1048576\n'), { length: LISTEN_BACKLOG, limitedBy: 'backlog' }, 'a higher somaxconn: the backlog asked for is the queue');
+  t.deepEqual(acceptQueue(() => { throw new Error('ENOENT'); }), { length: LISTEN_BACKLOG, limitedBy: 'backlog' });
+
+  const capped = planConnectionCapacity({ cores: 2, openFileLimit: 20_000, maxConnections: 100_000, acceptQueue: { length: 4096, limitedBy: 'somaxconn' } });
+  t.false(capped.acceptQueue.fitsPod);
+  t.regex(capped.acceptQueue.note, /^4,096 per listener \(net\.core\.somaxconn\): a reconnect storm of more than 4,096 VMs at once overflows it .* raise net\.core\.somaxconn to 65,535/);
+
+  const small = planConnectionCapacity({ cores: 2, openFileLimit: 20_000, maxConnections: 3_000, acceptQueue: { length: 4096, limitedBy: 'somaxconn' } });
+  t.true(small.acceptQueue.fitsPod);
+  t.is(small.acceptQueue.note, '4,096 per listener (net.core.somaxconn)', 'a pod whose whole storm fits says no more');
 });
 
 test('with kernel balance a worker stops accepting past 1.1× the mean (plus slack) or near its limit, and one always accepts', (t) => {
