@@ -1,40 +1,26 @@
-import { fork, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { BENCH_SCENARIOS } from '../../src/config/schema.js';
 import type { MeshModel } from '../../src/sim/mesh-model.js';
-import { cpuSeconds, pinToCpus, rssBytes, RssSampler } from '../process-stats.js';
+import { cpuSeconds, rssBytes, RssSampler } from '../process-stats.js';
 import { adminGet, relayMetrics } from '../relay-process.js';
 import { summarize } from '../stats.js';
-import { once, type Topology } from './bench-servers.js';
+import type { Topology } from './bench-servers.js';
 import { checkCorrectness } from './correctness.js';
 import { ResourceDecoder } from './envoy-client.js';
-import { clientNode } from './fleet.js';
 import { profileMesh } from './profiles.js';
 import { SCENARIO_STEPS, type ScenarioRun } from './scenarios.js';
-import type { WorkerCommand, WorkerProgress, WorkerSamples } from './worker.js';
-import { sourceAddress } from './fleet-layout.js';
+import { FleetProcesses } from './fleet-processes.js';
+import type { WorkerSamples } from './worker.js';
 import type { Pids } from '../process-stats.js';
 import type { PhaseResult, Scenario, TargetKind, TargetResult, XdsBenchOptions } from './xds-bench-types.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-
-interface Worker {
-  child: ChildProcess;
-  progress: WorkerProgress;
-}
-
 /** One target's run: the fleet of simulated VMs in worker processes, the connect storm, then each scenario. */
 export class BenchRun implements ScenarioRun {
-  private readonly workers: Worker[] = [];
+  private readonly fleet: FleetProcesses;
   mesh: MeshModel;
   private step = 0;
-  private readonly errorMessages: string[];
-  private readonly errorKinds: Record<string, number>;
   /** Each phase's raw latency samples, for the report's CDF plots. */
   private readonly rawSamples = new Map<Scenario, { receive: number[]; configured: number[] }>();
-  private watchId = 0;
 
   /** What the run has measured so far: all of it once execute() resolves, the phases before a failure otherwise. */
   readonly result: TargetResult;
@@ -42,8 +28,7 @@ export class BenchRun implements ScenarioRun {
   constructor(readonly options: XdsBenchOptions, readonly kind: TargetKind, private readonly servers: Topology) {
     this.mesh = profileMesh(options.profile);
     this.result = emptyResult(kind);
-    this.errorMessages = this.result.errorMessages;
-    this.errorKinds = this.result.errorKinds;
+    this.fleet = new FleetProcesses(options, kind, { messages: this.result.errorMessages, kinds: this.result.errorKinds });
   }
 
   get upstream(): Topology['upstream'] {
@@ -59,7 +44,7 @@ export class BenchRun implements ScenarioRun {
   }
 
   allWatched(): boolean {
-    return this.total('watched') >= this.options.clients;
+    return this.fleet.total('watched') >= this.options.clients;
   }
 
   async execute(): Promise<TargetResult> {
@@ -67,10 +52,10 @@ export class BenchRun implements ScenarioRun {
     const result = this.result;
     const pid = this.serverPid;
     if (pid) result.server.startRssBytes = rssBytes(pid);
-    this.startWorkers();
+    this.fleet.start(this.servers.target.shards ?? [this.servers.target.target]);
     result.phases.connect = await this.measure('connect', async () => {
-      this.broadcast({ type: 'connect', ratePerSecond: this.options.connectRate });
-    }, () => this.total('configured') >= clients);
+      this.fleet.broadcast({ type: 'connect', ratePerSecond: this.options.connectRate });
+    }, () => this.fleet.total('configured') >= clients);
     await sleep(1000);
     if (pid) {
       result.server.idleRssBytes = rssBytes(pid);
@@ -84,15 +69,15 @@ export class BenchRun implements ScenarioRun {
       if (phase) result.phases[scenario] = phase;
     }
     result.samples = { timeToConfigMs: this.rawSamples.get('connect')?.configured ?? [], edsReceiveMs: this.rawSamples.get('eds')?.receive ?? [] };
-    result.downstreamBytes = this.total('bytes');
-    result.nacksSent = this.total('nacks');
-    await this.quiet();
+    result.downstreamBytes = this.fleet.total('bytes');
+    result.nacksSent = this.fleet.total('nacks');
+    await this.fleet.quiet();
     if (this.servers.target.adminUrl) {
       result.upstream = await upstreamCounters(this.servers.target.adminUrl);
       const health = await adminGet(this.servers.target.adminUrl, '/healthz', (response) => response.json()) as { workers?: unknown[] };
       result.server.workers = health.workers?.length ?? 1;
     }
-    const hashes = (await this.collect()).flatMap((s) => s.hashes);
+    const hashes = (await this.fleet.collect()).flatMap((s) => s.hashes);
     result.correctness = await checkCorrectness(hashes, this.options, this.servers.upstream, new ResourceDecoder());
     return result;
   }
@@ -120,7 +105,7 @@ export class BenchRun implements ScenarioRun {
   private async linkBytes(): Promise<number | undefined> {
     if (!this.servers.link) return undefined;
     const adminUrl = this.servers.target.adminUrl;
-    return adminUrl ? (await upstreamCounters(adminUrl)).bytesReceived : this.total('bytes');
+    return adminUrl ? (await upstreamCounters(adminUrl)).bytesReceived : this.fleet.total('bytes');
   }
 
   /** What a relay target has received from its upstream so far (its metrics' running total). */
@@ -138,18 +123,18 @@ export class BenchRun implements ScenarioRun {
     const upstreamPid = this.servers.upstream?.pid;
     const upstreamSampler = upstreamPid ? new RssSampler(upstreamPid) : undefined;
     const upstreamCpuBefore = upstreamPid ? cpuSeconds(upstreamPid) : 0;
-    const bytesBefore = this.total('bytes');
-    const errorsBefore = this.total('errors');
-    const reconnectsBefore = this.total('reconnects');
+    const bytesBefore = this.fleet.total('bytes');
+    const errorsBefore = this.fleet.total('errors');
+    const reconnectsBefore = this.fleet.total('reconnects');
     const linkBytesBefore = await this.linkBytes();
     const upstreamBytesBefore = await this.upstreamBytes();
     let started = performance.now();
     await action();
     if (timedFrom === 'end of action') started = performance.now();
-    const totalMs = await this.until(name, done, started);
+    const totalMs = await this.fleet.until(name, done, started);
     // Let late ACKs land before sampling.
     await sleep(200);
-    const samples = await this.collect();
+    const samples = await this.fleet.collect();
     const flat = (pick: (s: WorkerSamples) => number[]) => samples.flatMap(pick);
     const receive = flat((s) => s.receiveMs);
     const configured = flat((s) => s.timeToConfigMs);
@@ -158,16 +143,16 @@ export class BenchRun implements ScenarioRun {
     const upstreamBytesAfter = await this.upstreamBytes();
     return {
       totalMs,
-      complete: name === 'connect' ? this.total('configured') : this.total('watched'),
+      complete: name === 'connect' ? this.fleet.total('configured') : this.fleet.total('watched'),
       ...(receive.length > 0 ? { receive: summarize(receive), ack: summarize(flat((s) => s.ackMs)) } : {}),
       ...(configured.length > 0 ? { timeToConfig: summarize(configured) } : {}),
       serverCpuSeconds: pid ? cpuSeconds(pid) - cpuBefore : undefined,
       serverPeakRssBytes: sampler?.stop(),
       upstreamCpuSeconds: upstreamPid ? cpuSeconds(upstreamPid) - upstreamCpuBefore : undefined,
       upstreamPeakRssBytes: upstreamSampler?.stop(),
-      bytesReceived: this.total('bytes') - bytesBefore,
-      errors: this.total('errors') - errorsBefore,
-      reconnects: this.total('reconnects') - reconnectsBefore,
+      bytesReceived: this.fleet.total('bytes') - bytesBefore,
+      errors: this.fleet.total('errors') - errorsBefore,
+      reconnects: this.fleet.total('reconnects') - reconnectsBefore,
       ...(linkBytesAfter !== undefined ? { linkBytes: linkBytesAfter - (linkBytesBefore ?? 0) } : {}),
       ...(upstreamBytesAfter !== undefined ? { upstreamBytes: upstreamBytesAfter - (upstreamBytesBefore ?? 0) } : {}),
     };
@@ -179,20 +164,16 @@ export class BenchRun implements ScenarioRun {
 
   async watchPush(typeUrl: string, next: MeshModel): Promise<void> {
     const stamp = await this.pushStamped(next);
-    this.broadcast({ type: 'watch', id: ++this.watchId, typeUrl, stamp });
+    this.fleet.broadcast({ type: 'watch', id: ++this.fleet.watchId, typeUrl, stamp });
   }
 
   async reconnectAll(): Promise<void> {
-    this.broadcast({ type: 'reconnect-all' });
-    await this.until('reconnect', () => this.total('connected') >= this.options.clients, performance.now());
+    this.fleet.broadcast({ type: 'reconnect-all' });
+    await this.fleet.until('reconnect', () => this.fleet.total('connected') >= this.options.clients, performance.now());
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.workers.map(async (worker) => {
-      const exited = new Promise((resolve) => worker.child.once('exit', resolve));
-      worker.child.send({ type: 'stop' } satisfies WorkerCommand);
-      await exited;
-    }));
+    await this.fleet.stop();
   }
 
   /** Applies a mesh change everywhere; the push stamp is what the clients must reach. */
@@ -200,78 +181,6 @@ export class BenchRun implements ScenarioRun {
     this.mesh = next;
     const pushes = await Promise.all(this.servers.driven.map((server) => server.apply(next)));
     return pushes.at(-1)!;
-  }
-
-  private startWorkers(): void {
-    const { clients, groups, workers, protocol, nackFraction, clientsPerAddress } = this.options;
-    const targets = this.servers.target.shards ?? [this.servers.target.target];
-    const nackEvery = nackFraction > 0 ? Math.max(1, Math.round(1 / nackFraction)) : 0;
-    for (let w = 0; w < workers; w++) {
-      const child = fork(path.join(here, 'worker.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      pinToCpus(child.pid, this.options.clientCpus);
-      const worker: Worker = { child, progress: { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0, watchId: 0 } };
-      child.on('message', (message: WorkerProgress | WorkerSamples) => { if (message.type === 'progress') worker.progress = message; });
-      const specs = [];
-      for (let i = w; i < clients; i += workers) {
-        specs.push({ index: i, node: clientNode(i, groups), nack: nackEvery > 0 && i % nackEvery === nackEvery - 1, source: sourceAddress(i, clientsPerAddress) });
-      }
-      child.send({ type: 'init', targets, protocol, clients: specs } satisfies WorkerCommand);
-      this.workers.push(worker);
-    }
-  }
-
-  private total(field: keyof Omit<WorkerProgress, 'type' | 'watchId' | 'lastError'>): number {
-    if (field === 'watched') return this.workers.reduce((sum, worker) => sum + (worker.progress.watchId === this.watchId ? worker.progress.watched : 0), 0);
-    return this.workers.reduce((sum, worker) => sum + worker.progress[field], 0);
-  }
-
-  private lastError(): string | undefined {
-    return this.workers.map((worker) => worker.progress.lastError).find((kind) => kind !== undefined);
-  }
-
-  private broadcast(command: WorkerCommand): void {
-    for (const worker of this.workers) worker.child.send(command);
-  }
-
-  private async collect(): Promise<WorkerSamples[]> {
-    const replies = this.workers.map((worker) => once<WorkerSamples>(worker.child, (m) => m.type === 'samples'));
-    this.broadcast({ type: 'collect' });
-    const samples = await Promise.all(replies);
-    for (const s of samples) {
-      this.errorMessages.push(...s.errorMessages.slice(0, 5));
-      for (const [kind, count] of Object.entries(s.errorKinds)) this.errorKinds[kind] = (this.errorKinds[kind] ?? 0) + count;
-    }
-    return samples;
-  }
-
-  /** Waits until `done()` or the timeout, reporting progress; returns the elapsed ms or undefined on timeout. */
-  private async until(phase: string, done: () => boolean, started: number, pollMs = 20): Promise<number | undefined> {
-    const deadline = started + this.options.timeoutSeconds * 1000;
-    let lastReport = 0;
-    for (;;) {
-      const now = performance.now();
-      if (done()) return now - started;
-      if (now > deadline) return undefined;
-      if (now - lastReport > 500) {
-        lastReport = now;
-        const elapsed = ((now - started) / 1000).toFixed(1);
-        this.options.onProgress?.(`[${this.kind}] ${phase}: connected ${this.total('connected')}/${this.options.clients}, configured ${this.total('configured')}, `
-          + `watched ${this.total('watched')}, responses ${this.total('responses')}, ${(this.total('bytes') / 1048576).toFixed(1)} MiB, errors ${this.total('errors')}, ${elapsed}s`
-          + `${this.lastError() ? ` (last: ${this.lastError()})` : ''}`);
-      }
-      await sleep(pollMs);
-    }
-  }
-
-  /** Waits until no client has received anything for a second (at most the timeout), so hashes compare settled config. */
-  private async quiet(): Promise<void> {
-    let last = -1;
-    await this.until('settling', () => {
-      const responses = this.total('responses');
-      if (responses === last) return true;
-      last = responses;
-      return false;
-    }, performance.now(), 1000);
   }
 }
 
@@ -288,7 +197,7 @@ export function emptyResult(target: TargetKind): TargetResult {
  * reaches the relay before its old one's close is a second stream of that node, so its old
  * upstream stream lingers unclaimed for the linger window.
  */
-async function upstreamCounters(adminUrl: string): Promise<NonNullable<TargetResult['upstream']>> {
+export async function upstreamCounters(adminUrl: string): Promise<NonNullable<TargetResult['upstream']>> {
   const groups = await adminGet(adminUrl, '/debug/groups', (response) => response.json()) as Array<{ phase: string; upstream: { state: string; bytesReceived: number } }>;
   const lingering = groups.filter((g) => g.phase === 'lingering').length;
   const serving = groups.filter((g) => g.phase !== 'lingering');

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 import { frameMessage, MessageDeframer } from '../../src/transport/grpc-framing.js';
 import { AdsMethod, Envelopes, type AnyMessage, type DeltaDiscoveryResponse, type DiscoveryResponse, type NodeMessage, type RpcStatus, type XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import { messageType } from '../../src/xds/protocol/protos.js';
@@ -78,9 +79,13 @@ function http2GoawayName(code: number): string {
   return HTTP2_ERROR_CODES[code] ?? String(code);
 }
 
-/** A TCP connection to the authority's host and port from a given source address. */
-function connectFrom(authority: URL, localAddress: string): net.Socket {
-  return net.connect({ host: authority.hostname, port: Number(authority.port), localAddress });
+/** What a VM presents on a TLS connection: the CA it trusts, its workload certificate and key, the server name it expects. */
+export interface ClientTls { ca: string; cert: string; key: string; servername: string }
+
+/** A TCP (or TLS, ALPN h2) connection to the authority's host and port, from a given source address if any. */
+function connectTo(authority: URL, localAddress: string | undefined, secure: ClientTls | undefined): net.Socket {
+  const endpoint = { host: authority.hostname, port: Number(authority.port), ...(localAddress ? { localAddress } : {}) };
+  return secure ? tls.connect({ ...endpoint, ...secure, ALPNProtocols: ['h2'] }) : net.connect(endpoint);
 }
 
 /** What a client tells its worker. */
@@ -142,10 +147,15 @@ export class EnvoyClient {
   responses = 0;
   nacksSent = 0;
   reconnects = 0;
+  /** ADS streams this client has opened (a new one after each that ended). */
+  streamsOpened = 0;
   /** Stream retries since the last response (the exponent of the backoff). */
   private retryAttempts = 0;
   private closed = false;
   private keepVersions = false;
+  /** Types answered on the current stream, and when (wall clock) it had answered all the client needs. */
+  private readonly answeredOnStream = new Set<string>();
+  servedAt: number | undefined;
 
   constructor(
     readonly index: number,
@@ -157,6 +167,8 @@ export class EnvoyClient {
     private readonly events: ClientEvents,
     /** The source address to connect from (each has its own ephemeral ports; fleet-layout.ts). */
     private readonly localAddress?: string,
+    /** Connect over TLS with a workload certificate (the relay's TLS listener), not plaintext. */
+    private readonly secure?: ClientTls,
   ) {}
 
   /** Opens the connection and subscribes; with `keepVersions`, comes back with what it holds. */
@@ -174,7 +186,7 @@ export class EnvoyClient {
   private liveSession(): http2.ClientHttp2Session {
     const current = this.session;
     if (current && !current.closed && !current.destroyed) return current;
-    const session = http2.connect(`http://${this.target}`, this.localAddress ? { createConnection: (authority) => connectFrom(authority, this.localAddress!) } : {});
+    const session = http2.connect(`${this.secure ? 'https' : 'http'}://${this.target}`, { createConnection: (authority: URL) => connectTo(authority, this.localAddress, this.secure) });
     this.session = session;
     session.on('error', (error) => this.events.error(this, `connection: ${error.message}`));
     // Why a server ended the connection: its GOAWAY's code says (and a stream it had not begun is then REFUSED_STREAM).
@@ -185,6 +197,9 @@ export class EnvoyClient {
   /** The ADS stream, with the node on its first request and every subscription the client holds. */
   private openStream(): void {
     this.sentNode = false;
+    this.answeredOnStream.clear();
+    this.servedAt = undefined;
+    this.streamsOpened++;
     const session = this.liveSession();
     const stream = session.request({
       ':method': 'POST', ':path': this.protocol === 'delta' ? AdsMethod.delta : AdsMethod.sotw,
@@ -365,6 +380,17 @@ export class EnvoyClient {
       this.configuredAt = performance.now();
       this.events.configured(this, this.configuredAt - this.connectStarted);
     }
+    this.answeredOnStream.add(typeUrl);
+    if (this.servedAt === undefined && this.servedOnStream()) this.servedAt = Date.now();
+  }
+
+  /**
+   * Whether the current stream has answered everything the client holds: a VM that came back on a
+   * new stream (to another replica, with its versions) is served again once it has been sent each type.
+   */
+  private servedOnStream(): boolean {
+    if (!this.answeredOnStream.has(CDS) || !this.answeredOnStream.has(LDS) || !this.isConfigured()) return false;
+    return [EDS, RDS].every((typeUrl) => this.wanted(typeUrl).size === 0 || this.answeredOnStream.has(typeUrl));
   }
 
   private isConfigured(): boolean {

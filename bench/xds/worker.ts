@@ -3,14 +3,21 @@
  * over processes and is not the bottleneck on its own. Driven by its parent over IPC.
  */
 import type { NodeMessage, XdsProtocol } from '../../src/xds/protocol/envelopes.js';
-import { EnvoyClient, ResourceDecoder, notBefore, type PushStamp } from './envoy-client.js';
+import { EnvoyClient, ResourceDecoder, notBefore, type ClientTls, type PushStamp } from './envoy-client.js';
 
 export type WorkerCommand =
-  /** Client i connects to targets[i % targets.length] (a sharded baseline has several) from its source address. */
-  | { type: 'init'; targets: string[]; protocol: XdsProtocol; clients: Array<{ index: number; node: NodeMessage; nack: boolean; source: string }> }
+  /**
+   * Client i connects to targets[i % targets.length] (a sharded baseline has several) from its source
+   * address; over TLS with credentials[tls] when given (a workload certificate per service account).
+   */
+  | { type: 'init'; targets: string[]; protocol: XdsProtocol; credentials?: ClientTls[]; clients: Array<{ index: number; node: NodeMessage; nack: boolean; source: string; tls?: number }> }
   | { type: 'connect'; ratePerSecond: number }
   | { type: 'reconnect-all' }
   | { type: 'watch'; id: number; typeUrl: string; stamp: PushStamp }
+  /** From now on, count the clients whose stream ends and how soon they are served again (a replica killed). */
+  | { type: 'mark' }
+  /** These clients leave for good (VMs that do not come back). */
+  | { type: 'abandon'; indices: number[] }
   | { type: 'collect' }
   | { type: 'stop' };
 
@@ -29,6 +36,11 @@ export interface WorkerProgress {
   watchId: number;
   /** The kind of the latest error (for the live progress line). */
   lastError?: string;
+  /** Clients whose current stream has answered all they hold. */
+  served: number;
+  /** Since the last mark: clients that got a new stream, and those of them served on it. */
+  moved: number;
+  back: number;
 }
 
 export interface WorkerSamples {
@@ -42,6 +54,8 @@ export interface WorkerSamples {
   errorMessages: string[];
   /** Errors since the last collect, by kind (errorKind). */
   errorKinds: Record<string, number>;
+  /** Since the last mark, per client that got a new stream and was served on it: ms from the mark. */
+  backMs: number[];
 }
 
 /** An error message with its numbers (ports, counts, ms) taken out, so that alike errors count together. */
@@ -63,6 +77,9 @@ let lastError: string | undefined;
 let watch: { id: number; typeUrl: string; stamp: PushStamp } | undefined;
 const latestPush = new Map<EnvoyClient, Map<string, PushStamp>>();
 let connectTimer: NodeJS.Timeout | undefined;
+/** The last mark (wall clock) and each client's stream count then. */
+let mark: { ms: number; streams: Map<EnvoyClient, number> } | undefined;
+const movedSinceMark = (client: EnvoyClient) => mark !== undefined && client.streamsOpened > (mark.streams.get(client) ?? 0);
 
 const events = {
   configured: (_client: EnvoyClient, elapsedMs: number) => { timeToConfigMs.push(elapsedMs); },
@@ -84,9 +101,15 @@ const events = {
 };
 
 function progress(): WorkerProgress {
-  let connected = 0, configured = 0, responses = 0, bytes = 0, nacks = 0, reconnects = 0, watched = 0;
+  let connected = 0, configured = 0, responses = 0, bytes = 0, nacks = 0, reconnects = 0, watched = 0, served = 0, moved = 0, back = 0;
   for (const client of clients) {
     if (client.connected) connected++;
+    const isServed = client.connected && client.servedAt !== undefined;
+    if (isServed) served++;
+    if (movedSinceMark(client)) {
+      moved++;
+      if (isServed) back++;
+    }
     if (client.configuredAt !== undefined) configured++;
     responses += client.responses;
     bytes += client.bytesReceived;
@@ -95,7 +118,7 @@ function progress(): WorkerProgress {
     const latest = watch && latestPush.get(client)?.get(watch.typeUrl);
     if (watch && latest && notBefore(latest, watch.stamp)) watched++;
   }
-  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0, ...(lastError ? { lastError } : {}) };
+  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0, served, moved, back, ...(lastError ? { lastError } : {}) };
 }
 
 const progressTimer = setInterval(() => send(progress()), 100);
@@ -103,7 +126,8 @@ const progressTimer = setInterval(() => send(progress()), 100);
 process.on('message', (command: WorkerCommand) => {
   switch (command.type) {
     case 'init':
-      clients = command.clients.map((spec) => new EnvoyClient(spec.index, command.targets[spec.index % command.targets.length]!, command.protocol, spec.node, spec.nack, decoder, events, spec.source));
+      clients = command.clients.map((spec) => new EnvoyClient(spec.index, command.targets[spec.index % command.targets.length]!, command.protocol, spec.node, spec.nack, decoder, events,
+        spec.source, spec.tls === undefined ? undefined : command.credentials?.[spec.tls]));
       break;
     case 'connect': {
       if (command.ratePerSecond <= 0) {
@@ -127,9 +151,19 @@ process.on('message', (command: WorkerCommand) => {
     case 'watch':
       watch = { id: command.id, typeUrl: command.typeUrl, stamp: command.stamp };
       break;
+    case 'mark':
+      mark = { ms: Date.now(), streams: new Map(clients.map((client) => [client, client.streamsOpened])) };
+      break;
+    case 'abandon': {
+      const leaving = new Set(command.indices);
+      for (const client of clients.filter((c) => leaving.has(c.index))) client.close();
+      clients = clients.filter((c) => !leaving.has(c.index));
+      break;
+    }
     case 'collect':
       send({
         type: 'samples', timeToConfigMs, receiveMs, ackMs, errorMessages: errorMessages.splice(0), errorKinds,
+        backMs: clients.filter((client) => movedSinceMark(client) && client.servedAt !== undefined).map((client) => client.servedAt! - mark!.ms),
         hashes: clients.map((client) => ({ index: client.index, hash: client.configHash(), configured: client.configuredAt !== undefined })),
       });
       timeToConfigMs = [];

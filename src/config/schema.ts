@@ -282,6 +282,33 @@ export const benchAttackSchema = z.object({
   relayCpuProf: z.string().default(''),
 }).strict();
 
+/**
+ * `meshrelay bench replicas`: relay replicas behind HAProxy in front of a real istiod and its API
+ * server (scripts/bench-real-istiod.sh gives both), one killed with -9 under load (docs/BENCHMARKS.md).
+ */
+export const benchReplicasSchema = z.object({
+  // Each VM's address is 172.16.x.y (bench/xds/fleet.ts), its entry's name too: at most 65,536.
+  clients: z.number().int().min(1).max(65_536).default(10_000),
+  replicas: z.number().int().min(2).max(16).default(3),
+  groups: z.number().int().min(1).default(4),
+  protocol: z.enum(['delta', 'sotw']).default('delta'),
+  workers: z.number().int().min(1).max(256).optional(),
+  clientsPerAddress: z.number().int().min(1).optional(),
+  connectRate: z.number().min(0).default(0),
+  // The relays' WorkloadEntry grace period and replica lease: the defaults serve (istiod's 10 s grace).
+  graceSeconds: z.number().int().min(1).default(10),
+  leaseSeconds: z.number().int().min(1).default(15),
+  // VMs of the killed replica that do not come back: a survivor must delete their entries.
+  abandon: z.number().int().min(0).default(10),
+  upstreamTarget: address,
+  upstreamPid: z.number().int().min(0).default(0),
+  upstreamKubeconfig: z.string().min(1),
+  timeoutSeconds: z.number().min(1).optional(),
+  json: z.string().default(''),
+}).strict().superRefine((config, context) => {
+  if (config.clients < config.groups) context.addIssue({ code: 'custom', path: ['groups'], message: 'cannot exceed clients' });
+});
+
 /** `meshrelay bench` (xDS): simulated VM Envoys against the relay, the upstream or the raw baseline. */
 export const benchXdsSchema = z.object({
   clients: z.number().int().min(1).max(1_000_000).default(1000),

@@ -17,9 +17,6 @@ export interface ConnectionPolicy {
   maxConnectionAgeGraceMs: number;
 }
 
-/** Keepalive intervals a connection may go without a stream before it is pinged anyway. */
-const STREAMLESS_INTERVALS = 4;
-
 /**
  * Applies the policy to one HTTP/2 connection. `endStreams` ends that connection's long-lived
  * calls with UNAVAILABLE when its age grace runs out, so clients reconnect (to another replica).
@@ -29,45 +26,7 @@ export function manageConnection(session: http2.Http2Session, policy: Connection
   const clear = () => { for (const timer of timers) clearTimeout(timer); };
   session.once('close', clear);
 
-  if (policy.keepaliveIntervalMs > 0) {
-    const ping = () => {
-      if (session.closed || session.destroyed) return;
-      const sentAt = performance.now();
-      const stalledAtSend = stalls?.totalMs ?? 0;
-      let answered = false;
-      // Judged after this loop iteration's I/O (setImmediate), so an answer already received is
-      // read first; the time the process itself was stalled does not count against the peer.
-      const judge = () => setImmediate(() => {
-        if (answered || session.destroyed) return;
-        const heardForMs = performance.now() - sentAt - ((stalls?.totalMs ?? 0) - stalledAtSend);
-        if (heardForMs < policy.keepaliveTimeoutMs) deadline = setTimeout(judge, policy.keepaliveTimeoutMs - heardForMs).unref();
-        else session.destroy();
-      });
-      let deadline = setTimeout(judge, policy.keepaliveTimeoutMs).unref();
-      try {
-        session.ping((error) => {
-          answered = true;
-          clearTimeout(deadline);
-          if (error) session.destroy();
-        });
-      } catch {
-        clearTimeout(deadline);
-      }
-      timers.push(setTimeout(ping, policy.keepaliveIntervalMs).unref());
-    };
-    // Pings wait for the connection's first stream: a busy relay reads some new sockets late in a
-    // connect storm, and a ping whose answer sits unread behind the VM's first request would end a
-    // healthy connection with a GOAWAY that refuses the request (REFUSED_STREAM at the VM). One that
-    // opens no stream for STREAMLESS_INTERVALS intervals is pinged all the same (a dead peer).
-    let streamSeen = false;
-    let waited = 0;
-    session.once('stream', () => { streamSeen = true; });
-    const first = () => {
-      if (streamSeen || ++waited >= STREAMLESS_INTERVALS) ping();
-      else timers.push(setTimeout(first, policy.keepaliveIntervalMs).unref());
-    };
-    timers.push(setTimeout(first, policy.keepaliveIntervalMs).unref());
-  }
+  if (policy.keepaliveIntervalMs > 0) session.once('close', keepAlive(session, policy, stalls));
 
   if (policy.idleTimeoutMs > 0) {
     session.setTimeout(policy.idleTimeoutMs, () => {
@@ -85,4 +44,53 @@ export function manageConnection(session: http2.Http2Session, policy: Connection
       timers.push(setTimeout(() => endStreams(), policy.maxConnectionAgeGraceMs).unref());
     }, age).unref());
   }
+}
+
+/**
+ * grpc-go's server keepalive, which istiod runs (internal/transport/http2_server.go, keepalive()):
+ * a connection is pinged only after keepaliveIntervalMs in which nothing was read from it, and
+ * closed only if nothing at all (the ping's answer or any other frame) is read within
+ * keepaliveTimeoutMs after that. A VM that is sending (a connect storm's requests and ACKs) is never
+ * pinged; one slow to answer but sending is not closed. "Read" is the bytes the relay has read
+ * from the socket, judged after the loop's I/O (setImmediate) so data already waiting is read
+ * first, and the time the relay's own event loop was stalled does not count against the peer.
+ */
+/** Returns what stops it. */
+function keepAlive(session: http2.Http2Session, policy: ConnectionPolicy, stalls: EventLoopStalls | undefined): () => void {
+  const bytesRead = () => session.socket?.bytesRead ?? 0;
+  const stalled = () => stalls?.totalMs ?? 0;
+  let timer: NodeJS.Timeout | undefined;
+  const later = (ms: number, action: () => void) => { timer = setTimeout(() => setImmediate(action), ms).unref(); };
+  const alive = () => !session.closed && !session.destroyed;
+  let readAtCheck = bytesRead();
+  const check = () => {
+    if (!alive()) return;
+    const read = bytesRead();
+    if (read !== readAtCheck) {
+      readAtCheck = read;
+      later(policy.keepaliveIntervalMs, check);
+      return;
+    }
+    const sentAt = performance.now();
+    const stalledAtSend = stalled();
+    try {
+      session.ping(() => {});
+    } catch {
+      return;
+    }
+    const judge = () => {
+      if (!alive()) return;
+      if (bytesRead() !== read) {
+        readAtCheck = bytesRead();
+        later(policy.keepaliveIntervalMs, check);
+        return;
+      }
+      const waitedMs = performance.now() - sentAt - (stalled() - stalledAtSend);
+      if (waitedMs < policy.keepaliveTimeoutMs) later(policy.keepaliveTimeoutMs - waitedMs, judge);
+      else session.destroy();
+    };
+    later(policy.keepaliveTimeoutMs, judge);
+  };
+  later(policy.keepaliveIntervalMs, check);
+  return () => clearTimeout(timer);
 }

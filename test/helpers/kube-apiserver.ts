@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { freePort } from '../../bench/free-port.js';
+import { stopProcess } from '../../bench/stop-process.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 /** Where scripts/build-test-peers.sh puts the Go-built peers. */
@@ -17,16 +18,6 @@ export const kubectlBinary = path.join(peersDirectory, 'kubectl');
 export function kubeApiServerUnavailable(): string | undefined {
   if (existsSync(kubeApiServerBinary)) return undefined;
   return 'real kube-apiserver not built (needs Go and its module proxy): run scripts/build-test-peers.sh';
-}
-
-/** SIGTERM, then SIGKILL after `killAfterMs`; resolves once the process has exited. */
-export async function stopProcess(child: ChildProcess | undefined, killAfterMs: number): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-  await exited;
-  clearTimeout(timer);
 }
 
 export interface KubeApiServer {

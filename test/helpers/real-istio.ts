@@ -7,7 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import { stringify } from 'yaml';
 import { createDevCa } from '../../src/ca/dev-ca.js';
 import { freePort } from '../../bench/free-port.js';
-import { kubeApiServerUnavailable, peersDirectory, startKubeApiServer, stopProcess, type KubeApiServer } from './kube-apiserver.js';
+import { kubeApiServerUnavailable, peersDirectory, startKubeApiServer, type KubeApiServer } from './kube-apiserver.js';
+import { stopProcess } from '../../bench/stop-process.js';
 import { kubectl, kubectlUnavailable } from './kubectl.js';
 
 export const istioPeers = {

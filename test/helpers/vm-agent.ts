@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from '../../bench/free-port.js';
-import { stopProcess } from './kube-apiserver.js';
+import { stopProcess } from '../../bench/stop-process.js';
 import { ISTIOD_SERVER_NAME, istioPeers, type RealMesh } from './real-istio.js';
 
 export interface VmFiles {

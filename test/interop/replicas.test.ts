@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { freePort } from '../../bench/free-port.js';
 import type { NodeMessage } from '../../src/xds/protocol/envelopes.js';
-import { haproxyUnavailable, startHaproxy, type LoadBalancer } from '../helpers/haproxy.js';
+import { haproxyUnavailable, startHaproxy, type LoadBalancer } from '../../bench/lb/haproxy.js';
 import { eventually } from '../helpers/harness.js';
 import { assertSameConfig, directProxy, istiodConnections, relayTlsClient } from '../helpers/interop.js';
 import { ConfigProxy } from '../helpers/proxy-config.js';

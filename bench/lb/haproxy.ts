@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort } from '../../bench/free-port.js';
-import { stopProcess } from './kube-apiserver.js';
+import { freePort } from '../free-port.js';
+import { stopProcess } from '../stop-process.js';
 
 /** Why the HAProxy tests cannot run here, or undefined (Debian's haproxy package, which .ci/run installs). */
 export function haproxyUnavailable(): string | undefined {
@@ -29,19 +29,48 @@ export interface LoadBalancer {
   close(): Promise<void>;
 }
 
+/** HAProxy's open files: two per proxied connection, plus its listeners, checks and logs. */
+const MAXCONN_PER_PROCESS = 9000;
+
 /**
  * HAProxy in TCP mode in front of relay replicas, as a Kubernetes Service or the east-west
  * gateway's passthrough spreads connections: least connections, a replica out of rotation while
  * its /readyz is not 200 (checked every 300 ms), connections to a replica that went down closed.
+ * One HAProxy process holds MAXCONN_PER_PROCESS connections here (two files each, under the
+ * 20,000-file limit); `processes` of them share the port (HAProxy binds with SO_REUSEPORT, so the
+ * kernel spreads new connections over them), as several gateway replicas would.
  */
-export async function startHaproxy(backends: Backend[]): Promise<LoadBalancer> {
+export async function startHaproxy(backends: Backend[], options: { processes?: number } = {}): Promise<LoadBalancer> {
   const dir = mkdtempSync(path.join(tmpdir(), 'haproxy-'));
   const port = await freePort();
-  const socket = path.join(dir, 'admin.sock');
+  const instances = await Promise.all(Array.from({ length: options.processes ?? 1 }, (_, index) => startInstance(dir, index, port, backends)));
+  const everywhere = (line: string) => Promise.all(instances.map((instance) => instance.command(line)));
+  return {
+    address: `127.0.0.1:${port}`,
+    setEnabled: async (name, enabled) => { await everywhere(`${enabled ? 'enable' : 'disable'} server relays/${name}`); },
+    servers: async () => {
+      // `show stat` is CSV: pxname,svname,qcur,qmax,scur,...,status is field 17 (0-based).
+      const byName = new Map<string, { name: string; status: string; sessions: number }>();
+      for (const stat of await everywhere('show stat')) {
+        for (const row of stat.split('\n').filter((line) => line.startsWith('relays,')).map((line) => line.split(','))) {
+          if (row[1] === 'BACKEND') continue;
+          const seen = byName.get(row[1]!);
+          if (seen) seen.sessions += Number(row[4]);
+          else byName.set(row[1]!, { name: row[1]!, sessions: Number(row[4]), status: row[17]! });
+        }
+      }
+      return [...byName.values()];
+    },
+    close: async () => { await Promise.all(instances.map((instance) => stopProcess(instance.child, 2000))); },
+  };
+}
+
+async function startInstance(dir: string, index: number, port: number, backends: Backend[]) {
+  const socket = path.join(dir, `admin-${index}.sock`);
   const config = [
     'global',
     `  stats socket ${socket} mode 600 level admin`,
-    '  maxconn 9000',
+    `  maxconn ${MAXCONN_PER_PROCESS}`,
     'defaults',
     '  mode tcp',
     '  timeout connect 2s',
@@ -60,7 +89,7 @@ export async function startHaproxy(backends: Backend[]): Promise<LoadBalancer> {
     ...backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.adminPort}${b.enabled === false ? ' disabled' : ''}`),
     '',
   ].join('\n');
-  const file = path.join(dir, 'haproxy.cfg');
+  const file = path.join(dir, `haproxy-${index}.cfg`);
   writeFileSync(file, config);
   const child = spawn('haproxy', ['-f', file, '-db'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let errors = '';
@@ -79,14 +108,5 @@ export async function startHaproxy(backends: Backend[]): Promise<LoadBalancer> {
     if (i > 100) throw new Error(`haproxy did not start: ${errors}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return {
-    address: `127.0.0.1:${port}`,
-    setEnabled: async (name, enabled) => { await command(`${enabled ? 'enable' : 'disable'} server relays/${name}`); },
-    servers: async () => {
-      // `show stat` is CSV: pxname,svname,qcur,qmax,scur,...,status is field 17 (0-based).
-      const rows = (await command('show stat')).split('\n').filter((line) => line.startsWith('relays,')).map((line) => line.split(','));
-      return rows.filter((row) => row[1] !== 'BACKEND').map((row) => ({ name: row[1]!, sessions: Number(row[4]), status: row[17]! }));
-    },
-    close: () => stopProcess(child, 2000),
-  };
+  return { child, command };
 }
