@@ -3,7 +3,8 @@
 # CRDs, pilot-discovery at the pinned version, the VM fixture) on loopback, then runs
 # `meshrelay bench --upstream-target <istiod's plaintext xDS> --upstream-pid <istiod>
 # --upstream-kubeconfig <its API server>` with the
-# arguments given (e.g. --compare --clients 1000), and stops the mesh. Needs the peers
+# arguments given (e.g. --compare --clients 1000; or `replicas --clients 10000` for meshrelay
+# bench replicas), and stops the mesh. Needs the peers
 # (npm run peers) and a build (npm run build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +34,8 @@ if [ -n "$every" ] && [ "$every" -gt 0 ]; then
   ' "$every" "${clients:-1000}" | .cache/peers/kubectl --kubeconfig "$kubeconfig" apply -f - >&2
   sleep 2
 fi
+# `replicas` first: relay replicas behind HAProxy in front of this istiod (meshrelay bench replicas).
+kind=()
+if [ "${1:-}" = replicas ]; then kind=(replicas); shift; fi
 # The relay reads what istiod binds to VM addresses from the same API server (docs/ADDRESS-BINDING.md).
-node dist/src/cli/main.js bench --upstream-target "$address" --upstream-pid "$pid" --upstream-kubeconfig "$kubeconfig" "$@"
+node dist/src/cli/main.js bench "${kind[@]}" --upstream-target "$address" --upstream-pid "$pid" --upstream-kubeconfig "$kubeconfig" "$@"

@@ -35,7 +35,7 @@ const MAXCONN_PER_PROCESS = 9000;
 /**
  * HAProxy in TCP mode in front of relay replicas, as a Kubernetes Service or the east-west
  * gateway's passthrough spreads connections: least connections, a replica out of rotation while
- * its /readyz is not 200 (checked every 300 ms), connections to a replica that went down closed.
+ * its /readyz is not 200 (checked every 300 ms); connections already open are left alone.
  * One HAProxy process holds MAXCONN_PER_PROCESS connections here (two files each, under the
  * 20,000-file limit); `processes` of them share the port (HAProxy binds with SO_REUSEPORT, so the
  * kernel spreads new connections over them), as several gateway replicas would.
@@ -85,7 +85,10 @@ async function startInstance(dir: string, index: number, port: number, backends:
     '  balance leastconn',
     '  option httpchk GET /readyz',
     '  http-check expect status 200',
-    '  default-server inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions',
+    // A check slower than 2 s (a replica busy with a storm) is not a failure; a replica marked down
+    // keeps its connections, as a pod that is not ready does (a dead one's are closed by the kernel).
+    '  timeout check 2s',
+    '  default-server inter 300ms fall 1 rise 1',
     ...backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.adminPort}${b.enabled === false ? ' disabled' : ''}`),
     '',
   ].join('\n');

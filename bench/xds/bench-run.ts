@@ -70,6 +70,7 @@ export class BenchRun implements ScenarioRun {
     }
     result.samples = { timeToConfigMs: this.rawSamples.get('connect')?.configured ?? [], edsReceiveMs: this.rawSamples.get('eds')?.receive ?? [] };
     result.downstreamBytes = this.fleet.total('bytes');
+    result.loadGeneratorLoopDelayMaxMs = this.fleet.maxLoopDelayMs();
     result.nacksSent = this.fleet.total('nacks');
     await this.fleet.quiet();
     if (this.servers.target.adminUrl) {

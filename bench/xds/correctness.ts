@@ -10,7 +10,7 @@ import type { TargetResult, XdsBenchOptions } from './xds-bench-types.js';
  * upstream; with no upstream to ask (an external target), against the most common hash in the class.
  */
 export async function checkCorrectness(
-  hashes: Array<{ index: number; hash: string }>, options: XdsBenchOptions, upstream: Endpoint | undefined, decoder: ResourceDecoder,
+  hashes: Array<{ index: number; hash: string }>, options: Pick<XdsBenchOptions, 'groups' | 'protocol' | 'timeoutSeconds' | 'clients' | 'boundEvery'>, upstream: Pick<Endpoint, 'target'> | undefined, decoder: ResourceDecoder,
 ): Promise<TargetResult['correctness']> {
   const { groups, protocol, timeoutSeconds, clients, boundEvery } = options;
   // VMs configured alike: one group's, apart for the address-bound ones (--bound-every).

@@ -153,7 +153,7 @@ export class EnvoyClient {
   private retryAttempts = 0;
   private closed = false;
   private keepVersions = false;
-  /** Types answered on the current stream, and when (wall clock) it had answered all the client needs. */
+  /** Types answered on the current stream, and when (wall clock) it first served the client. */
   private readonly answeredOnStream = new Set<string>();
   servedAt: number | undefined;
 
@@ -385,12 +385,12 @@ export class EnvoyClient {
   }
 
   /**
-   * Whether the current stream has answered everything the client holds: a VM that came back on a
-   * new stream (to another replica, with its versions) is served again once it has been sent each type.
+   * Whether the current stream serves the client: it has answered (the relay sends nothing before
+   * the VM is registered) and the client holds its full config. A VM that comes back with its
+   * versions over Delta is sent only what changed, so not every type is answered again.
    */
   private servedOnStream(): boolean {
-    if (!this.answeredOnStream.has(CDS) || !this.answeredOnStream.has(LDS) || !this.isConfigured()) return false;
-    return [EDS, RDS].every((typeUrl) => this.wanted(typeUrl).size === 0 || this.answeredOnStream.has(typeUrl));
+    return this.answeredOnStream.size > 0 && this.isConfigured();
   }
 
   private isConfigured(): boolean {

@@ -63,6 +63,11 @@ export class FleetProcesses {
     return this.workers.reduce((sum, worker) => sum + worker.progress[field], 0);
   }
 
+  /** The longest any load-generator process's event loop was late (ms). */
+  maxLoopDelayMs(): number {
+    return Math.max(0, ...this.workers.map((worker) => worker.progress.loopDelayMaxMs));
+  }
+
   lastError(): string | undefined {
     return this.workers.map((worker) => worker.progress.lastError).find((kind) => kind !== undefined);
   }
@@ -95,8 +100,8 @@ export class FleetProcesses {
         lastReport = now;
         const elapsed = ((now - started) / 1000).toFixed(1);
         this.options.onProgress?.(`[${this.label}] ${phase}: connected ${this.total('connected')}/${this.options.clients}, configured ${this.total('configured')}, `
-          + `watched ${this.total('watched')}, responses ${this.total('responses')}, ${(this.total('bytes') / 1048576).toFixed(1)} MiB, errors ${this.total('errors')}, ${elapsed}s`
-          + `${this.lastError() ? ` (last: ${this.lastError()})` : ''}`);
+          + `watched ${this.total('watched')}, served ${this.total('served')}, moved ${this.total('moved')} (back ${this.total('back')}), responses ${this.total('responses')}, ${(this.total('bytes') / 1048576).toFixed(1)} MiB, errors ${this.total('errors')}, ${elapsed}s`
+          + `, load-generator loop delay max ${Math.round(this.maxLoopDelayMs())} ms${this.lastError() ? ` (last: ${this.lastError()})` : ''}`);
       }
       await sleep(pollMs);
     }
@@ -123,5 +128,5 @@ export class FleetProcesses {
 }
 
 function emptyProgress(): WorkerProgress {
-  return { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0, watchId: 0, served: 0, moved: 0, back: 0 };
+  return { type: 'progress', connected: 0, configured: 0, responses: 0, bytes: 0, errors: 0, nacks: 0, reconnects: 0, watched: 0, watchId: 0, served: 0, moved: 0, back: 0, loopDelayMaxMs: 0 };
 }

@@ -58,6 +58,7 @@ function rowsFor(clients: number, link: XdsBenchOptions['link']): Row[] {
     ['downstream ÷ upstream bytes', (r) => (r.upstream && r.upstream.bytesReceived > 0 ? r.downstreamBytes / r.upstream.bytesReceived : undefined), 'ratio'],
     ['NACKs sent by VMs', (r) => r.nacksSent, 'count'],
     ['relay worker processes', (r) => r.server.workers, 'count'],
+    ['load generator: longest event-loop delay', (r) => r.loadGeneratorLoopDelayMaxMs, 'ms'],
     ['errors', (r) => Object.values(r.phases).reduce((sum, p) => sum + (p?.errors ?? 0), 0), 'count'],
     ['correct final config (VMs)', (r) => r.correctness.matching, 'count'],
   ];

@@ -2,6 +2,7 @@
  * A bench worker process: hosts a share of the simulated VM Envoys, so the load generator spreads
  * over processes and is not the bottleneck on its own. Driven by its parent over IPC.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { NodeMessage, XdsProtocol } from '../../src/xds/protocol/envelopes.js';
 import { EnvoyClient, ResourceDecoder, notBefore, type ClientTls, type PushStamp } from './envoy-client.js';
 
@@ -41,6 +42,8 @@ export interface WorkerProgress {
   /** Since the last mark: clients that got a new stream, and those of them served on it. */
   moved: number;
   back: number;
+  /** The longest this process's event loop was late since the storm began (ms): a deaf load generator answers no PING. */
+  loopDelayMaxMs: number;
 }
 
 export interface WorkerSamples {
@@ -64,6 +67,8 @@ export function errorKind(message: string): string {
 }
 
 const send = (message: WorkerProgress | WorkerSamples) => process.send?.(message);
+/** Clients a storm connects per turn of the event loop. */
+const CONNECT_BATCH = 100;
 
 const decoder = new ResourceDecoder();
 let clients: EnvoyClient[] = [];
@@ -118,9 +123,11 @@ function progress(): WorkerProgress {
     const latest = watch && latestPush.get(client)?.get(watch.typeUrl);
     if (watch && latest && notBefore(latest, watch.stamp)) watched++;
   }
-  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0, served, moved, back, ...(lastError ? { lastError } : {}) };
+  return { type: 'progress', connected, configured, responses, bytes, errors, nacks, reconnects, watched, watchId: watch?.id ?? 0, served, moved, back, loopDelayMaxMs: loopDelay.max / 1e6, ...(lastError ? { lastError } : {}) };
 }
 
+const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+loopDelay.enable();
 const progressTimer = setInterval(() => send(progress()), 100);
 
 process.on('message', (command: WorkerCommand) => {
@@ -130,8 +137,17 @@ process.on('message', (command: WorkerCommand) => {
         spec.source, spec.tls === undefined ? undefined : command.credentials?.[spec.tls]));
       break;
     case 'connect': {
+      // From the storm on: building the clients (init) is not a time the VMs are connected.
+      loopDelay.reset();
       if (command.ratePerSecond <= 0) {
-        for (const client of clients) client.connect();
+        // All at once, in batches that let the loop breathe between them: thousands of connects in
+        // one go would leave this process deaf for seconds (no PING answered, nothing read), which
+        // a real VM, with a CPU of its own, never is.
+        const batch = (from: number) => {
+          for (const client of clients.slice(from, from + CONNECT_BATCH)) client.connect();
+          if (from + CONNECT_BATCH < clients.length) setImmediate(() => batch(from + CONNECT_BATCH));
+        };
+        batch(0);
         break;
       }
       let next = 0;

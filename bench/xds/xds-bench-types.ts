@@ -85,6 +85,8 @@ export interface TargetResult {
   samples: { timeToConfigMs: number[]; edsReceiveMs: number[] };
   /** `workers`: a relay target's worker processes (each keeps its own upstream streams). */
   server: { idleRssBytes?: number; startRssBytes?: number; idleRssPerVmKiB?: number; upstreamIdleRssBytes?: number; workers?: number };
+  /** The longest a load-generator process's event loop was late during the run (ms): past the keepalive timeout, its VMs answer no PING in time. */
+  loadGeneratorLoopDelayMaxMs?: number;
   /** Upstream streams of groups with VMs (streaming or not), groups lingering without any, and all they received. */
   upstream?: { streams: number; notStreaming: number; lingering: number; bytesReceived: number };
   downstreamBytes: number;

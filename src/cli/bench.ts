@@ -5,11 +5,12 @@ import { runXdsBench } from '../../bench/xds/xds-bench.js';
 import type { TargetKind, XdsBenchOptions } from '../../bench/xds/xds-bench-types.js';
 import { planFleet } from '../../bench/xds/fleet-layout.js';
 import { loadConfig } from '../config/load.js';
-import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchXdsSchema } from '../config/schema.js';
+import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchReplicasSchema, benchXdsSchema } from '../config/schema.js';
 import { runCompressionBench } from '../../bench/compression-bench.js';
 import { attackTable, runAttackBench } from '../../bench/attack/attack-bench.js';
 import { defaultToxiproxyBinary, parseLinkShape, ToxiproxyError } from '../../bench/link/toxiproxy.js';
 import { RelayError } from '../errors.js';
+import { replicaBenchPassed, replicaTable, runReplicaBench } from '../../bench/replicas/replica-bench.js';
 
 async function csr(argv: string[]): Promise<void> {
   const config = loadConfig(benchCsrSchema, argv);
@@ -91,13 +92,29 @@ function compression(argv: string[]): void {
   if (config.json) writeFileSync(config.json, `${JSON.stringify({ command: `meshrelay bench compression ${argv.join(' ')}`, figures: result.figures }, null, 2)}\n`);
 }
 
+async function replicas(argv: string[]): Promise<void> {
+  const config = loadConfig(benchReplicasSchema, argv);
+  const { workers, clientsPerAddress, timeoutSeconds, upstreamTarget, upstreamPid, upstreamKubeconfig, json, ...rest } = config;
+  const fleet = planFleet(config.clients, { processes: workers, clientsPerAddress });
+  const result = await runReplicaBench({
+    ...rest, workers: fleet.processes, clientsPerAddress: fleet.clientsPerAddress, timeoutSeconds: timeoutSeconds ?? Math.max(120, config.clients * 0.01),
+    upstream: { target: upstreamTarget, kubeconfig: upstreamKubeconfig, ...(upstreamPid ? { pid: upstreamPid } : {}) },
+    onProgress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`${replicaTable(result)}\n`);
+  if (json) writeFileSync(json, `${JSON.stringify({ command: `meshrelay bench replicas ${argv.join(' ')}`, result }, null, 2)}\n`);
+  if (!replicaBenchPassed(result)) process.exitCode = 1;
+}
+
 /**
  * `meshrelay bench [flags]`: simulated VM Envoys (xDS); `meshrelay bench csr [flags]`: the CA;
- * `meshrelay bench attack`: hostile loads; `meshrelay bench compression`: gzip on a relay link.
+ * `meshrelay bench attack`: hostile loads; `meshrelay bench compression`: gzip on a relay link;
+ * `meshrelay bench replicas`: replicas behind HAProxy, one killed (a real istiod behind them).
  */
 export async function runBench(argv: string[]): Promise<void> {
   if (argv[0] === 'csr') await csr(argv.slice(1));
   else if (argv[0] === 'compression') compression(argv.slice(1));
   else if (argv[0] === 'attack') await attack(argv.slice(1));
+  else if (argv[0] === 'replicas') await replicas(argv.slice(1));
   else await xds(argv[0] === 'xds' ? argv.slice(1) : argv);
 }

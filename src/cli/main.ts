@@ -4,7 +4,7 @@ import { runServe } from './serve.js';
 import { runSimIstiod } from './sim-istiod.js';
 import { runToken } from './token.js';
 import { flagHelp } from '../config/help.js';
-import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchXdsSchema, serveSchema, simSchema, tokenSchema } from '../config/schema.js';
+import { benchAttackSchema, benchCompressionSchema, benchCsrSchema, benchReplicasSchema, benchXdsSchema, serveSchema, simSchema, tokenSchema } from '../config/schema.js';
 import type { z } from 'zod';
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
@@ -26,6 +26,7 @@ const schemas: Record<string, z.ZodType> = {
   'bench csr': benchCsrSchema,
   'bench attack': benchAttackSchema,
   'bench compression': benchCompressionSchema,
+  'bench replicas': benchReplicasSchema,
 };
 
 const usage = `meshrelay — xDS and CA relay for Istio VM sidecars
@@ -38,6 +39,7 @@ Usage:
   meshrelay bench csr [flags]      CSR/s and latency of local signing
   meshrelay bench attack [flags]   hostile loads against a relay, a healthy VM watched
   meshrelay bench compression      what gzip saves and costs per response on a relay link
+  meshrelay bench replicas [flags] relay replicas behind HAProxy, one killed (scripts/bench-real-istiod.sh replicas)
   meshrelay help                   this text
   meshrelay COMMAND --help         the command's flags and their defaults
 

@@ -33,6 +33,12 @@ export interface Registration {
   readonly connectedAt: Date;
   /** Settles when the entry is written; rejects with a RelayError when the VM may not register. */
   readonly done: Promise<void>;
+  /**
+   * Settles once the VM may be served: its entry exists and it may control it (a VM taking its
+   * entry over from a dead replica is served while the takeover is written), or, for a new entry,
+   * once it is created. Rejects as `done` does when the VM may not register.
+   */
+  readonly admitted: Promise<void>;
 }
 
 /** istiod's time format (Go RFC3339Nano: trailing fractional zeros dropped). */
@@ -90,9 +96,11 @@ export class WorkloadEntryController {
     const name = workloadEntryName(proxy);
     const key = entryKey(proxy.namespace, name);
     this.connections.set(key, (this.connections.get(key) ?? 0) + 1);
-    const done = this.serialize(key, 'register', () => this.register(name, proxy, caller, connectedAt));
+    let admit!: () => void;
+    const admittedEarly = new Promise<void>((resolve) => { admit = resolve; });
+    const done = this.serialize(key, 'register', () => this.register(name, proxy, caller, connectedAt, admit));
     done.catch(() => this.stats.errors++);
-    return { proxy, name, connectedAt, done };
+    return { proxy, name, connectedAt, done, admitted: Promise.race([admittedEarly, done]) };
   }
 
   /** The VM's stream ended; on its last stream here the entry is marked disconnected, then cleaned up. */
@@ -135,10 +143,15 @@ export class WorkloadEntryController {
     return deleted;
   }
 
-  private async register(name: string, proxy: RegisteringProxy, caller: CallerIdentity | undefined, connectedAt: Date): Promise<void> {
+  private async register(name: string, proxy: RegisteringProxy, caller: CallerIdentity | undefined, connectedAt: Date, admit: () => void): Promise<void> {
     const existing = await this.store.getEntry(proxy.namespace, name);
     if (existing) {
       checkCanControl(caller, existing);
+      // The entry is in the mesh already: istiod registers before it serves so that the proxy's
+      // workload exists (pilot/pkg/xds/ads.go initConnection), which it does. When a replica dies,
+      // thousands of its VMs come back at once, and waiting for each takeover's write would hold
+      // their config behind the API server.
+      admit();
       // The VM has since connected elsewhere (another replica, or istiod): that one controls it.
       if ((parseTime(existing.metadata.annotations?.[Annotation.connectedAt]) ?? 0) > connectedAt.getTime()) return;
       await this.store.replace(this.withConnectMeta(existing, connectedAt));
@@ -205,6 +218,8 @@ export class WorkloadEntryController {
   private isStale(entry: WorkloadEntry, now: number): boolean {
     const annotations = entry.metadata.annotations ?? {};
     if (!annotations[Annotation.autoRegistrationGroup]) return false;
+    // A VM connected here keeps its entry, even while its takeover is still being written.
+    if (this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))) return false;
     const connectedAt = annotations[Annotation.connectedAt];
     if (connectedAt) {
       const since = now - (parseTime(connectedAt) ?? now);
@@ -213,9 +228,7 @@ export class WorkloadEntryController {
       const controller = annotations[Annotation.workloadController] ?? '';
       const controllerGone = controller === this.options.instanceId ? undefined : this.options.leases?.expiredAt(controller, now);
       if (controllerGone !== undefined) return now - controllerGone >= this.options.gracePeriodMs;
-      return controller === this.options.instanceId
-        && !this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))
-        && since > this.options.gracePeriodMs;
+      return controller === this.options.instanceId && since > this.options.gracePeriodMs;
     }
     if (annotations[Annotation.disconnectedAt] === undefined) return false;
     // An unreadable time cannot prove the grace period is still running.

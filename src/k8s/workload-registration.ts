@@ -20,7 +20,8 @@ export class WorkloadRegisteringProvider implements ViewProvider {
     const registration = this.controller.connect(proxy, stream.caller);
     // The stream waits for its entry and is refused if it cannot have one: istiod registers a VM
     // before it answers it (pilot/pkg/xds/ads.go, initConnection), so a refused VM is sent nothing.
-    const ready = registration.done.catch((error: unknown) => {
+    // An entry that exists already is enough (the controller writes its takeover meanwhile).
+    const ready = registration.admitted.catch((error: unknown) => {
       this.log.warn({ proxy: node.id, err: (error as Error).message }, 'auto-registration refused; closing the stream');
       throw error;
     });
