@@ -123,7 +123,10 @@ export async function runReplicaBench(options: ReplicaBenchOptions): Promise<Rep
     const connectMs = await fleet.until('connect', () => fleet.total('configured') >= clients, connectStarted);
     const timeToConfig = (await fleet.collect()).flatMap((s) => s.timeToConfigMs);
     let entries = await listEntries();
-    const registrationMs = await until(options, 'registration', async () => (entries = await listEntries()).length >= clients, connectStarted);
+    // Timed from the storm's start, but given its own timeout: a VM still registering when the
+    // replica is killed would make the kill's figures the registration's.
+    const registrationMs = await until(options, 'registration', async () => (entries = await listEntries()).length >= clients, connectStarted,
+      performance.now() - connectStarted + options.timeoutSeconds * 1000);
 
     const controllerOf = (entry: (typeof entries)[number]) => entry.metadata.annotations?.[Annotation.workloadController] ?? '';
     const before = new Map(entries.map((entry) => [entry.metadata.name, { uid: entry.metadata.uid, controller: controllerOf(entry) }]));
