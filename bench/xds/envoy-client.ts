@@ -153,8 +153,7 @@ export class EnvoyClient {
   private retryAttempts = 0;
   private closed = false;
   private keepVersions = false;
-  /** Types answered on the current stream, and when (wall clock) it first served the client. */
-  private readonly answeredOnStream = new Set<string>();
+  /** When (wall clock) the current stream first served the client. */
   servedAt: number | undefined;
 
   constructor(
@@ -197,7 +196,6 @@ export class EnvoyClient {
   /** The ADS stream, with the node on its first request and every subscription the client holds. */
   private openStream(): void {
     this.sentNode = false;
-    this.answeredOnStream.clear();
     this.servedAt = undefined;
     this.streamsOpened++;
     const session = this.liveSession();
@@ -380,17 +378,10 @@ export class EnvoyClient {
       this.configuredAt = performance.now();
       this.events.configured(this, this.configuredAt - this.connectStarted);
     }
-    this.answeredOnStream.add(typeUrl);
-    if (this.servedAt === undefined && this.servedOnStream()) this.servedAt = Date.now();
-  }
-
-  /**
-   * Whether the current stream serves the client: it has answered (the relay sends nothing before
-   * the VM is registered) and the client holds its full config. A VM that comes back with its
-   * versions over Delta is sent only what changed, so not every type is answered again.
-   */
-  private servedOnStream(): boolean {
-    return this.answeredOnStream.size > 0 && this.isConfigured();
+    // Served on this stream: it has answered (the relay sends nothing before the VM is registered)
+    // and the client holds its full config. A VM that comes back with its versions over Delta is
+    // sent only what changed, so not every type is answered again.
+    if (this.servedAt === undefined && this.configuredAt !== undefined) this.servedAt = Date.now();
   }
 
   private isConfigured(): boolean {

@@ -37,7 +37,7 @@ export interface WorkerProgress {
   watchId: number;
   /** The kind of the latest error (for the live progress line). */
   lastError?: string;
-  /** Clients whose current stream has answered all they hold. */
+  /** Clients whose current stream has answered them, holding their full config. */
   served: number;
   /** Since the last mark: clients that got a new stream, and those of them served on it. */
   moved: number;

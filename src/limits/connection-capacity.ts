@@ -1,4 +1,4 @@
-import { acceptQueue as kernelAcceptQueue, type AcceptQueue } from './accept-queue.js';
+import { acceptQueue as kernelAcceptQueue, LISTEN_BACKLOG, type AcceptQueue } from './accept-queue.js';
 import { RESERVED_FILES } from './open-files.js';
 
 /** How many VM connections a pod holds, over how many processes, and why (docs/CAPACITY.md). */
@@ -52,5 +52,5 @@ function acceptQueueNote(queue: AcceptQueue, pod: number): string {
   const source = queue.limitedBy === 'somaxconn' ? 'net.core.somaxconn' : 'the backlog asked for';
   const base = `${count(queue.length)} per listener (${source})`;
   if (queue.length >= pod || queue.limitedBy === 'backlog') return base;
-  return `${base}: a reconnect storm of more than ${count(queue.length)} VMs at once overflows it and waits out TCP retransmissions; raise net.core.somaxconn to ${count(Math.min(pod, 65_535))} (docs/CAPACITY.md)`;
+  return `${base}: a reconnect storm of more than ${count(queue.length)} VMs at once overflows it and waits out TCP retransmissions; raise net.core.somaxconn to ${count(Math.min(pod, LISTEN_BACKLOG))} (docs/CAPACITY.md)`;
 }
