@@ -1,6 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomically } from '../config/files.js';
 import { CA_AUDIENCE } from './identity.js';
 import { mintJwt } from './jwt.js';
 
@@ -23,12 +24,14 @@ export function ensureDevTokenIssuer(directory: string): DevTokenIssuer {
   if (!existsSync(keyFile)) {
     mkdirSync(directory, { recursive: true, mode: 0o700 });
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-    writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    writeFileAtomically(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), 0o600);
   }
   const key = createPrivateKey(readFileSync(keyFile));
   const jwk = createPublicKey(key).export({ format: 'jwk' });
   const kid = createHash('sha256').update(JSON.stringify(jwk)).digest('base64url').slice(0, 16);
-  writeFileSync(jwksFile, `${JSON.stringify({ keys: [{ ...jwk, kid, use: 'sig', alg: 'ES256' }] }, null, 2)}\n`);
+  const jwks = `${JSON.stringify({ keys: [{ ...jwk, kid, use: 'sig', alg: 'ES256' }] }, null, 2)}\n`;
+  // Every worker calls this at startup while the others read the file: write only what changed.
+  if (!existsSync(jwksFile) || readFileSync(jwksFile, 'utf8') !== jwks) writeFileAtomically(jwksFile, jwks);
   return { jwksFile, key, kid };
 }
 

@@ -59,7 +59,7 @@ test('replaced CA files are picked up, and a leaf never outlives its CA', async 
   t.teardown(r.close);
   createDevCa(r.caDir, { validityMs: 3600_000 });
   const ca = new X509Certificate(readFileSync(path.join(r.caDir, 'ca-cert.pem')));
-  const chain = await eventually(() => createCertificate(r.client, opensslCsr('ec-p256').csr, r.bearer()), (c) => c[1] === ca.toString(), 5000);
+  const chain = await eventually(() => createCertificate(r.client, opensslCsr('ec-p256').csr, r.bearer()), (c) => c[1] === ca.toString(), 20_000);
   const leaf = new X509Certificate(chain[0]!);
   t.true(Date.parse(leaf.validTo) <= Date.parse(ca.validTo), '24h requested, clamped to the CA\'s remaining hour');
   t.regex(opensslVerify(chain, r.rootFile), /OK/, 'the chain verifies against the new root');
