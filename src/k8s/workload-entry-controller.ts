@@ -3,7 +3,7 @@ import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CallerIdentity } from '../xds/view.js';
 import { Backoff, type BackoffPolicy } from '../transport/backoff.js';
-import { isConflict, isRetryable, type WorkloadEntryStore } from './workload-entry-store.js';
+import { isConflict, isNotFound, isRetryable, type WorkloadEntryStore } from './workload-entry-store.js';
 import {
   Annotation, workloadEntryFromGroup, workloadEntryName, type IstioCondition, type RegisteringProxy, type WorkloadEntry,
 } from './workload-entry-template.js';
@@ -131,16 +131,23 @@ export class WorkloadEntryController {
     this.closed = true;
   }
 
-  /** Deletes auto-registered entries that nobody will clean up otherwise; returns how many. */
+  /**
+   * Deletes auto-registered entries that nobody will clean up otherwise, and marks those of dead
+   * replicas disconnected (for deletion a grace period later); returns how many it deleted.
+   */
   async sweep(now = Date.now()): Promise<number> {
-    let deleted = 0;
     await this.options.leases?.refresh(now);
-    for (const entry of await this.store.listAll()) {
-      if (!this.isStale(entry, now)) continue;
-      await this.serialize(entryKey(entry.metadata.namespace, entry.metadata.name), 'sweep', () => this.deleteIfStale(entry.metadata.namespace, entry.metadata.name))
-        .then((removed) => { if (removed) deleted++; }, () => this.stats.errors++);
-    }
-    return deleted;
+    const outcomes = (await this.store.listAll()).map((entry) => {
+      const verdict = this.staleness(entry, now);
+      if (!verdict) return Promise.resolve(false);
+      const { namespace, name } = entry.metadata;
+      const task = verdict === 'orphaned' ? () => this.adoptOrphan(namespace, name).then(() => false) : () => this.deleteIfStale(namespace, name);
+      return this.serialize(entryKey(namespace, name), verdict === 'orphaned' ? 'adopt' : 'sweep', task).catch(() => {
+        this.stats.errors++;
+        return false;
+      });
+    });
+    return (await Promise.all(outcomes)).filter(Boolean).length;
   }
 
   private async register(name: string, proxy: RegisteringProxy, caller: CallerIdentity | undefined, connectedAt: Date, admit: () => void): Promise<void> {
@@ -154,11 +161,23 @@ export class WorkloadEntryController {
       admit();
       // The VM has since connected elsewhere (another replica, or istiod): that one controls it.
       if ((parseTime(existing.metadata.annotations?.[Annotation.connectedAt]) ?? 0) > connectedAt.getTime()) return;
-      await this.store.replace(this.withConnectMeta(existing, connectedAt));
+      try {
+        await this.store.replace(this.withConnectMeta(existing, connectedAt));
+      } catch (error) {
+        // Deleted since it was read (a sweep judged it stranded before this takeover reached the
+        // API server): the VM is being served, so it gets its entry back.
+        if (!isNotFound(error)) throw error;
+        await this.createFromGroup(name, proxy, caller, connectedAt);
+        return;
+      }
       this.stats.updated++;
       this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id }, 'took over auto-registered WorkloadEntry');
       return;
     }
+    await this.createFromGroup(name, proxy, caller, connectedAt);
+  }
+
+  private async createFromGroup(name: string, proxy: RegisteringProxy, caller: CallerIdentity | undefined, connectedAt: Date): Promise<void> {
     const group = await this.store.getGroup(proxy.namespace, proxy.group);
     if (!group) {
       throw new RelayError('MR_REGISTRATION_FAILED', `auto-registration WorkloadEntry of ${proxy.id} failed: cannot find WorkloadGroup ${proxy.namespace}/${proxy.group}`);
@@ -191,10 +210,30 @@ export class WorkloadEntryController {
     await this.store.replace({ ...entry, metadata: { ...entry.metadata, annotations } });
     this.stats.unregistered++;
     this.log.info({ entry: `${proxy.namespace}/${name}`, proxy: proxy.id, graceMs: this.options.gracePeriodMs }, 'VM disconnected; WorkloadEntry kept for the grace period');
+    this.cleanUpAfterGrace(proxy.namespace, name);
+  }
+
+  /**
+   * An entry whose replica died with its VM connected: this replica records the disconnect the
+   * dead one could not, and deletes the entry a grace period later unless the VM has come back.
+   * Deleting at once would race a survivor's takeover still on its way to the API server.
+   */
+  private async adoptOrphan(namespace: string, name: string): Promise<void> {
+    const entry = await this.store.getEntry(namespace, name);
+    if (!entry || this.staleness(entry, Date.now()) !== 'orphaned') return;
+    const annotations: Record<string, string> = { ...entry.metadata.annotations, [Annotation.workloadController]: this.options.instanceId, [Annotation.disconnectedAt]: formatTime(new Date()) };
+    delete annotations[Annotation.connectedAt];
+    await this.store.replace({ ...entry, metadata: { ...entry.metadata, annotations } });
+    this.stats.unregistered++;
+    this.log.info({ entry: `${namespace}/${name}`, deadController: entry.metadata.annotations?.[Annotation.workloadController], graceMs: this.options.gracePeriodMs }, 'WorkloadEntry of a replica that died marked disconnected; kept for the grace period');
+    this.cleanUpAfterGrace(namespace, name);
+  }
+
+  private cleanUpAfterGrace(namespace: string, name: string): void {
     if (this.closed) return;
     const timer = setTimeout(() => {
       this.cleanupTimers.delete(timer);
-      void this.serialize(entryKey(proxy.namespace, name), 'cleanup', () => this.deleteIfStale(proxy.namespace, name)).catch(() => this.stats.errors++);
+      void this.serialize(entryKey(namespace, name), 'cleanup', () => this.deleteIfStale(namespace, name)).catch(() => this.stats.errors++);
     }, this.options.gracePeriodMs);
     timer.unref();
     this.cleanupTimers.add(timer);
@@ -202,7 +241,7 @@ export class WorkloadEntryController {
 
   private async deleteIfStale(namespace: string, name: string): Promise<boolean> {
     const entry = await this.store.getEntry(namespace, name);
-    if (!entry || !this.isStale(entry, Date.now())) return false;
+    if (!entry || this.staleness(entry, Date.now()) !== 'stale') return false;
     await this.store.delete(entry);
     this.stats.deleted++;
     this.log.info({ entry: `${namespace}/${name}` }, 'deleted auto-registered WorkloadEntry');
@@ -210,30 +249,31 @@ export class WorkloadEntryController {
   }
 
   /**
-   * istiod's rules (disconnected longer than the grace period; connected for longer than 2.25×
-   * the maximum connection age), plus two of the relay's: an entry this replica controls but holds
-   * no stream for (a disconnect write that was lost), and one whose controlling replica's lease
-   * expired (it died without marking its VMs disconnected), are stale after the grace period.
+   * istiod's rules make an entry `stale` (to delete): disconnected longer than the grace period, or
+   * connected for longer than 2.25× the maximum connection age. The relay adds two: an entry this
+   * replica controls but holds no stream for (a disconnect write that was lost) is stale after the
+   * grace period; one whose controlling replica's lease expired a grace period ago (it died without
+   * marking its VMs disconnected) is `orphaned`: marked disconnected first (adoptOrphan).
    */
-  private isStale(entry: WorkloadEntry, now: number): boolean {
+  private staleness(entry: WorkloadEntry, now: number): 'stale' | 'orphaned' | undefined {
     const annotations = entry.metadata.annotations ?? {};
-    if (!annotations[Annotation.autoRegistrationGroup]) return false;
+    if (!annotations[Annotation.autoRegistrationGroup]) return undefined;
     // A VM connected here keeps its entry, even while its takeover is still being written.
-    if (this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))) return false;
+    if (this.connections.has(entryKey(entry.metadata.namespace, entry.metadata.name))) return undefined;
     const connectedAt = annotations[Annotation.connectedAt];
     if (connectedAt) {
       const since = now - (parseTime(connectedAt) ?? now);
       const maxAge = this.options.maxConnectionAgeMs;
-      if (maxAge > 0 && since > maxAge * 2.25) return true;
+      if (maxAge > 0 && since > maxAge * 2.25) return 'stale';
       const controller = annotations[Annotation.workloadController] ?? '';
       const controllerGone = controller === this.options.instanceId ? undefined : this.options.leases?.expiredAt(controller, now);
-      if (controllerGone !== undefined) return now - controllerGone >= this.options.gracePeriodMs;
-      return controller === this.options.instanceId && since > this.options.gracePeriodMs;
+      if (controllerGone !== undefined) return now - controllerGone >= this.options.gracePeriodMs ? 'orphaned' : undefined;
+      return controller === this.options.instanceId && since > this.options.gracePeriodMs ? 'stale' : undefined;
     }
-    if (annotations[Annotation.disconnectedAt] === undefined) return false;
+    if (annotations[Annotation.disconnectedAt] === undefined) return undefined;
     // An unreadable time cannot prove the grace period is still running.
     const disconnectedAt = parseTime(annotations[Annotation.disconnectedAt]);
-    return disconnectedAt === undefined || now - disconnectedAt >= this.options.gracePeriodMs;
+    return disconnectedAt === undefined || now - disconnectedAt >= this.options.gracePeriodMs ? 'stale' : undefined;
   }
 
   private async writeHealth(registration: Registration, healthy: boolean, message: string, at: Date): Promise<void> {
