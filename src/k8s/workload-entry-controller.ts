@@ -252,7 +252,7 @@ export class WorkloadEntryController {
    * istiod's rules make an entry `stale` (to delete): disconnected longer than the grace period, or
    * connected for longer than 2.25× the maximum connection age. The relay adds two: an entry this
    * replica controls but holds no stream for (a disconnect write that was lost) is stale after the
-   * grace period; one whose controlling replica's lease expired a grace period ago (it died without
+   * grace period; one whose controlling replica's lease expired a sweep interval ago (it died without
    * marking its VMs disconnected) is `orphaned`: marked disconnected first (adoptOrphan).
    */
   private staleness(entry: WorkloadEntry, now: number): 'stale' | 'orphaned' | undefined {
@@ -267,7 +267,9 @@ export class WorkloadEntryController {
       if (maxAge > 0 && since > maxAge * 2.25) return 'stale';
       const controller = annotations[Annotation.workloadController] ?? '';
       const controllerGone = controller === this.options.instanceId ? undefined : this.options.leases?.expiredAt(controller, now);
-      if (controllerGone !== undefined) return now - controllerGone >= this.options.gracePeriodMs ? 'orphaned' : undefined;
+      // A sweep interval, not a grace period: a failover's takeovers can be queued behind the API
+      // server for longer than the grace, and istiod itself waits 2.25 × the connection age.
+      if (controllerGone !== undefined) return now - controllerGone >= Math.max(this.options.gracePeriodMs, this.options.sweepIntervalMs) ? 'orphaned' : undefined;
       return controller === this.options.instanceId && since > this.options.gracePeriodMs ? 'stale' : undefined;
     }
     if (annotations[Annotation.disconnectedAt] === undefined) return undefined;
@@ -319,7 +321,11 @@ export class WorkloadEntryController {
       try {
         return await task();
       } catch (error) {
-        const retry = !(error instanceof RelayError) && isRetryable(error) && attempt < maxAttempts && !this.closed;
+        // A VM already being served keeps trying for its entry as long as it stays connected here:
+        // giving up would leave it in the mesh without one (a failover's burst can hold the API
+        // server's answers back for longer than the attempts last).
+        const persist = what === 'register' && this.connections.has(key);
+        const retry = !(error instanceof RelayError) && isRetryable(error) && (attempt < maxAttempts || persist) && !this.closed;
         const level = isConflict(error) && retry ? 'debug' : 'warn';
         this.log[level]({ entry: key, op: what, attempt, err: (error as Error).message, willRetry: retry }, 'WorkloadEntry write failed');
         if (!retry) throw error instanceof RelayError ? error : new RelayError('MR_UPSTREAM_UNAVAILABLE', `WorkloadEntry ${key}: ${(error as Error).message}`, { cause: error });

@@ -201,7 +201,7 @@ realTest('the sweep deletes entries left connected to this replica without a str
   for (const name of names) await api!.request('DELETE', `${entries}/${name}`);
 });
 
-realTest('a replica that died without marking its VMs disconnected: once its Lease has expired for the grace period, a survivor\'s sweep marks its entries disconnected and deletes them a grace period later; a live replica\'s and istiod\'s stay', async (t) => {
+realTest('a replica that died without marking its VMs disconnected: once its Lease has expired for a sweep interval, a survivor\'s sweep marks its entries disconnected and deletes them a grace period later; a live replica\'s and istiod\'s stay', async (t) => {
   await api!.request('POST', '/api/v1/namespaces', { metadata: { name: 'istio-system' } }).catch(() => undefined);
   const leases = '/apis/coordination.k8s.io/v1/namespaces/istio-system/leases';
   const microTime = (ms: number) => new Date(ms).toISOString().replace(/Z$/, '000Z');
@@ -209,7 +209,7 @@ realTest('a replica that died without marking its VMs disconnected: once its Lea
     metadata: { name: `meshrelay-${holder}`, labels: { 'app.kubernetes.io/managed-by': 'meshrelay-workload-entries' } },
     spec: { holderIdentity: holder, leaseDurationSeconds: 15, renewTime: microTime(Date.now() - renewedMsAgo) },
   });
-  await api!.request('POST', leases, lease('meshrelay-dead', 20_000));
+  await api!.request('POST', leases, lease('meshrelay-dead', 40_000));
   await api!.request('POST', leases, lease('meshrelay-alive', 0));
   const r = await replica('meshrelay-a');
   t.teardown(r.close);
@@ -225,7 +225,7 @@ realTest('a replica that died without marking its VMs disconnected: once its Lea
   await connectedTo('on-istiod', 'istiod-7c9');
   t.is(await r.relay.workloadEntries!.sweep(), 0, 'nothing deleted at once: a survivor\'s takeover may still be on its way');
   const marked = await api!.request('GET', `${entries}/on-dead-replica`);
-  t.is(marked.metadata.annotations['istio.io/workloadController'], 'meshrelay-a', 'the dead replica\'s lease expired 5 s ago, past the 1 s grace period: the survivor records the disconnect');
+  t.is(marked.metadata.annotations['istio.io/workloadController'], 'meshrelay-a', 'the dead replica\'s lease expired 25 s ago, past the sweep interval (10 × the 1 s grace): the survivor records the disconnect');
   t.truthy(marked.metadata.annotations['istio.io/disconnectedAt']);
   t.is(marked.metadata.annotations['istio.io/connectedAt'], undefined);
   const listNames = async () => (await api!.request('GET', entries)).items.map((item: any) => item.metadata.name).sort();

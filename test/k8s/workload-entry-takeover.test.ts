@@ -90,7 +90,7 @@ function memoryStore(initial: WorkloadEntry[]) {
   };
 }
 
-const deadReplicaLeases = { refresh: async () => undefined, expiredAt: (holder: string, now: number) => (holder === 'dead-replica' ? now - 60_000 : undefined), close: () => undefined } as unknown as ReplicaLeases;
+const deadReplicaLeases = { refresh: async () => undefined, expiredAt: (holder: string, now: number) => (holder === 'dead-replica' ? now - 120_000 : undefined), close: () => undefined } as unknown as ReplicaLeases;
 const survivorOptions = (instanceId: string) => ({ instanceId, gracePeriodMs: 300, sweepIntervalMs: 60_000, maxConnectionAgeMs: 0, backoff: fastBackoff, leases: deadReplicaLeases });
 
 test('a survivor\'s sweep does not delete a dead replica\'s entry while another survivor\'s takeover of it is still on its way: it is marked disconnected, and the takeover wins', async (t) => {
@@ -138,4 +138,22 @@ test('a takeover that finds its entry deleted since it was read writes it again:
   const entry = api.entries.get(existing.metadata.name);
   t.truthy(entry, 'the entry exists again');
   t.is(entry?.metadata.annotations?.[Annotation.workloadController], 'survivor-b');
+});
+
+test('a connected VM keeps trying for its entry past the attempts a write is given, while the API server keeps failing', async (t) => {
+  const api = memoryStore([]);
+  let failures = 0;
+  const create = api.store.create.bind(api.store);
+  Object.assign(api.store, {
+    create: async (entry: WorkloadEntry) => {
+      if (failures++ < 8) throw Object.assign(new Error('HTTP 503'), { code: 503 });
+      return create(entry);
+    },
+  });
+  const controller = new WorkloadEntryController(api.store, { ...survivorOptions('survivor-b'), backoff: { ...fastBackoff, initialMs: 5, maxMs: 20 }, maxAttempts: 3 }, testLog);
+  t.teardown(() => controller.close(0));
+  const registration = controller.connect(proxy, caller);
+  await registration.done;
+  t.is(failures, 9, 'eight refusals, then written');
+  t.true(api.entries.has(existing.metadata.name));
 });
