@@ -6,7 +6,11 @@ import {
 } from '@kubernetes/client-node';
 import { RelayError } from '../errors.js';
 
-/** Connections each kubeconfig keeps to its API server; calls beyond wait in the agent's queue. */
+/**
+ * Connections each kubeconfig keeps to its API server for reads, and as many for writes; calls
+ * beyond wait in their agent's queue. Reads have their own: a VM returning to this replica is
+ * served once its entry has been read, and must not wait behind a failover's queue of writes.
+ */
 export const API_SERVER_SOCKETS = 32;
 
 /**
@@ -29,13 +33,14 @@ class KeptConnections implements PromiseHttpLibrary {
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
     const transport = url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
-      const outgoing = transport.request(url, { method: request.getHttpMethod(), headers, agent: this.agentLike(request.getAgent()), signal: request.getSignal() }, (response) => {
+      const method = request.getHttpMethod();
+      const outgoing = transport.request(url, { method, headers, agent: this.agentLike(request.getAgent(), method === 'GET'), signal: request.getSignal() }, (response) => {
         const chunks: Buffer[] = [];
         const received = new Promise<Buffer>((done, fail) => {
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
           response.on('end', () => done(Buffer.concat(chunks)));
           response.on('error', fail);
-          response.on('aborted', () => fail(new Error(`the API server's response to ${request.getHttpMethod()} ${url.pathname} was cut`)));
+          response.on('aborted', () => fail(new Error(`the API server's response to ${method} ${url.pathname} was cut`)));
         });
         received.catch(() => undefined);
         const responseHeaders: Record<string, string> = {};
@@ -47,12 +52,12 @@ class KeptConnections implements PromiseHttpLibrary {
     });
   }
 
-  /** One kept agent per TLS setup the library asked for; proxy agents are used as it built them. */
-  private agentLike(built: http.Agent | https.Agent | undefined): http.Agent | undefined {
+  /** Kept agents per TLS setup the library asked for, one for reads and one for writes; proxy agents are used as it built them. */
+  private agentLike(built: http.Agent | https.Agent | undefined, read: boolean): http.Agent | undefined {
     if (!built || (built.constructor !== https.Agent && built.constructor !== http.Agent)) return built;
     const options = (built as https.Agent).options;
     const secure = built instanceof https.Agent;
-    const key = JSON.stringify([secure, options.ca, options.cert, options.key, options.pfx, options.rejectUnauthorized, options.servername].map((value) => value?.toString()));
+    const key = JSON.stringify([read, secure, options.ca, options.cert, options.key, options.pfx, options.rejectUnauthorized, options.servername].map((value) => value?.toString()));
     let agent = this.agents.get(key);
     if (!agent) {
       const kept = { ...options, keepAlive: true, maxSockets: API_SERVER_SOCKETS };
