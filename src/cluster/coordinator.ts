@@ -5,7 +5,7 @@ import type { CaSubsystem } from '../ca/ca-setup.js';
 import { localCaFiles } from '../ca/ca-setup.js';
 import { resolveCaMode, workerBalance, type ServeConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { startEmbeddedSim } from '../setup/upstream-setup.js';
+import { startEmbeddedSim } from '../sim/sim-server.js';
 import type { RunningSim } from '../sim/sim-server.js';
 import { LISTEN_BACKLOG } from '../limits/accept-queue.js';
 import { formatAddress, parseListenAddress, type ListenAddress } from '../transport/listen-address.js';

@@ -2,8 +2,7 @@ import type { ServeConfig } from '../config/schema.js';
 import { upstreamChannelOptions, upstreamCredentials, watchUpstreamCredentials } from '../config/upstream-tls.js';
 import type { Disposer } from '../disposer.js';
 import type { Logger } from '../log.js';
-import { loadMesh } from '../sim/mesh-model.js';
-import { startSimIstiod, type RunningSim } from '../sim/sim-server.js';
+import { startEmbeddedSim, type RunningSim } from '../sim/sim-server.js';
 import { formatAddress } from '../transport/listen-address.js';
 import { ConnectionPool } from '../xds/upstream/connection-pool.js';
 
@@ -12,13 +11,6 @@ export interface UpstreamSide {
   target: string;
   embedded: RunningSim | undefined;
   pool: ConnectionPool;
-}
-
-/** The simulated istiod of `upstream: embedded`, on a loopback port. */
-export function startEmbeddedSim(config: ServeConfig, log: Logger): Promise<RunningSim> {
-  const mesh = loadMesh(config.mesh || undefined);
-  if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
-  return startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
 }
 
 /**

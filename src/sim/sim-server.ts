@@ -2,7 +2,8 @@ import type { Logger } from '../log.js';
 import { GrpcServer } from '../transport/grpc-server.js';
 import type { ListenAddress } from '../transport/listen-address.js';
 import { AdsService } from '../xds/downstream/ads-service.js';
-import type { MeshModel } from './mesh-model.js';
+import type { ServeConfig } from '../config/schema.js';
+import { loadMesh, type MeshModel } from './mesh-model.js';
 import { SimIstiod } from './sim-istiod.js';
 
 export interface RunningSim {
@@ -31,4 +32,11 @@ export async function startSimIstiod(mesh: MeshModel, listen: ListenAddress, log
       await server.close(0);
     },
   };
+}
+
+/** The simulated istiod of `upstream: embedded`, on a loopback port. */
+export function startEmbeddedSim(config: ServeConfig, log: Logger): Promise<RunningSim> {
+  const mesh = loadMesh(config.mesh || undefined);
+  if (config.churnRate > 0) mesh.churn.ratePerSecond = config.churnRate;
+  return startSimIstiod(mesh, { host: '127.0.0.1', port: 0 }, log.child({ component: 'sim-istiod' }));
 }

@@ -59,3 +59,11 @@ test('xds/ does not depend on the CA, Kubernetes or mesh subsystems', (t) => {
     .map((target) => `${file} → ${target}`));
   t.deepEqual(offending, []);
 });
+
+test('the worker coordinator does not reach up into the relay\'s set-up (the embedded simulator lives with sim/)', (t) => {
+  const offending = sources('src/cluster').flatMap((file) => [...readFileSync(path.join(root, file), 'utf8').matchAll(/from '([^']+)'/g)]
+    .map((match) => match[1]!)
+    .filter((target) => /\/setup\//.test(path.join(path.dirname(file), target)))
+    .map((target) => `${file} → ${target}`));
+  t.deepEqual(offending, []);
+});
